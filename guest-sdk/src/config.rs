@@ -1,0 +1,263 @@
+//! What a policy gets at init: the listener's pools and its `policy_config`.
+
+use crate::PoolId;
+use std::fmt::Write as _;
+
+/// A value from the listener's `policy_config` table, as the host sends it.
+/// Nested tables arrive flattened into dotted keys (`routes.video`).
+pub use crate::bindings::types::ConfigValue;
+
+/// Everything [`Policy::init`](crate::Policy::init) gets: the listener's
+/// pools and its `policy_config` table.
+#[derive(Debug, Clone)]
+pub struct InitContext {
+    pools: Vec<String>,
+    config: Config,
+}
+
+impl InitContext {
+    /// A context as the host would hand it: pool names (index = pool id,
+    /// the first is the default pool) and the config entries. The SDK builds
+    /// it from the host's arguments; it is public so that policy logic can
+    /// be unit-tested natively.
+    pub fn new(pools: Vec<String>, config: Vec<(String, ConfigValue)>) -> Self {
+        InitContext {
+            pools,
+            config: Config { entries: config },
+        }
+    }
+
+    /// The names of the listener's pools, in order: index `i` is
+    /// `PoolId(i)`, the first is the default pool.
+    pub fn pools(&self) -> &[String] {
+        &self.pools
+    }
+
+    /// Resolves a pool name to its id. The error names the pool and lists
+    /// the listener's pools.
+    pub fn pool(&self, name: &str) -> Result<PoolId, String> {
+        match self.pools.iter().position(|pool| pool == name) {
+            Some(index) => Ok(PoolId(index as u32)),
+            None => Err(format!(
+                "unknown pool `{name}`: this listener's pools are {}",
+                list(&self.pools)
+            )),
+        }
+    }
+
+    /// The listener's `policy_config` table.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// The listener's `policy_config` table, with typed getters.
+///
+/// Every getter returns `Ok(None)` for an absent key and an error naming
+/// the key when the value has the wrong type, so `init` can pass errors on
+/// with `?`. Nested TOML tables arrive flattened into dotted keys: `[x]
+/// y = 1` is the key `x.y`.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    entries: Vec<(String, ConfigValue)>,
+}
+
+impl Config {
+    /// The raw value of a key, if present.
+    pub fn get(&self, key: &str) -> Option<&ConfigValue> {
+        self.entries
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value)
+    }
+
+    /// Every key, in the order the host sent them.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// A string value.
+    pub fn get_str(&self, key: &str) -> Result<Option<&str>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(ConfigValue::Text(text)) => Ok(Some(text)),
+            Some(other) => Err(wrong_type(key, "a string", other)),
+        }
+    }
+
+    /// An integer value.
+    pub fn get_int(&self, key: &str) -> Result<Option<i64>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(ConfigValue::Integer(n)) => Ok(Some(*n)),
+            Some(other) => Err(wrong_type(key, "an integer", other)),
+        }
+    }
+
+    /// A boolean value.
+    pub fn get_bool(&self, key: &str) -> Result<Option<bool>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(ConfigValue::Boolean(b)) => Ok(Some(*b)),
+            Some(other) => Err(wrong_type(key, "a boolean", other)),
+        }
+    }
+
+    /// A float value. An integer is accepted too (`ratio = 1` means 1.0).
+    pub fn get_float(&self, key: &str) -> Result<Option<f64>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(ConfigValue::Float(x)) => Ok(Some(*x)),
+            Some(ConfigValue::Integer(n)) => Ok(Some(*n as f64)),
+            Some(other) => Err(wrong_type(key, "a number", other)),
+        }
+    }
+
+    /// An array value. The host renders every element as text (strings as
+    /// they are, numbers and booleans in TOML notation).
+    pub fn get_str_list(&self, key: &str) -> Result<Option<&[String]>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(ConfigValue::TextList(items)) => Ok(Some(items)),
+            Some(other) => Err(wrong_type(key, "an array", other)),
+        }
+    }
+
+    /// Fails on the first key not in `known`, naming it and listing the
+    /// known keys: call it first in `init` so that a typo in the config is
+    /// reported instead of silently ignored.
+    pub fn deny_unknown_keys<S: AsRef<str>>(&self, known: &[S]) -> Result<(), String> {
+        match self
+            .keys()
+            .find(|key| !known.iter().any(|k| k.as_ref() == *key))
+        {
+            None => Ok(()),
+            Some(key) if known.is_empty() => {
+                Err(format!("{key}: unknown key (this policy takes no config)"))
+            }
+            Some(key) => Err(format!("{key}: unknown key (known keys: {})", list(known))),
+        }
+    }
+}
+
+fn wrong_type(key: &str, expected: &str, found: &ConfigValue) -> String {
+    let found = match found {
+        ConfigValue::Text(text) => format!("the string {text:?}"),
+        ConfigValue::Integer(n) => format!("the integer {n}"),
+        ConfigValue::Float(x) => format!("the float {x}"),
+        ConfigValue::Boolean(b) => format!("the boolean {b}"),
+        ConfigValue::TextList(items) => format!("an array of {} items", items.len()),
+    };
+    format!("{key}: expected {expected}, found {found}")
+}
+
+/// `a, b, c` (or `none` when empty).
+fn list<S: AsRef<str>>(items: &[S]) -> String {
+    if items.is_empty() {
+        return "none".to_string();
+    }
+    let mut out = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "{}", item.as_ref());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> InitContext {
+        InitContext::new(
+            vec!["web".into(), "video".into()],
+            vec![
+                ("name".into(), ConfigValue::Text("x".into())),
+                ("count".into(), ConfigValue::Integer(3)),
+                ("ratio".into(), ConfigValue::Float(0.5)),
+                ("on".into(), ConfigValue::Boolean(true)),
+                (
+                    "list".into(),
+                    ConfigValue::TextList(vec!["a".into(), "1".into()]),
+                ),
+                ("routes.video".into(), ConfigValue::Text("/v".into())),
+            ],
+        )
+    }
+
+    #[test]
+    fn pools_resolve_by_name() {
+        let ctx = ctx();
+        assert_eq!(ctx.pools(), ["web", "video"]);
+        assert_eq!(ctx.pool("web"), Ok(PoolId::DEFAULT));
+        assert_eq!(ctx.pool("video"), Ok(PoolId(1)));
+        let err = ctx.pool("billing").unwrap_err();
+        assert!(
+            err.contains("`billing`") && err.contains("web, video"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn typed_getters() {
+        let ctx = ctx();
+        let config = ctx.config();
+        assert_eq!(config.get_str("name"), Ok(Some("x")));
+        assert_eq!(config.get_str("routes.video"), Ok(Some("/v")));
+        assert_eq!(config.get_int("count"), Ok(Some(3)));
+        assert_eq!(config.get_float("ratio"), Ok(Some(0.5)));
+        assert_eq!(config.get_float("count"), Ok(Some(3.0)));
+        assert_eq!(config.get_bool("on"), Ok(Some(true)));
+        assert_eq!(
+            config.get_str_list("list"),
+            Ok(Some(&["a".to_string(), "1".to_string()][..]))
+        );
+        assert_eq!(config.get_str("absent"), Ok(None));
+        assert_eq!(config.get_int("absent"), Ok(None));
+        assert_eq!(
+            config.keys().collect::<Vec<_>>(),
+            ["name", "count", "ratio", "on", "list", "routes.video"]
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let ctx = ctx();
+        let config = ctx.config();
+        assert_eq!(
+            config.get_str("count"),
+            Err("count: expected a string, found the integer 3".to_string())
+        );
+        assert_eq!(
+            config.get_int("name"),
+            Err("name: expected an integer, found the string \"x\"".to_string())
+        );
+        assert!(config.get_bool("ratio").unwrap_err().starts_with("ratio: "));
+        assert!(config.get_float("on").unwrap_err().starts_with("on: "));
+        assert!(
+            config
+                .get_str_list("name")
+                .unwrap_err()
+                .starts_with("name: ")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_reported() {
+        let ctx = ctx();
+        let config = ctx.config();
+        let all = ["name", "count", "ratio", "on", "list", "routes.video"];
+        assert_eq!(config.deny_unknown_keys(&all), Ok(()));
+        assert_eq!(
+            config.deny_unknown_keys(&["name", "count"]),
+            Err("ratio: unknown key (known keys: name, count)".to_string())
+        );
+        assert_eq!(
+            config.deny_unknown_keys::<&str>(&[]),
+            Err("name: unknown key (this policy takes no config)".to_string())
+        );
+        assert_eq!(Config::default().deny_unknown_keys::<&str>(&[]), Ok(()));
+    }
+}

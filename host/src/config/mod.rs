@@ -1,0 +1,158 @@
+//! The config file: format, defaults and validation.
+//!
+//! A config is one TOML file (see DESIGN.md section 5). [`Config::load`]
+//! reads, parses and validates it and returns either a complete [`Config`],
+//! with every default filled in, or [`ConfigErrors`] listing *every*
+//! problem found, each as one `FILE: key: reason` line, where `key` is a
+//! path such as `listeners[0].policy` or `pools[1].backends[0].address`
+//! (lists are indexed from 0 in file order).
+//!
+//! ```toml
+//! [admin]                       # optional; address defaults to 127.0.0.1:9901
+//! address = "127.0.0.1:9901"
+//!
+//! [policies]
+//! dir = "policies.d"            # required; relative to the config file's folder
+//! decision_timeout = "5ms"      # default 5ms, must be > 0
+//! memory_limit = "16MiB"        # default 16MiB, 1MiB ..= 4GiB
+//!
+//! [[listeners]]                 # at least one
+//! name = "edge"                 # unique, [A-Za-z0-9_.-]+
+//! address = "127.0.0.1:8080"    # IP:port, unique unless the port is 0
+//! protocol = "http"             # http (default) | https | tcp
+//! policy = "content-router"     # <policies.dir>/<policy>.wasm
+//! pools = ["web", "video"]      # defined pools; the first is the default
+//! on_error = "fallback"         # fallback (default) | reject
+//! [listeners.policy_config]     # optional free-form table for the policy
+//! video_prefix = "/video"
+//! [[listeners.certificates]]    # https only, and required there
+//! cert = "certs/example.pem"    # relative to the config file's folder
+//! key = "certs/example.key"
+//!
+//! [[pools]]
+//! name = "web"                  # unique, [A-Za-z0-9_.-]+
+//! backends = [ { address = "127.0.0.1:9001", weight = 2 }, { address = "127.0.0.1:9002" } ]
+//! [pools.health]                # optional active check
+//! path = "/healthz"             # starts with '/'; absent: TCP connect check
+//! interval = "1s"               # default 1s, > 0
+//! timeout = "500ms"             # default 500ms, > 0
+//! rise = 2                      # default 2, >= 1
+//! fall = 2                      # default 2, >= 1
+//! ```
+//!
+//! Value formats (see [`units`] for the details):
+//! - durations: a number and a unit, `"250us"`, `"5ms"`, `"1.5s"`, `"2m"`
+//!   (units ns, us, ms, s, m, h); bare numbers are refused;
+//! - sizes: bytes as an integer or string (`1048576`), or with a unit:
+//!   `KiB`/`MiB`/`GiB`/`TiB` (1024-based), `KB`/`MB`/`GB`/`TB` (1000-based);
+//! - addresses: `IP:port` (`127.0.0.1:80`, `[::1]:80`); hostnames are not
+//!   accepted, so the proxy never depends on name resolution at load time.
+//!
+//! Unknown keys are errors everywhere except inside `policy_config`, so a
+//! typo (`adress`) is reported instead of silently ignored. Errors come in
+//! two stages: a TOML syntax or type error stops parsing and is reported
+//! alone (key `(syntax)` or the key's path); otherwise every value is
+//! checked and all problems are reported together.
+//!
+//! Whether each listener's policy file exists is checked separately by
+//! [`Config::check_policy_files`], because policies may be written after
+//! the config (the demo does) and the policy folder is watched anyway.
+
+mod error;
+mod model;
+mod raw;
+pub mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use model::{
+    AdminConfig, BackendConfig, CertificateConfig, Config, HealthConfig, ListenerConfig, OnError,
+    PoliciesConfig, PoolConfig, Protocol,
+};
+
+use raw::RawConfig;
+
+impl Config {
+    /// Reads, parses and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, "(file)", format!("cannot read: {e}")))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `file` names it in errors and is the
+    /// base for relative paths. Does not touch the filesystem.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
+        let raw = parse_raw(text, file)?;
+        validate::validate(raw, file)
+    }
+
+    /// The listener called `name`.
+    pub fn listener(&self, name: &str) -> Option<&ListenerConfig> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// The pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// Where the module for `policy` is expected: `<policies.dir>/<policy>.wasm`.
+    pub fn policy_path(&self, policy: &str) -> std::path::PathBuf {
+        self.policies.dir.join(format!("{policy}.wasm"))
+    }
+
+    /// One error (key `listeners[N].policy`) per listener whose policy
+    /// module is not a file; empty when all exist.
+    pub fn check_policy_files(&self) -> Vec<ConfigError> {
+        let listeners = self.listeners.iter().enumerate();
+        listeners
+            .filter_map(|(i, listener)| {
+                let path = self.policy_path(&listener.policy);
+                let reason = format!(
+                    "policy `{}`: no module at {}",
+                    listener.policy,
+                    path.display()
+                );
+                (!path.is_file())
+                    .then(|| ConfigError::new(&self.file, format!("listeners[{i}].policy"), reason))
+            })
+            .collect()
+    }
+}
+
+/// TOML text to the raw structs; syntax and type errors carry their key
+/// path and the line and column.
+fn parse_raw(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| {
+        let reason = with_position(e.message(), e.span(), text);
+        ConfigError::new(file, "(syntax)", reason)
+    })?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let key = if path == "." {
+            "(syntax)".to_owned()
+        } else {
+            path
+        };
+        let reason = with_position(e.inner().message(), e.inner().span(), text);
+        ConfigError::new(file, key, reason)
+    })
+}
+
+/// `message` plus ` (line L, column C)` when the span is known (1-based).
+fn with_position(message: &str, span: Option<std::ops::Range<usize>>, text: &str) -> String {
+    let message = message.trim_end();
+    let Some(offset) = span.map(|s| s.start.min(text.len())) else {
+        return message.to_owned();
+    };
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("{message} (line {line}, column {column})")
+}

@@ -1,0 +1,177 @@
+//! The file as serde reads it, before validation.
+//!
+//! Values that need checking beyond their TOML type (addresses, durations,
+//! sizes, names) are kept as written here and checked in `validate`, so
+//! that one load reports all of them at once instead of stopping at the
+//! first. Missing keys default to empty values for the same reason;
+//! `validate` reports them with their path.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use super::model::{OnError, Protocol};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub policies: RawPolicies,
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub pools: Vec<RawPool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicies {
+    pub dir: Option<PathBuf>,
+    pub decision_timeout: Option<RawDuration>,
+    pub memory_limit: Option<RawSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListener {
+    #[serde(default)]
+    pub name: String,
+    pub address: Option<String>,
+    #[serde(default = "default_protocol")]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub policy: String,
+    #[serde(default)]
+    pub pools: Vec<String>,
+    #[serde(default = "default_on_error")]
+    pub on_error: OnError,
+    /// Free-form: handed to the policy as is, so unknown keys are its business.
+    #[serde(default)]
+    pub policy_config: toml::Table,
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPool {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+    pub health: Option<RawHealth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackend {
+    pub address: Option<String>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    pub path: Option<String>,
+    pub interval: Option<RawDuration>,
+    pub timeout: Option<RawDuration>,
+    #[serde(default = "default_threshold")]
+    pub rise: u32,
+    #[serde(default = "default_threshold")]
+    pub fall: u32,
+}
+
+fn default_protocol() -> Protocol {
+    Protocol::Http
+}
+
+fn default_on_error() -> OnError {
+    OnError::Fallback
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+fn default_threshold() -> u32 {
+    2
+}
+
+/// A duration as written (`"5ms"`); only strings are accepted, so a bare
+/// number is a type error naming the expected form.
+#[derive(Debug)]
+pub(super) struct RawDuration(pub String);
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(DurationVisitor)
+    }
+}
+
+struct DurationVisitor;
+
+impl Visitor<'_> for DurationVisitor {
+    type Value = RawDuration;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration string with a unit, such as \"5ms\" or \"1s\"")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDuration, E> {
+        Ok(RawDuration(v.to_owned()))
+    }
+}
+
+/// A size as written: a TOML integer (bytes) or a string (`"16MiB"`).
+#[derive(Debug)]
+pub(super) enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+struct SizeVisitor;
+
+impl Visitor<'_> for SizeVisitor {
+    type Value = RawSize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a size such as \"16MiB\" or a whole number of bytes")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawSize, E> {
+        Ok(RawSize::Bytes(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawSize, E> {
+        u64::try_from(v)
+            .map(RawSize::Bytes)
+            .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSize, E> {
+        Ok(RawSize::Text(v.to_owned()))
+    }
+}

@@ -1,0 +1,291 @@
+//! One test per kind of mistake; each asserts the key in the error text.
+
+use super::{MINIMAL, assert_key, errors, minimal_with};
+
+const SECOND_LISTENER: &str = r#"
+[[listeners]]
+name = "two"
+address = "127.0.0.1:8081"
+policy = "rr"
+pools = ["web"]
+"#;
+
+const SECOND_POOL: &str = r#"
+[[pools]]
+name = "api"
+backends = [{ address = "127.0.0.1:9002" }]
+"#;
+
+const HEALTH: &str = "\n[pools.health]\n";
+
+#[test]
+fn unknown_key_names_its_path() {
+    let shown = assert_key(
+        &minimal_with("address =", "adress ="),
+        "listeners[0].adress",
+    );
+    assert!(
+        shown.contains("unknown field `adress`, expected one of"),
+        "{shown}"
+    );
+    assert!(shown.contains("(line 7, column 1)"), "{shown}");
+}
+
+#[test]
+fn unknown_top_level_section() {
+    assert_key(&format!("[admn]\n{MINIMAL}"), "admn");
+}
+
+#[test]
+fn ill_typed_value_names_its_path() {
+    let text = minimal_with("9001\" }", "9001\", weight = \"two\" }");
+    assert_key(&text, "pools[0].backends[0].weight");
+}
+
+#[test]
+fn syntax_error_has_line_and_column() {
+    let shown = assert_key(
+        &minimal_with("name = \"edge\"", "name = \"edge"),
+        "(syntax)",
+    );
+    assert!(shown.contains("line 6, column"), "{shown}");
+}
+
+#[test]
+fn no_listeners() {
+    let text = "[policies]\ndir = \"p\"\n[[pools]]\nname = \"web\"\nbackends = [{ address = \"127.0.0.1:1\" }]\n";
+    assert_key(text, "listeners");
+}
+
+#[test]
+fn duplicate_listener_name() {
+    let text = MINIMAL.to_owned() + &SECOND_LISTENER.replace("\"two\"", "\"edge\"");
+    let shown = assert_key(&text, "listeners[1].name");
+    assert!(shown.contains("also listeners[0]"), "{shown}");
+}
+
+#[test]
+fn duplicate_pool_name() {
+    let text = MINIMAL.to_owned() + &SECOND_POOL.replace("\"api\"", "\"web\"");
+    assert_key(&text, "pools[1].name");
+}
+
+#[test]
+fn duplicate_listener_address() {
+    let text = MINIMAL.to_owned() + &SECOND_LISTENER.replace("8081", "8080");
+    assert_key(&text, "listeners[1].address");
+}
+
+#[test]
+fn empty_and_invalid_names() {
+    assert_key(
+        &minimal_with("name = \"edge\"", "name = \"\""),
+        "listeners[0].name",
+    );
+    assert_key(&minimal_with("name = \"edge\"", ""), "listeners[0].name");
+    let shown = assert_key(
+        &minimal_with("name = \"web\"", "name = \"we b\""),
+        "pools[0].name",
+    );
+    assert!(shown.contains("invalid name `we b`"), "{shown}");
+}
+
+#[test]
+fn listener_without_pools() {
+    assert_key(
+        &minimal_with("pools = [\"web\"]", "pools = []"),
+        "listeners[0].pools",
+    );
+}
+
+#[test]
+fn listener_naming_undefined_pool() {
+    let text = minimal_with("pools = [\"web\"]", "pools = [\"web\", \"nope\"]");
+    let shown = assert_key(&text, "listeners[0].pools[1]");
+    assert!(shown.contains("unknown pool `nope`"), "{shown}");
+}
+
+#[test]
+fn listener_naming_a_pool_twice() {
+    let text = minimal_with("pools = [\"web\"]", "pools = [\"web\", \"web\"]");
+    assert_key(&text, "listeners[0].pools[1]");
+}
+
+#[test]
+fn missing_or_invalid_policy() {
+    assert_key(&minimal_with("policy = \"rr\"", ""), "listeners[0].policy");
+    assert_key(
+        &minimal_with("policy = \"rr\"", "policy = \"\""),
+        "listeners[0].policy",
+    );
+    assert_key(&minimal_with("\"rr\"", "\"../rr\""), "listeners[0].policy");
+}
+
+#[test]
+fn pool_without_backends() {
+    let text = minimal_with("[{ address = \"127.0.0.1:9001\" }]", "[]");
+    assert_key(&text, "pools[0].backends");
+}
+
+#[test]
+fn duplicate_backend_address() {
+    let text = minimal_with("9001\" }", "9001\" }, { address = \"127.0.0.1:9001\" }");
+    assert_key(&text, "pools[0].backends[1].address");
+}
+
+#[test]
+fn zero_weight() {
+    let text = minimal_with("9001\" }", "9001\", weight = 0 }");
+    assert_key(&text, "pools[0].backends[0].weight");
+}
+
+#[test]
+fn https_without_certificates() {
+    let text = minimal_with("policy =", "protocol = \"https\"\npolicy =");
+    assert_key(&text, "listeners[0].certificates");
+}
+
+#[test]
+fn certificates_on_http_listener() {
+    let cert = "\n[[listeners.certificates]]\ncert = \"a.pem\"\nkey = \"a.key\"\n";
+    let text = minimal_with("\n[[pools]]", &format!("{cert}\n[[pools]]"));
+    assert_key(&text, "listeners[0].certificates");
+}
+
+#[test]
+fn certificate_without_key() {
+    let cert = "\n[[listeners.certificates]]\ncert = \"a.pem\"\n";
+    let text = minimal_with("policy =", "protocol = \"https\"\npolicy =")
+        .replace("\n[[pools]]", &format!("{cert}\n[[pools]]"));
+    assert_key(&text, "listeners[0].certificates[0].key");
+}
+
+#[test]
+fn health_rise_and_fall_zero() {
+    let text = MINIMAL.to_owned() + HEALTH + "rise = 0\nfall = 0\n";
+    let shown = assert_key(&text, "pools[0].health.rise");
+    assert!(shown.contains("pools[0].health.fall: "), "{shown}");
+}
+
+#[test]
+fn health_path_without_slash() {
+    let text = MINIMAL.to_owned() + HEALTH + "path = \"healthz\"\n";
+    assert_key(&text, "pools[0].health.path");
+}
+
+#[test]
+fn health_zero_interval_and_timeout() {
+    let text = MINIMAL.to_owned() + HEALTH + "interval = \"0s\"\ntimeout = \"0ms\"\n";
+    let shown = assert_key(&text, "pools[0].health.interval");
+    assert!(shown.contains("pools[0].health.timeout: "), "{shown}");
+}
+
+#[test]
+fn hostname_address_is_refused() {
+    let text = minimal_with("127.0.0.1:8080", "localhost:8080");
+    let shown = assert_key(&text, "listeners[0].address");
+    assert!(shown.contains("expected IP:port"), "{shown}");
+    assert_key(
+        &minimal_with("127.0.0.1:9001", "::1:9001"),
+        "pools[0].backends[0].address",
+    );
+    assert_key(
+        &minimal_with("address = \"127.0.0.1:8080\"", ""),
+        "listeners[0].address",
+    );
+}
+
+#[test]
+fn bad_admin_address() {
+    assert_key(
+        &format!("[admin]\naddress = \"127.0.0.1\"\n{MINIMAL}"),
+        "admin.address",
+    );
+}
+
+#[test]
+fn missing_policies_dir() {
+    assert_key(&minimal_with("dir = \"policies.d\"", ""), "policies.dir");
+}
+
+#[test]
+fn bare_number_duration_is_a_type_error() {
+    let text = minimal_with("\"policies.d\"", "\"policies.d\"\ndecision_timeout = 5");
+    let shown = assert_key(&text, "policies.decision_timeout");
+    assert!(shown.contains("expected a duration string"), "{shown}");
+}
+
+#[test]
+fn bad_durations() {
+    let key = "policies.decision_timeout";
+    for value in ["\"5\"", "\"5 fortnights\"", "\"0ms\""] {
+        let text = minimal_with(
+            "\"policies.d\"",
+            &format!("\"policies.d\"\ndecision_timeout = {value}"),
+        );
+        assert_key(&text, key);
+    }
+}
+
+#[test]
+fn bad_memory_limits() {
+    let key = "policies.memory_limit";
+    for value in [
+        "\"512KiB\"",
+        "1024",
+        "\"16 MiB\"",
+        "\"8GiB\"",
+        "-1",
+        "\"1.5MiB\"",
+    ] {
+        let text = minimal_with(
+            "\"policies.d\"",
+            &format!("\"policies.d\"\nmemory_limit = {value}"),
+        );
+        assert_key(&text, key);
+    }
+}
+
+#[test]
+fn unknown_protocol_and_on_error() {
+    let text = minimal_with("policy =", "protocol = \"udp\"\npolicy =");
+    assert_key(&text, "listeners[0].protocol");
+    let text = minimal_with("policy =", "on_error = \"ignore\"\npolicy =");
+    assert_key(&text, "listeners[0].on_error");
+}
+
+#[test]
+fn policy_config_is_free_form() {
+    let text = minimal_with(
+        "\n[[pools]]",
+        "[listeners.policy_config]\nanything = { nested = [1, 2] }\n[[pools]]",
+    );
+    super::parse_ok(&text);
+}
+
+#[test]
+fn all_errors_are_reported_together() {
+    let text = minimal_with("127.0.0.1:8080", "nowhere")
+        .replace("pools = [\"web\"]", "pools = [\"nope\"]")
+        .replace("9001\" }", "9001\", weight = 0 }")
+        .replace(
+            "\"policies.d\"",
+            "\"policies.d\"\ndecision_timeout = \"0s\"",
+        )
+        + SECOND_LISTENER.replace("\"two\"", "\"edge\"").as_str();
+    let shown = errors(&text);
+    let keys = [
+        "listeners[0].address",
+        "listeners[0].pools[0]",
+        "pools[0].backends[0].weight",
+        "policies.decision_timeout",
+        "listeners[1].name",
+    ];
+    for key in keys {
+        assert!(
+            shown.contains(&format!(": {key}: ")),
+            "missing `{key}` in:\n{shown}"
+        );
+    }
+    assert_eq!(shown.lines().count(), keys.len(), "{shown}");
+}

@@ -1,0 +1,124 @@
+//! `wasmroute demo`: three in-process demo backends and the proxy in front
+//! of them, with the bundled policies, so a fresh checkout shows routing by
+//! a Wasm policy with one command.
+//!
+//! The backends listen on ephemeral loopback ports and answer
+//! `hello from <name>`. The policies and the generated config are written
+//! to a temporary folder which the proxy watches like any other: drop a
+//! `.wasm` there (or edit the config) and the demo picks it up.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::Server;
+
+/// The demo's backends: (pool, backend name).
+const BACKENDS: [(&str, &str); 3] = [("web", "web-1"), ("web", "web-2"), ("video", "video-1")];
+
+/// A running demo.
+pub struct Demo {
+    /// The proxy.
+    pub server: Server,
+    /// The proxy's address.
+    pub address: SocketAddr,
+    /// The folder holding `wasmroute.toml` and `policies/`.
+    pub dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    /// Starts the backends, writes the config and policies, starts the
+    /// proxy on `address`.
+    pub async fn start(address: SocketAddr) -> anyhow::Result<Demo> {
+        let mut backends = Vec::new();
+        for (pool, name) in BACKENDS {
+            backends.push((pool, spawn_backend(name).await?));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("wasmroute-demo-")
+            .tempdir()?;
+        let policies = dir.path().join("policies");
+        std::fs::create_dir_all(&policies)?;
+        for (name, bytes) in crate::bundled::POLICIES {
+            std::fs::write(policies.join(format!("{name}.wasm")), bytes)?;
+        }
+        let config_path = dir.path().join("wasmroute.toml");
+        std::fs::write(&config_path, demo_config(address, &backends))?;
+        let server = Server::start(&config_path).await?;
+        let address = server
+            .listener_addr("edge")
+            .ok_or_else(|| anyhow::anyhow!("the demo listener did not start"))?;
+        Ok(Demo {
+            server,
+            address,
+            dir: dir.path().to_path_buf(),
+            _dir: dir,
+        })
+    }
+
+    /// What to try, for the terminal.
+    pub fn instructions(&self) -> String {
+        let a = self.address;
+        let d = self.dir.display();
+        format!(
+            "wasmroute demo: listening on http://{a}\n\
+             policy `content-router`: /video... -> pool video (video-1), everything else -> pool web (web-1, web-2)\n\
+             try:\n  curl http://{a}/            # web-1 and web-2 take turns by least-active\n  \
+             curl http://{a}/video/intro  # video-1\n\
+             config: {d}/wasmroute.toml (watched; edit `policy` to \"round-robin\" to switch)\n\
+             policies: {d}/policies/ (watched; drop a .wasm here)\n\
+             Ctrl-C stops."
+        )
+    }
+}
+
+fn demo_config(address: SocketAddr, backends: &[(&str, SocketAddr)]) -> String {
+    let pool = |name: &str| {
+        let list: Vec<String> = backends
+            .iter()
+            .filter(|(pool, _)| *pool == name)
+            .map(|(_, addr)| format!("{{ address = \"{addr}\" }}"))
+            .collect();
+        format!(
+            "[[pools]]\nname = \"{name}\"\nbackends = [{}]\n",
+            list.join(", ")
+        )
+    };
+    format!(
+        "[policies]\ndir = \"policies\"\n\n\
+         [[listeners]]\nname = \"edge\"\naddress = \"{address}\"\npolicy = \"content-router\"\n\
+         pools = [\"web\", \"video\"]\non_error = \"fallback\"\n\n{}\n{}",
+        pool("web"),
+        pool("video")
+    )
+}
+
+/// A tiny HTTP backend answering `hello from <name>`.
+async fn spawn_backend(name: &'static str) -> std::io::Result<SocketAddr> {
+    let socket = TcpListener::bind("127.0.0.1:0").await?;
+    let address = socket.local_addr()?;
+    let body = Bytes::from(format!("hello from {name}\n"));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = socket.accept().await {
+            let body = body.clone();
+            let service = service_fn(move |_request| {
+                let body = body.clone();
+                async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(body))) }
+            });
+            tokio::spawn(async move {
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(address)
+}

@@ -1,0 +1,61 @@
+//! HTTP serving: one client connection (HTTP/1.1 or HTTP/2, detected from
+//! the preface) feeding requests to [`proxy::handle`].
+//!
+//! Malformed HTTP/1 requests are answered by hyper itself with a 4xx (400,
+//! or 431 for oversized heads) and the connection is closed; nothing reaches
+//! the policy or a backend.
+
+pub mod body;
+pub mod headers;
+pub mod proxy;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::listener::ListenerHandle;
+use proxy::{ConnInfo, ProxyShared};
+
+/// How long a client may take to send a request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The connection builder used for every client connection of a listener.
+pub fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// Serves one client connection until it closes or the server drains.
+pub async fn serve_connection<IO>(
+    io: IO,
+    conn: ConnInfo,
+    listener: Arc<ListenerHandle>,
+    shared: Arc<ProxyShared>,
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: Watcher,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let conn = conn.clone();
+        let listener = Arc::clone(&listener);
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(proxy::handle(request, &conn, &listener, &shared).await) }
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(error) = graceful.watch(connection.into_owned()).await {
+        tracing::debug!(%error, "client connection ended with an error");
+    }
+}

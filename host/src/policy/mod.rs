@@ -1,0 +1,299 @@
+//! The Wasm policy runtime.
+//!
+//! Rules (DESIGN.md sections 2 and 3), and where each is kept:
+//! - one [`wasmtime::Engine`] per server, `concurrency_support(false)`,
+//!   epoch interruption driven by a 1 ms ticker thread ([`PolicyEngine`]);
+//! - modules are compiled off the request path into a [`CompiledPolicy`]
+//!   (component + pre-resolved imports) and bound to a listener's pools and
+//!   `policy_config` as a [`BoundPolicy`], which is validated by
+//!   instantiating it and running `init` once before it may serve;
+//! - each worker thread keeps one instance per bound policy and reuses its
+//!   store for every decision; an instance that trapped is dropped and the
+//!   next decision instantiates a fresh one ([`worker`]).
+
+mod host;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, Store};
+
+pub use host::{Decision, HeaderEdit, RequestView, find_cookie};
+pub use worker::decide;
+
+use crate::pool::BackendPool;
+use host::exports::{PolicyBindings, PolicyBindingsPre};
+use host::{ConfigValue, HostState};
+
+/// Epoch ticks per second: the deadline granularity is 1 ms.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Why a module could not be loaded or bound.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// Not a component, or a component that does not fit the policy world.
+    #[error("not a valid policy component: {0}")]
+    Compile(String),
+    /// Instantiation failed (missing import, memory limit, start trap).
+    #[error("instantiation failed: {0}")]
+    Instantiate(String),
+    /// The guest's `init` returned an error.
+    #[error("init refused the config: {0}")]
+    InitRefused(String),
+    /// The guest trapped or ran past its deadline in `init`.
+    #[error("init trapped: {0}")]
+    InitTrapped(String),
+}
+
+/// Why one decision failed; handled by the listener's `on_error`.
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    /// The guest ran past the decision timeout.
+    #[error("decision timed out")]
+    Timeout,
+    /// The guest trapped (panic, unreachable, out of memory...).
+    #[error("policy trapped: {0}")]
+    Trap(String),
+    /// A fresh instance could not be created for this worker.
+    #[error("{0}")]
+    Instantiate(PolicyError),
+    /// The decision names something that does not exist or may not be used.
+    #[error("invalid decision: {0}")]
+    Invalid(String),
+}
+
+/// The engine and linker shared by every policy of one server.
+#[derive(Clone)]
+pub struct PolicyEngine {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+}
+
+impl PolicyEngine {
+    /// Creates the engine and starts its epoch ticker (which stops when the
+    /// last clone of the engine is gone).
+    pub fn new() -> anyhow::Result<PolicyEngine> {
+        let mut config = Config::new();
+        config
+            .concurrency_support(false)
+            .epoch_interruption(true)
+            .parallel_compilation(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker(&mut linker)?;
+        spawn_epoch_ticker(&engine);
+        Ok(PolicyEngine {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+
+    /// Compiles and type-checks a module against the policy world. Slow
+    /// (tens of ms): call it from a blocking task.
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<CompiledPolicy, PolicyError> {
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        let pre = PolicyBindingsPre::new(instance_pre)
+            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        static VERSIONS: AtomicU64 = AtomicU64::new(1);
+        Ok(CompiledPolicy {
+            name: name.to_owned(),
+            version: VERSIONS.fetch_add(1, Ordering::Relaxed),
+            digest: Sha256::digest(bytes).into(),
+            engine: self.engine.clone(),
+            pre,
+        })
+    }
+}
+
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasmroute-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}
+
+/// A compiled module, ready to instantiate.
+pub struct CompiledPolicy {
+    /// The policy name (file stem).
+    pub name: String,
+    /// Process-wide unique version number, increasing with every load.
+    pub version: u64,
+    /// SHA-256 of the module bytes (an unchanged file is not reloaded).
+    pub digest: [u8; 32],
+    engine: Engine,
+    pre: PolicyBindingsPre<HostState>,
+}
+
+impl std::fmt::Debug for CompiledPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledPolicy")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resource limits of each instance.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyLimits {
+    /// Deadline of one decision (and of `init`).
+    pub decision_timeout: Duration,
+    /// Linear memory cap per instance, in bytes.
+    pub memory_limit: usize,
+}
+
+/// A compiled policy bound to one listener's pools and `policy_config`.
+/// Worker instances are keyed by its `id`: a new module version or a new
+/// config makes a new `BoundPolicy`, and so new instances.
+pub struct BoundPolicy {
+    /// Process-wide unique id.
+    pub id: u64,
+    /// The module.
+    pub module: Arc<CompiledPolicy>,
+    /// The listener's pools, index = pool id.
+    pub pools: Arc<[Arc<BackendPool>]>,
+    pool_names: Vec<String>,
+    config: Vec<(String, ConfigValue)>,
+    limits: PolicyLimits,
+}
+
+impl std::fmt::Debug for BoundPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundPolicy")
+            .field("id", &self.id)
+            .field("module", &self.module)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One instance with its store.
+pub(crate) struct PolicyInstance {
+    store: Store<HostState>,
+    bindings: PolicyBindings,
+}
+
+impl BoundPolicy {
+    /// Binds `module` to pools and a `policy_config` table.
+    pub fn new(
+        module: Arc<CompiledPolicy>,
+        pools: Arc<[Arc<BackendPool>]>,
+        policy_config: &toml::Table,
+        limits: PolicyLimits,
+    ) -> BoundPolicy {
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        BoundPolicy {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            pool_names: pools.iter().map(|p| p.name.clone()).collect(),
+            module,
+            pools,
+            config: flatten_config(policy_config),
+            limits,
+        }
+    }
+
+    /// Proves the policy can serve: instantiates it and runs `init`.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        self.instantiate().map(drop)
+    }
+
+    /// A fresh instance with `init` run.
+    pub(crate) fn instantiate(&self) -> Result<PolicyInstance, PolicyError> {
+        let seed = rand_seed();
+        let state = HostState::new(Arc::clone(&self.pools), self.limits.memory_limit, seed);
+        let mut store = Store::new(&self.module.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(self.deadline_ticks());
+        let bindings = self
+            .module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| PolicyError::Instantiate(format!("{e:#}")))?;
+        store.set_epoch_deadline(self.deadline_ticks());
+        match bindings.call_init(&mut store, &self.pool_names, &self.config) {
+            Ok(Ok(())) => Ok(PolicyInstance { store, bindings }),
+            Ok(Err(message)) => Err(PolicyError::InitRefused(message)),
+            Err(trap) => Err(PolicyError::InitTrapped(format!("{trap:#}"))),
+        }
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        let ticks = self.limits.decision_timeout.as_micros() / EPOCH_TICK.as_micros();
+        // +1: the current tick may be about to end.
+        u64::try_from(ticks).unwrap_or(u64::MAX).max(1) + 1
+    }
+}
+
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// Flattens a TOML table into dotted keys, the form `init` receives.
+fn flatten_config(table: &toml::Table) -> Vec<(String, ConfigValue)> {
+    let mut out = Vec::new();
+    flatten_into(&mut out, "", table);
+    out
+}
+
+fn flatten_into(out: &mut Vec<(String, ConfigValue)>, prefix: &str, table: &toml::Table) {
+    for (key, value) in table {
+        let key = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let value = match value {
+            toml::Value::Table(inner) => {
+                flatten_into(out, &key, inner);
+                continue;
+            }
+            toml::Value::String(s) => ConfigValue::Text(s.clone()),
+            toml::Value::Integer(i) => ConfigValue::Integer(*i),
+            toml::Value::Float(f) => ConfigValue::Float(*f),
+            toml::Value::Boolean(b) => ConfigValue::Boolean(*b),
+            toml::Value::Datetime(d) => ConfigValue::Text(d.to_string()),
+            toml::Value::Array(items) => {
+                ConfigValue::TextList(items.iter().map(array_item_text).collect())
+            }
+        };
+        out.push((key, value));
+    }
+}
+
+fn array_item_text(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_tables_flatten_to_dotted_keys() {
+        let table: toml::Table =
+            toml::from_str("a = 1\n[routes]\nvideo = \"/v\"\nlist = [\"x\", 2]\n").unwrap();
+        let flat = flatten_config(&table);
+        let keys: Vec<&str> = flat.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "routes.list", "routes.video"]);
+        assert!(matches!(&flat[1].1, ConfigValue::TextList(v) if v == &["x", "2"]));
+    }
+}

@@ -1,0 +1,328 @@
+//! The mutable state of a server, owned by its control loop: applies a new
+//! config or new policy files, committing only what was fully validated.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+
+use super::plan::{self, Plan, Reusable};
+use super::watch::{FileChange, FileWatcher};
+use super::{Addresses, ServerEvent};
+use crate::config::{Config, ConfigError};
+use crate::http::proxy::ProxyShared;
+use crate::listener::{ListenerHandle, ListenerState, RunningListener};
+use crate::policy::{CompiledPolicy, PolicyEngine};
+use crate::pool::BackendPool;
+
+struct Serving {
+    config: Config,
+    modules: HashMap<String, Arc<CompiledPolicy>>,
+    pools: HashMap<String, Arc<BackendPool>>,
+    /// By listener name, with the address the config asked for.
+    listeners: HashMap<String, (SocketAddr, RunningListener)>,
+}
+
+pub(super) struct Runtime {
+    config_path: PathBuf,
+    engine: PolicyEngine,
+    shared: Arc<ProxyShared>,
+    events: broadcast::Sender<ServerEvent>,
+    addresses: Addresses,
+    file_changes: mpsc::UnboundedSender<FileChange>,
+    watcher: Option<(PathBuf, FileWatcher)>,
+    serving: Option<Serving>,
+}
+
+impl Runtime {
+    pub(super) fn new(
+        config_path: PathBuf,
+        engine: PolicyEngine,
+        shared: Arc<ProxyShared>,
+        events: broadcast::Sender<ServerEvent>,
+        addresses: Addresses,
+        file_changes: mpsc::UnboundedSender<FileChange>,
+    ) -> Runtime {
+        Runtime {
+            config_path,
+            engine,
+            shared,
+            events,
+            addresses,
+            file_changes,
+            watcher: None,
+            serving: None,
+        }
+    }
+
+    /// Re-reads the config file and applies it; Err lists why it was refused.
+    pub(super) async fn reload_config(&mut self) -> Result<(), String> {
+        let result = match Config::load(&self.config_path) {
+            Ok(config) => self.apply_config(config).await,
+            Err(errors) => Err(errors.to_string()),
+        };
+        match &result {
+            Ok(()) => tracing::info!(file = %self.config_path.display(), "config reloaded"),
+            Err(reason) => {
+                tracing::error!(file = %self.config_path.display(), %reason, "config refused; the previous config keeps serving");
+                let _ = self.events.send(ServerEvent::ConfigRejected {
+                    reason: reason.clone(),
+                });
+            }
+        }
+        result
+    }
+
+    /// Plans `config` and commits it if the whole plan succeeded.
+    pub(super) async fn apply_config(&mut self, config: Config) -> Result<(), String> {
+        if self.serving.as_ref().is_some_and(|s| s.config == config) && !self.policy_files_changed()
+        {
+            return Ok(());
+        }
+        let engine = self.engine.clone();
+        let (modules, pools) = match &self.serving {
+            Some(s) => (Some(s.modules.clone()), Some(s.pools.clone())),
+            None => (None, None),
+        };
+        let plan = tokio::task::spawn_blocking(move || {
+            let reuse = Reusable {
+                modules: modules.as_ref(),
+                pools: pools.as_ref(),
+            };
+            Plan::build(config, &engine, reuse)
+        })
+        .await
+        .map_err(|e| format!("planning the config panicked: {e}"))?
+        .map_err(|errors| join_lines(&errors))?;
+        let sockets = self.bind_sockets(&plan.config).await?;
+        self.watch(&plan.config.policies.dir);
+        self.commit(plan, sockets);
+        let _ = self.events.send(ServerEvent::ConfigReloaded);
+        Ok(())
+    }
+
+    fn policy_files_changed(&self) -> bool {
+        let Some(serving) = &self.serving else {
+            return true;
+        };
+        serving.modules.iter().any(|(name, module)| {
+            let path = serving.config.policy_path(name);
+            std::fs::read(&path).map_or(true, |bytes| {
+                <sha2::Sha256 as sha2::Digest>::digest(&bytes).as_slice() != module.digest
+            })
+        })
+    }
+
+    /// Binds the sockets of listeners that are new or moved.
+    async fn bind_sockets(&self, config: &Config) -> Result<HashMap<String, TcpListener>, String> {
+        let mut sockets = HashMap::new();
+        for (index, listener) in config.listeners.iter().enumerate() {
+            let kept = self
+                .serving
+                .as_ref()
+                .and_then(|s| s.listeners.get(&listener.name))
+                .is_some_and(|(address, _)| *address == listener.address);
+            if kept {
+                continue;
+            }
+            let socket = TcpListener::bind(listener.address).await.map_err(|e| {
+                format!(
+                    "{}: listeners[{index}].address: cannot listen on {}: {e}",
+                    config.file.display(),
+                    listener.address
+                )
+            })?;
+            sockets.insert(listener.name.clone(), socket);
+        }
+        Ok(sockets)
+    }
+
+    fn commit(&mut self, plan: Plan, mut sockets: HashMap<String, TcpListener>) {
+        let mut old = self.serving.take().map(|s| s.listeners).unwrap_or_default();
+        let mut listeners = HashMap::new();
+        for (config, state) in plan.config.listeners.iter().zip(plan.listeners) {
+            let running = match (sockets.remove(&config.name), old.remove(&config.name)) {
+                (None, Some((_, running))) => {
+                    running.handle.replace_state(state);
+                    running
+                }
+                (Some(socket), previous) => {
+                    if let Some((_, previous)) = previous {
+                        tokio::spawn(previous.drain(super::DRAIN_GRACE));
+                    }
+                    let handle = Arc::new(ListenerHandle::new(&config.name, state));
+                    match RunningListener::start(socket, handle, Arc::clone(&self.shared)) {
+                        Ok(running) => running,
+                        Err(error) => {
+                            tracing::error!(listener = %config.name, %error, "cannot start listener");
+                            continue;
+                        }
+                    }
+                }
+                (None, None) => unreachable!("every listener is either kept or bound"),
+            };
+            listeners.insert(config.name.clone(), (config.address, running));
+        }
+        for (_, (_, removed)) in old {
+            tracing::info!(listener = %removed.handle.name, "listener removed; draining");
+            tokio::spawn(removed.drain(super::DRAIN_GRACE));
+        }
+        let addresses = listeners
+            .iter()
+            .map(|(name, (_, running))| (name.clone(), running.local_addr))
+            .collect();
+        self.addresses.store(Arc::new(addresses));
+        for module in &plan.fresh_modules {
+            self.announce_loaded(module);
+        }
+        self.serving = Some(Serving {
+            config: plan.config,
+            modules: plan.modules,
+            pools: plan.pools,
+            listeners,
+        });
+    }
+
+    fn announce_loaded(&self, module: &CompiledPolicy) {
+        tracing::info!(policy = %module.name, version = module.version, "policy serving");
+        let _ = self.events.send(ServerEvent::PolicyLoaded {
+            policy: module.name.clone(),
+            version: module.version,
+        });
+    }
+
+    /// (Re)starts the file watcher when the policies folder changed.
+    fn watch(&mut self, policy_dir: &Path) {
+        if self
+            .watcher
+            .as_ref()
+            .is_some_and(|(dir, _)| dir == policy_dir)
+        {
+            return;
+        }
+        self.watcher = None;
+        match FileWatcher::start(policy_dir, &self.config_path, self.file_changes.clone()) {
+            Ok(watcher) => self.watcher = Some((policy_dir.to_path_buf(), watcher)),
+            Err(error) => tracing::error!(
+                dir = %policy_dir.display(), %error,
+                "cannot watch the policies folder; policy files will not be reloaded"
+            ),
+        }
+    }
+
+    /// Acts on debounced file changes.
+    pub(super) async fn apply_file_changes(&mut self, changes: Vec<FileChange>) {
+        if changes.contains(&FileChange::Config) {
+            // A config reload also picks up changed policy files.
+            let _ = self.reload_config().await;
+            return;
+        }
+        for change in changes {
+            if let FileChange::Policy(path) = change {
+                self.apply_policy_file(&path).await;
+            }
+        }
+    }
+
+    async fn apply_policy_file(&mut self, path: &Path) {
+        let Some(serving) = &self.serving else { return };
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+            return;
+        };
+        let users: Vec<usize> = (serving.config.listeners.iter().enumerate())
+            .filter(|(_, l)| l.policy == name)
+            .map(|(index, _)| index)
+            .collect();
+        if !path.exists() {
+            if !users.is_empty() {
+                tracing::warn!(file = %path.display(), "policy file deleted; the last good version keeps serving");
+            }
+            return;
+        }
+        let engine = self.engine.clone();
+        let config = serving.config.clone();
+        let current = serving.modules.get(&name).cloned();
+        let pools = serving.pools.clone();
+        let owned_path = path.to_path_buf();
+        let planned = tokio::task::spawn_blocking(move || {
+            let (module, fresh) = plan::load_module(&engine, &name, &owned_path, current.as_ref())?;
+            if !fresh {
+                return Ok(None);
+            }
+            let states = users
+                .iter()
+                .map(|&index| {
+                    let listener = &config.listeners[index];
+                    plan::bind_listener(&config, index, listener, Arc::clone(&module), &pools)
+                        .map(|state| (listener.name.clone(), state))
+                        .map_err(|e: ConfigError| e.reason)
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            Ok(Some((module, states)))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("loading the policy panicked: {e}")));
+        self.commit_policy(path, planned);
+    }
+
+    fn commit_policy(
+        &mut self,
+        path: &Path,
+        planned: Result<Option<(Arc<CompiledPolicy>, Vec<(String, ListenerState)>)>, String>,
+    ) {
+        let Some(serving) = &mut self.serving else {
+            return;
+        };
+        match planned {
+            Ok(None) => {}
+            Ok(Some((module, states))) => {
+                if states.is_empty() {
+                    tracing::info!(file = %path.display(), "policy compiled; no listener uses it");
+                    return;
+                }
+                for (listener, state) in states {
+                    if let Some((_, running)) = serving.listeners.get(&listener) {
+                        running.handle.replace_state(state);
+                    }
+                }
+                serving
+                    .modules
+                    .insert(module.name.clone(), Arc::clone(&module));
+                self.announce_loaded(&module);
+            }
+            Err(reason) => {
+                tracing::error!(file = %path.display(), %reason, "policy refused; the previous version keeps serving");
+                let _ = self.events.send(ServerEvent::PolicyRejected {
+                    file: path.to_path_buf(),
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// Stops every listener, letting in-flight requests finish.
+    pub(super) async fn drain(&mut self, grace: Duration) {
+        self.watcher = None;
+        if let Some(serving) = self.serving.take() {
+            let drains = serving
+                .listeners
+                .into_values()
+                .map(|(_, running)| running.drain(grace));
+            for drain in drains {
+                drain.await;
+            }
+        }
+    }
+}
+
+fn join_lines(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}

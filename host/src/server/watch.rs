@@ -1,0 +1,101 @@
+//! Watches the policies folder and the config file, and turns filesystem
+//! noise into [`FileChange`]s for the control loop.
+//!
+//! Both write-then-rename and in-place writes end in a create, modify or
+//! rename event for the final path; the control loop debounces them, so a
+//! module is compiled once after its writer is done (and a half-written
+//! file that slips through is refused, then retried on the next event).
+//! The config file is watched through its folder, because editors replace
+//! it by renaming a new file over it.
+
+use std::path::{Path, PathBuf};
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+/// A file the control loop should look at again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FileChange {
+    /// A `*.wasm` file in the policies folder was created, changed or removed.
+    Policy(PathBuf),
+    /// The config file was written.
+    Config,
+}
+
+/// The running watcher; dropping it stops watching.
+pub struct FileWatcher {
+    watcher: RecommendedWatcher,
+    watched: Vec<PathBuf>,
+}
+
+/// Where to look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Targets {
+    policy_dir: PathBuf,
+    config_file: PathBuf,
+}
+
+impl FileWatcher {
+    /// Starts watching `policy_dir` and `config_file`.
+    pub fn start(
+        policy_dir: &Path,
+        config_file: &Path,
+        changes: mpsc::UnboundedSender<FileChange>,
+    ) -> notify::Result<FileWatcher> {
+        let targets = Targets {
+            policy_dir: canonical(policy_dir),
+            config_file: canonical(config_file),
+        };
+        let config_dir = targets
+            .config_file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut dirs = vec![targets.policy_dir.clone()];
+        if config_dir != targets.policy_dir {
+            dirs.push(config_dir);
+        }
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            if matches!(event.kind, EventKind::Access(_)) {
+                return;
+            }
+            for path in event.paths {
+                if let Some(change) = classify(&targets, &path) {
+                    let _ = changes.send(change);
+                }
+            }
+        })?;
+        let mut watcher = FileWatcher {
+            watcher,
+            watched: Vec::new(),
+        };
+        for dir in dirs {
+            watcher.watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+            watcher.watched.push(dir);
+        }
+        Ok(watcher)
+    }
+}
+
+impl Drop for FileWatcher {
+    fn drop(&mut self) {
+        for dir in &self.watched {
+            let _ = self.watcher.unwatch(dir);
+        }
+    }
+}
+
+fn classify(targets: &Targets, path: &Path) -> Option<FileChange> {
+    if path == targets.config_file {
+        return Some(FileChange::Config);
+    }
+    let in_policy_dir = path.parent() == Some(targets.policy_dir.as_path());
+    let is_wasm = path.extension().is_some_and(|e| e == "wasm");
+    (in_policy_dir && is_wasm).then(|| FileChange::Policy(path.to_path_buf()))
+}
+
+/// The canonical form of a path (falls back to the path as given).
+pub fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}

@@ -1,0 +1,206 @@
+//! The `wasmroute check --config FILE` contract (DESIGN.md section 5): exit
+//! 1 with one `FILE: key: reason` line per error on stderr, exit 0 and a
+//! short OK line for a valid config.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Upper bound for one run of the binary.
+const RUN: Duration = Duration::from_secs(30);
+
+/// Runs `wasmroute <args>`, killing it if it outlives [`RUN`].
+fn wasmroute(args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_wasmroute"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wasmroute");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(RUN) {
+        Ok(output) => output.expect("wait for wasmroute"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("wasmroute {args:?} did not finish within {RUN:?}");
+        }
+    }
+}
+
+const VALID: &str = r#"[policies]
+dir = "policies"
+decision_timeout = "5ms"
+
+[[listeners]]
+name = "edge"
+address = "127.0.0.1:0"
+protocol = "http"
+policy = "round-robin"
+pools = ["web"]
+on_error = "fallback"
+
+[[listeners]]
+name = "other"
+address = "127.0.0.1:0"
+policy = "round-robin"
+pools = ["web", "video"]
+
+[[pools]]
+name = "web"
+backends = [ { address = "127.0.0.1:9001", weight = 2 }, { address = "127.0.0.1:9002" } ]
+
+[[pools]]
+name = "video"
+backends = [ { address = "127.0.0.1:9003" } ]
+"#;
+
+/// A folder with `policies/round-robin.wasm` and `wasmroute.toml` holding
+/// `config`; returns (folder, config path).
+fn setup(config: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let module = wasmroute::bundled::get("round-robin").expect("round-robin is bundled");
+    std::fs::write(dir.path().join("policies/round-robin.wasm"), module).unwrap();
+    let path = dir.path().join("wasmroute.toml");
+    std::fs::write(&path, config).unwrap();
+    (dir, path)
+}
+
+fn check(path: &Path) -> (Option<i32>, String, String) {
+    let out = wasmroute(&["check", "--config", path.to_str().unwrap()]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Asserts that `check` fails with exit 1 and a `FILE: <key>: reason` line
+/// for every key (the key path may continue with an index or a subkey).
+fn assert_rejected(label: &str, config: &str, keys: &[&str]) {
+    let (_dir, path) = setup(config);
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(
+        code,
+        Some(1),
+        "{label}: exit code (stdout: {stdout}, stderr: {stderr})"
+    );
+    for key in keys {
+        let prefix = format!("wasmroute.toml: {key}");
+        let line = stderr.lines().find(|l| l.contains(&prefix));
+        let line =
+            line.unwrap_or_else(|| panic!("{label}: no line naming `{key}` in stderr:\n{stderr}"));
+        let rest = &line[line.find(&prefix).unwrap() + prefix.len()..];
+        assert!(
+            rest.starts_with(": ") || rest.starts_with('[') || rest.starts_with('.'),
+            "{label}: `{key}` is not the key path in {line:?}"
+        );
+        let reason = rest.split_once(": ").map(|(_, r)| r.trim()).unwrap_or("");
+        assert!(!reason.is_empty(), "{label}: no reason in {line:?}");
+    }
+}
+
+#[test]
+fn valid_config_passes() {
+    let (_dir, path) = setup(VALID);
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(!stdout.trim().is_empty(), "an OK line on stdout");
+    assert!(stdout.lines().count() <= 3, "a short OK line: {stdout}");
+}
+
+#[test]
+fn unknown_key() {
+    let config = VALID.replace(
+        "on_error = \"fallback\"",
+        "on_error = \"fallback\"\ncolour = \"blue\"",
+    );
+    assert_rejected("unknown key", &config, &["listeners[0].colour"]);
+}
+
+#[test]
+fn listener_naming_a_missing_pool() {
+    let config = VALID.replace(
+        "pools = [\"web\", \"video\"]",
+        "pools = [\"web\", \"audio\"]",
+    );
+    assert_rejected("missing pool", &config, &["listeners[1].pools"]);
+}
+
+#[test]
+fn missing_policy_file() {
+    let config = VALID.replacen("policy = \"round-robin\"", "policy = \"no-such-policy\"", 1);
+    assert_rejected("missing policy", &config, &["listeners[0].policy"]);
+}
+
+#[test]
+fn duplicate_listener_names() {
+    let config = VALID.replace("name = \"other\"", "name = \"edge\"");
+    assert_rejected("duplicate listener", &config, &["listeners[1].name"]);
+}
+
+#[test]
+fn duplicate_pool_names() {
+    let config = VALID.replace("name = \"video\"", "name = \"web\"");
+    assert_rejected("duplicate pool", &config, &["pools[1].name"]);
+}
+
+#[test]
+fn bad_address() {
+    let config = VALID.replacen(
+        "address = \"127.0.0.1:0\"",
+        "address = \"127.0.0.1:99999\"",
+        1,
+    );
+    assert_rejected("bad address", &config, &["listeners[0].address"]);
+}
+
+#[test]
+fn bad_duration() {
+    let config = VALID.replace("\"5ms\"", "\"5 parsecs\"");
+    assert_rejected("bad duration", &config, &["policies.decision_timeout"]);
+}
+
+#[test]
+fn zero_weight() {
+    let config = VALID.replace("weight = 2", "weight = 0");
+    assert_rejected("zero weight", &config, &["pools[0].backends[0].weight"]);
+}
+
+#[test]
+fn every_error_gets_its_own_line() {
+    let config = VALID
+        .replace(
+            "pools = [\"web\", \"video\"]",
+            "pools = [\"web\", \"audio\"]",
+        )
+        .replace("weight = 2", "weight = 0")
+        .replacen(
+            "address = \"127.0.0.1:0\"",
+            "address = \"127.0.0.1:99999\"",
+            1,
+        );
+    let keys = [
+        "listeners[0].address",
+        "listeners[1].pools",
+        "pools[0].backends[0].weight",
+    ];
+    assert_rejected("three errors", &config, &keys);
+}
+
+#[test]
+fn missing_config_file_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = check(&dir.path().join("wasmroute.toml"));
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("wasmroute.toml"),
+        "the file is named: {stderr}"
+    );
+}

@@ -1,0 +1,212 @@
+//! `content-router`: sends each request to a pool chosen by its path (or a
+//! header), then to the least busy healthy backend of that pool.
+//!
+//! Every pool of the listener except the first has a path prefix, by default
+//! `/<pool name>`: with `pools = ["web", "video", "billing"]`, `/video/1.mp4`
+//! goes to `video`, `/billing` to `billing`, everything else to `web` (the
+//! first pool). Prefixes match on path segment boundaries: `/video` matches
+//! `/video`, `/video/` and `/video/x`, but not `/videos`; a prefix ending in
+//! `/` (`/static/`) matches only paths below it. When prefixes nest
+//! (`/api` and `/api/v2`), the longest matching one wins. The query string
+//! plays no part.
+//!
+//! Inside the chosen pool the backend with the fewest requests in flight
+//! wins, ties rotating (see [`least_active`]). A pool with no healthy
+//! backend answers `503 no healthy backend`: a request is never sent to
+//! another pool than the one it was routed to.
+//!
+//! `policy_config` keys:
+//! - `<pool>_prefix` (string, optional) for every pool but the first: the
+//!   path prefix routed to that pool; must start with `/`. Default:
+//!   `/<pool>`. Two pools may not share a prefix.
+//! - `header` (string, optional): a request header naming a pool
+//!   (`x-route-pool: video`). When the request carries it and its value is
+//!   exactly the name of one of the listener's pools (the first included),
+//!   that pool wins over the path. Other values are ignored.
+//!
+//! Any other key (including `<first pool>_prefix`) is an error at init.
+//!
+//! Build: `cargo policies` (writes `target/policies/content-router.wasm`),
+//! or `cargo build --release --target wasm32-wasip2 -p content-router`.
+
+use wasmroute_policy::balance::least_active;
+use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy};
+
+struct ContentRouter {
+    /// (prefix, pool), longest prefix first.
+    routes: Vec<(String, PoolId)>,
+    /// The header naming a pool, if configured.
+    header: Option<String>,
+    /// The listener's pool names, for the header.
+    pools: Vec<String>,
+    /// Rotates ties among equally loaded backends.
+    decisions: u64,
+}
+
+impl Policy for ContentRouter {
+    fn init(ctx: &InitContext) -> Result<Self, String> {
+        let config = ctx.config();
+        let others = ctx.pools().iter().enumerate().skip(1);
+        let mut known = vec!["header".to_string()];
+        known.extend(others.clone().map(|(_, name)| format!("{name}_prefix")));
+        config.deny_unknown_keys(&known)?;
+
+        let mut routes: Vec<(String, PoolId)> = Vec::new();
+        for (index, name) in others {
+            let key = format!("{name}_prefix");
+            let prefix = match config.get_str(&key)? {
+                Some(prefix) => prefix.to_string(),
+                None => format!("/{name}"),
+            };
+            if !prefix.starts_with('/') {
+                return Err(format!("{key}: must start with '/', got {prefix:?}"));
+            }
+            if let Some((_, other)) = routes.iter().find(|(p, _)| *p == prefix) {
+                let other = &ctx.pools()[other.0 as usize];
+                return Err(format!(
+                    "{key}: prefix {prefix:?} is already routed to pool `{other}`"
+                ));
+            }
+            routes.push((prefix, PoolId(index as u32)));
+        }
+        routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+
+        let header = match config.get_str("header")? {
+            Some("") => return Err("header: must not be empty".to_string()),
+            Some(name) => Some(name.to_string()),
+            None => None,
+        };
+        Ok(ContentRouter {
+            routes,
+            header,
+            pools: ctx.pools().to_vec(),
+            decisions: 0,
+        })
+    }
+
+    fn decide(&mut self, req: &Request) -> Decision {
+        let pool = self
+            .header_pool(req)
+            .unwrap_or_else(|| self.route(&req.path()));
+        self.decisions = self.decisions.wrapping_add(1);
+        match least_active(&pool.stats(), self.decisions) {
+            Some(backend) => Decision::forward(pool, backend),
+            None => Decision::no_backend(),
+        }
+    }
+}
+
+impl ContentRouter {
+    /// The pool named by the configured header, if the request names one.
+    fn header_pool(&self, req: &Request) -> Option<PoolId> {
+        let value = req.header(self.header.as_deref()?)?;
+        let index = self.pools.iter().position(|name| *name == value)?;
+        Some(PoolId(index as u32))
+    }
+
+    /// The pool of the longest prefix matching `path`, else the default.
+    fn route(&self, path: &str) -> PoolId {
+        self.routes
+            .iter()
+            .find(|(prefix, _)| matches_prefix(path, prefix))
+            .map_or(PoolId::DEFAULT, |&(_, pool)| pool)
+    }
+}
+
+/// `prefix` matches `path` on a segment boundary.
+fn matches_prefix(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+    }
+}
+
+export_policy!(ContentRouter);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmroute_policy::ConfigValue;
+
+    fn router(pools: &[&str], config: &[(&str, ConfigValue)]) -> Result<ContentRouter, String> {
+        let ctx = InitContext::new(
+            pools.iter().map(|p| p.to_string()).collect(),
+            config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        );
+        ContentRouter::init(&ctx)
+    }
+
+    fn text(s: &str) -> ConfigValue {
+        ConfigValue::Text(s.to_string())
+    }
+
+    #[test]
+    fn default_prefixes_route_on_segment_boundaries() {
+        let r = router(&["web", "video", "billing"], &[]).unwrap();
+        assert_eq!(r.route("/video"), PoolId(1));
+        assert_eq!(r.route("/video/"), PoolId(1));
+        assert_eq!(r.route("/video/1.mp4"), PoolId(1));
+        assert_eq!(r.route("/billing/invoices"), PoolId(2));
+        assert_eq!(r.route("/videos"), PoolId::DEFAULT);
+        assert_eq!(r.route("/"), PoolId::DEFAULT);
+        assert_eq!(r.route("/web"), PoolId::DEFAULT);
+        assert_eq!(r.route("*"), PoolId::DEFAULT);
+    }
+
+    #[test]
+    fn configured_prefixes_longest_wins() {
+        let r = router(
+            &["web", "api", "api2", "assets"],
+            &[
+                ("api_prefix", text("/api")),
+                ("api2_prefix", text("/api/v2")),
+                ("assets_prefix", text("/static/")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(r.route("/api/v1/x"), PoolId(1));
+        assert_eq!(r.route("/api/v2"), PoolId(2));
+        assert_eq!(r.route("/api/v2/x"), PoolId(2));
+        assert_eq!(r.route("/api/v20"), PoolId(1));
+        assert_eq!(r.route("/static/app.js"), PoolId(3));
+        assert_eq!(r.route("/static"), PoolId::DEFAULT);
+    }
+
+    #[test]
+    fn single_pool_routes_everything_to_it() {
+        let r = router(&["web"], &[]).unwrap();
+        assert_eq!(r.route("/anything"), PoolId::DEFAULT);
+    }
+
+    #[test]
+    fn bad_config_names_the_key() {
+        let pools = ["web", "video"];
+        let err = |config: &[(&str, ConfigValue)]| router(&pools, config).err().unwrap();
+        assert_eq!(
+            err(&[("video_prefix", ConfigValue::Integer(5))]),
+            "video_prefix: expected a string, found the integer 5"
+        );
+        assert_eq!(
+            err(&[("video_prefix", text("video"))]),
+            "video_prefix: must start with '/', got \"video\""
+        );
+        assert_eq!(
+            err(&[("vidoe_prefix", text("/v"))]),
+            "vidoe_prefix: unknown key (known keys: header, video_prefix)"
+        );
+        assert!(err(&[("web_prefix", text("/w"))]).starts_with("web_prefix: unknown key"));
+        assert!(err(&[("header", ConfigValue::Boolean(true))]).starts_with("header: "));
+        assert!(err(&[("header", text(""))]).starts_with("header: "));
+        let dup = router(
+            &["web", "a", "b"],
+            &[("a_prefix", text("/x")), ("b_prefix", text("/x"))],
+        );
+        assert_eq!(
+            dup.err().unwrap(),
+            "b_prefix: prefix \"/x\" is already routed to pool `a`"
+        );
+    }
+}

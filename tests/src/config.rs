@@ -1,0 +1,147 @@
+//! A small builder for `wasmroute.toml` (DESIGN.md section 5). Listener
+//! addresses are always `127.0.0.1:0`; the proxy reports the bound port.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+
+use crate::backend::Backend;
+
+/// TOML basic-string quoting (our names and paths are plain ASCII).
+pub fn quote(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// One `[[listeners]]` entry.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    name: String,
+    policy: String,
+    pools: Vec<String>,
+    on_error: Option<String>,
+    policy_config: Vec<(String, String)>,
+}
+
+impl ListenerSpec {
+    /// An HTTP listener on `127.0.0.1:0` running `policy` over `pools`.
+    pub fn new(name: &str, policy: &str, pools: &[&str]) -> Self {
+        ListenerSpec {
+            name: name.into(),
+            policy: policy.into(),
+            pools: pools.iter().map(|p| p.to_string()).collect(),
+            on_error: None,
+            policy_config: Vec::new(),
+        }
+    }
+
+    /// `on_error = "fallback" | "reject"`.
+    pub fn on_error(mut self, on_error: &str) -> Self {
+        self.on_error = Some(on_error.into());
+        self
+    }
+
+    /// A string entry of `[listeners.policy_config]`.
+    pub fn policy_config(mut self, key: &str, value: &str) -> Self {
+        self.policy_config.push((key.into(), quote(value)));
+        self
+    }
+}
+
+/// One `[[pools]]` entry.
+#[derive(Debug, Clone)]
+pub struct PoolSpec {
+    name: String,
+    backends: Vec<(SocketAddr, Option<u32>)>,
+}
+
+impl PoolSpec {
+    /// A pool of the given backends (weight unset).
+    pub fn new(name: &str, backends: &[&Backend]) -> Self {
+        PoolSpec {
+            name: name.into(),
+            backends: backends.iter().map(|b| (b.addr(), None)).collect(),
+        }
+    }
+
+    /// Adds a backend by address.
+    pub fn address(mut self, addr: SocketAddr) -> Self {
+        self.backends.push((addr, None));
+        self
+    }
+}
+
+/// A whole config file.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigBuilder {
+    listeners: Vec<ListenerSpec>,
+    pools: Vec<PoolSpec>,
+    decision_timeout: Option<String>,
+}
+
+impl ConfigBuilder {
+    /// An empty config (`[policies] dir = "policies"`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a listener.
+    pub fn listener(mut self, listener: ListenerSpec) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Adds a pool.
+    pub fn pool(mut self, pool: PoolSpec) -> Self {
+        self.pools.push(pool);
+        self
+    }
+
+    /// `[policies] decision_timeout`.
+    pub fn decision_timeout(mut self, timeout: &str) -> Self {
+        self.decision_timeout = Some(timeout.into());
+        self
+    }
+
+    /// The TOML text.
+    pub fn render(&self) -> String {
+        let mut out = String::from("[policies]\ndir = \"policies\"\n");
+        if let Some(timeout) = &self.decision_timeout {
+            let _ = writeln!(out, "decision_timeout = {}", quote(timeout));
+        }
+        for l in &self.listeners {
+            let pools: Vec<String> = l.pools.iter().map(|p| quote(p)).collect();
+            let _ = write!(
+                out,
+                "\n[[listeners]]\nname = {}\naddress = \"127.0.0.1:0\"\nprotocol = \"http\"\npolicy = {}\npools = [{}]\n",
+                quote(&l.name),
+                quote(&l.policy),
+                pools.join(", ")
+            );
+            if let Some(on_error) = &l.on_error {
+                let _ = writeln!(out, "on_error = {}", quote(on_error));
+            }
+            if !l.policy_config.is_empty() {
+                out.push_str("[listeners.policy_config]\n");
+                for (key, value) in &l.policy_config {
+                    let _ = writeln!(out, "{key} = {value}");
+                }
+            }
+        }
+        for p in &self.pools {
+            let backends: Vec<String> = p
+                .backends
+                .iter()
+                .map(|(addr, weight)| match weight {
+                    Some(w) => format!("{{ address = \"{addr}\", weight = {w} }}"),
+                    None => format!("{{ address = \"{addr}\" }}"),
+                })
+                .collect();
+            let _ = write!(
+                out,
+                "\n[[pools]]\nname = {}\nbackends = [{}]\n",
+                quote(&p.name),
+                backends.join(", ")
+            );
+        }
+        out
+    }
+}
