@@ -74,6 +74,10 @@ pub fn policy_crates(dir: &Path) -> Vec<String> {
 /// Builds the named packages (release profile) and copies each component to
 /// `out_dir/<name>.wasm`.
 pub fn build(packages: &[String], out_dir: &Path) -> Result<Vec<BuiltPolicy>, String> {
+    if packages.is_empty() {
+        // `cargo build` without `-p` would build the default members.
+        return Ok(Vec::new());
+    }
     let guest_target = target_root().join("wasm-guests");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);

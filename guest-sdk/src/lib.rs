@@ -53,6 +53,8 @@
 //! needs, read [`PoolId::stats`] at most once per decision, and resolve pool
 //! names to [`PoolId`]s once, in `init`.
 
+#![deny(missing_docs)]
+
 pub mod balance;
 mod config;
 mod decision;
@@ -196,6 +198,10 @@ pub mod __private {
         pools: Vec<String>,
         config: Vec<(String, crate::ConfigValue)>,
     ) -> Result<(), String> {
+        // A panic is a trap either way; without the default hook it traps
+        // at once instead of first writing its message to stderr, which a
+        // policy does not have.
+        std::panic::set_hook(Box::new(|_| {}));
         slot.set(None);
         let policy = T::init(&InitContext::new(pools, config))?;
         slot.set(Some(policy));

@@ -69,16 +69,33 @@ impl PoolSpec {
     }
 }
 
+/// The decision deadline the builder writes unless told otherwise. The
+/// deadline is wall-clock time (epoch ticks), so on a loaded 2-core machine
+/// a thread descheduled for a few ms would miss the 5 ms default and
+/// trigger `on_error`, which tests of exact routing must not see.
+pub const TEST_DECISION_TIMEOUT: &str = "250ms";
+
 /// A whole config file.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ConfigBuilder {
     listeners: Vec<ListenerSpec>,
     pools: Vec<PoolSpec>,
     decision_timeout: Option<String>,
 }
 
+impl Default for ConfigBuilder {
+    fn default() -> Self {
+        ConfigBuilder {
+            listeners: Vec::new(),
+            pools: Vec::new(),
+            decision_timeout: Some(TEST_DECISION_TIMEOUT.into()),
+        }
+    }
+}
+
 impl ConfigBuilder {
-    /// An empty config (`[policies] dir = "policies"`).
+    /// An empty config: `[policies] dir = "policies"`, `decision_timeout =`
+    /// [`TEST_DECISION_TIMEOUT`].
     pub fn new() -> Self {
         Self::default()
     }

@@ -18,6 +18,7 @@ fn config(backends: &[SocketAddr], pools: &str, listener_extra: &str) -> String 
     format!(
         r#"[policies]
 dir = "policies"
+decision_timeout = "250ms"
 
 [[listeners]]
 name = "edge"

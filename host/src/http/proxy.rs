@@ -204,8 +204,8 @@ async fn forward(
     } else {
         None
     };
-    if let Err(response) = prepare_upstream_request(&mut request, conn, backend, upgrade) {
-        return response;
+    if prepare_upstream_request(&mut request, conn, backend, upgrade).is_err() {
+        return local(StatusCode::BAD_REQUEST, "bad request target\n");
     }
     headers::apply_edits(request.headers_mut(), request_edits);
 
@@ -233,6 +233,9 @@ async fn forward(
     response.map(|body| ProxyBody::Upstream { body, guard })
 }
 
+/// The request target cannot be turned into an upstream URI.
+struct BadTarget;
+
 /// Rewrites the client's request into the upstream request: absolute URI
 /// for the pool lookup (sent in origin form), HTTP/1.1, `Host` kept,
 /// hop-by-hop headers removed, proxy headers added.
@@ -241,7 +244,7 @@ fn prepare_upstream_request(
     conn: &ConnInfo,
     backend: &Backend,
     upgrade: bool,
-) -> Result<(), Response<ProxyBody>> {
+) -> Result<(), BadTarget> {
     let original = std::mem::take(request.uri_mut());
     let host = original
         .authority()
@@ -259,8 +262,7 @@ fn prepare_upstream_request(
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
-    *request.uri_mut() = Uri::from_parts(parts)
-        .map_err(|_| local(StatusCode::BAD_REQUEST, "bad request target\n"))?;
+    *request.uri_mut() = Uri::from_parts(parts).map_err(|_| BadTarget)?;
     *request.version_mut() = Version::HTTP_11;
 
     let headers = request.headers_mut();

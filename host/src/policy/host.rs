@@ -107,7 +107,10 @@ impl WasiView for HostState {
     }
 }
 
-/// Links the policy world's imports (and locked-down WASI) into a linker.
+/// Links the policy world's imports and WASI into a linker. WASI is there
+/// because `wasm32-wasip2` std imports it; the context denies every
+/// capability (no files, network, environment), and the guest SDK keeps
+/// panics off stderr, whose blocking write would block on the runtime.
 pub fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
     wasmroute::policy::host::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(

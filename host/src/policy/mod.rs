@@ -31,6 +31,10 @@ use host::{ConfigValue, HostState};
 
 /// Epoch ticks per second: the deadline granularity is 1 ms.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Deadline of instantiation plus `init`: a one-off, off the request path,
+/// that may build tables; generous so a busy machine does not refuse a
+/// good module, bounded so a looping `init` cannot hang a reload.
+const INIT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a module could not be loaded or bound.
 #[derive(Debug, thiserror::Error)]
@@ -218,13 +222,12 @@ impl BoundPolicy {
         let state = HostState::new(Arc::clone(&self.pools), self.limits.memory_limit, seed);
         let mut store = Store::new(&self.module.engine, state);
         store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(self.deadline_ticks());
+        store.set_epoch_deadline(ticks(INIT_TIMEOUT));
         let bindings = self
             .module
             .pre
             .instantiate(&mut store)
             .map_err(|e| PolicyError::Instantiate(format!("{e:#}")))?;
-        store.set_epoch_deadline(self.deadline_ticks());
         match bindings.call_init(&mut store, &self.pool_names, &self.config) {
             Ok(Ok(())) => Ok(PolicyInstance { store, bindings }),
             Ok(Err(message)) => Err(PolicyError::InitRefused(message)),
@@ -233,10 +236,14 @@ impl BoundPolicy {
     }
 
     fn deadline_ticks(&self) -> u64 {
-        let ticks = self.limits.decision_timeout.as_micros() / EPOCH_TICK.as_micros();
-        // +1: the current tick may be about to end.
-        u64::try_from(ticks).unwrap_or(u64::MAX).max(1) + 1
+        ticks(self.limits.decision_timeout)
     }
+}
+
+/// Epoch ticks for a deadline (+1: the current tick may be about to end).
+fn ticks(timeout: Duration) -> u64 {
+    let ticks = timeout.as_micros() / EPOCH_TICK.as_micros();
+    u64::try_from(ticks).unwrap_or(u64::MAX).max(1) + 1
 }
 
 fn rand_seed() -> u64 {

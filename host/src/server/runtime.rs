@@ -19,6 +19,10 @@ use crate::listener::{ListenerHandle, ListenerState, RunningListener};
 use crate::policy::{CompiledPolicy, PolicyEngine};
 use crate::pool::BackendPool;
 
+/// A policy module bound to the listeners that use it, ready to swap in;
+/// `None` when the file is unchanged.
+type PolicyUpdate = Option<(Arc<CompiledPolicy>, Vec<(String, ListenerState)>)>;
+
 struct Serving {
     config: Config,
     modules: HashMap<String, Arc<CompiledPolicy>>,
@@ -269,11 +273,7 @@ impl Runtime {
         self.commit_policy(path, planned);
     }
 
-    fn commit_policy(
-        &mut self,
-        path: &Path,
-        planned: Result<Option<(Arc<CompiledPolicy>, Vec<(String, ListenerState)>)>, String>,
-    ) {
+    fn commit_policy(&mut self, path: &Path, planned: Result<PolicyUpdate, String>) {
         let Some(serving) = &mut self.serving else {
             return;
         };
