@@ -23,7 +23,7 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use wasmroute::policy::types::{BackendStats, HeaderEdit, Method};
+pub use self::wasmroute::policy::types::{BackendStats, HeaderEdit, Method};
 
 /// Names of generated items used elsewhere, kept in one place.
 pub mod exports {
@@ -113,15 +113,15 @@ impl WasiView for HostState {
 /// panics off stderr, whose blocking write would block on the runtime.
 pub fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
-    wasmroute::policy::host::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+    self::wasmroute::policy::host::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
         linker,
         |state| state,
     )
 }
 
-impl wasmroute::policy::types::Host for HostState {}
+impl self::wasmroute::policy::types::Host for HostState {}
 
-impl wasmroute::policy::host::Host for HostState {
+impl self::wasmroute::policy::host::Host for HostState {
     fn pool_size(&mut self, pool: u32) -> u32 {
         self.pools
             .get(pool as usize)
@@ -157,7 +157,7 @@ impl wasmroute::policy::host::Host for HostState {
     }
 }
 
-impl wasmroute::policy::host::HostRequest for HostState {
+impl self::wasmroute::policy::host::HostRequest for HostState {
     fn method(&mut self, _: Resource<RequestHandle>) -> Method {
         let method = &self.view().head.method;
         match *method {
