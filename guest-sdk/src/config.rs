@@ -49,6 +49,16 @@ impl InitContext {
     pub fn config(&self) -> &Config {
         &self.config
     }
+
+    /// The pool named by the string config key `key` (`pool = "web"`), or
+    /// the listener's default (first) pool when the key is absent. Errors
+    /// start with the key.
+    pub fn config_pool(&self, key: &str) -> Result<PoolId, String> {
+        match self.config.get_str(key)? {
+            Some(name) => self.pool(name).map_err(|e| format!("{key}: {e}")),
+            None => Ok(PoolId::DEFAULT),
+        }
+    }
 }
 
 /// The listener's `policy_config` table, with typed getters.
@@ -91,6 +101,17 @@ impl Config {
             None => Ok(None),
             Some(ConfigValue::Integer(n)) => Ok(Some(*n)),
             Some(other) => Err(wrong_type(key, "an integer", other)),
+        }
+    }
+
+    /// An integer value within `min..=max`; the error names the key and
+    /// the range.
+    pub fn get_int_in(&self, key: &str, min: i64, max: i64) -> Result<Option<i64>, String> {
+        match self.get_int(key)? {
+            Some(n) if !(min..=max).contains(&n) => {
+                Err(format!("{key}: must be between {min} and {max}, got {n}"))
+            }
+            other => Ok(other),
         }
     }
 
@@ -241,6 +262,29 @@ mod tests {
                 .get_str_list("name")
                 .unwrap_err()
                 .starts_with("name: ")
+        );
+    }
+
+    #[test]
+    fn ranged_ints_and_config_pools() {
+        let ctx = ctx();
+        let config = ctx.config();
+        assert_eq!(config.get_int_in("count", 1, 3), Ok(Some(3)));
+        assert_eq!(config.get_int_in("absent", 1, 3), Ok(None));
+        assert_eq!(
+            config.get_int_in("count", 4, 10),
+            Err("count: must be between 4 and 10, got 3".to_string())
+        );
+        assert_eq!(ctx.config_pool("absent"), Ok(PoolId::DEFAULT));
+        assert!(
+            ctx.config_pool("name")
+                .unwrap_err()
+                .starts_with("name: unknown pool `x`")
+        );
+        assert!(
+            ctx.config_pool("count")
+                .unwrap_err()
+                .starts_with("count: expected a string")
         );
     }
 

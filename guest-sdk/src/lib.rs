@@ -48,6 +48,14 @@
 //! `.wasm` file in `target/wasm32-wasip2/release/` is the component to drop
 //! into the proxy's policies folder.
 //!
+//! Beyond the trait: [`balance`] has the load-balancing algorithms
+//! (round robin, random, least connections, power of two choices, Maglev
+//! consistent hashing) as pure functions over [`PoolId::stats`], [`key`]
+//! extracts a hash key from a request, [`sticky`] signs and verifies
+//! sticky-session cookies, and [`shared`] gives access to the host's
+//! counters shared by every worker. The shipped policies in `policies/`
+//! are each a few lines over them.
+//!
 //! Cost model: every call into the host that returns a string or a list
 //! allocates in the guest. Ask the [`Request`] only for what the decision
 //! needs, read [`PoolId::stats`] at most once per decision, and resolve pool
@@ -58,7 +66,10 @@
 pub mod balance;
 mod config;
 mod decision;
+pub mod key;
 mod request;
+pub mod shared;
+pub mod sticky;
 
 pub use config::{Config, ConfigValue, InitContext};
 pub use decision::Decision;
@@ -135,8 +146,53 @@ impl PoolId {
     /// the list is backend `i`). Empty for an unknown pool. Allocates one
     /// list: call it at most once per decision.
     pub fn stats(self) -> Vec<BackendStats> {
-        bindings::host::pool_stats(self.0)
+        // The packed form crosses the boundary as one copy; decoding it
+        // here is cheaper than the host storing records field by field.
+        unpack_stats(&bindings::host::pool_stats_packed(self.0))
     }
+
+    /// [`stats`](Self::stats) for deciding `req`: on a retry, the backends
+    /// of this pool the request already tried are marked unhealthy (as long
+    /// as another healthy backend remains, see [`balance::avoid`]), so any
+    /// balancing helper picks a fresh one. The same as `stats()` on a first
+    /// attempt.
+    pub fn stats_for(self, req: &Request) -> Vec<BackendStats> {
+        let mut stats = self.stats();
+        if req.attempt() > 0 {
+            balance::avoid(&mut stats, &req.tried_in(self));
+        }
+        stats
+    }
+}
+
+/// Decodes `pool-stats-packed` (layout in `wit/policy.wit`).
+fn unpack_stats(words: &[u64]) -> Vec<BackendStats> {
+    let low = |w: u64| (w & 0xFFFF_FFFF) as u32;
+    let high = |w: u64| (w >> 32) as u32;
+    words
+        .chunks_exact(5)
+        .enumerate()
+        .map(|(index, w)| {
+            let flags = w[4];
+            let load = (flags & 4 != 0).then(|| bindings::types::BackendLoad {
+                cpu: ((flags >> 8) & 0xFFFF) as f32 / 10_000.0,
+                memory: ((flags >> 24) & 0xFFFF) as f32 / 10_000.0,
+                age_ms: (flags >> 40) as u32,
+            });
+            BackendStats {
+                index: index as u32,
+                stable_id: w[0],
+                weight: low(w[1]),
+                active_requests: high(w[1]),
+                ewma_latency_us: low(w[2]),
+                error_rate_permille: high(w[2]),
+                total_requests: w[3],
+                healthy: flags & 1 != 0,
+                ejected: flags & 2 != 0,
+                load,
+            }
+        })
+        .collect()
 }
 
 /// A random number from the host's fast, non-cryptographic generator (for
@@ -219,5 +275,47 @@ pub mod __private {
                 .expect("wasmroute policy: decide called before a successful init");
             policy.decide(&Request::new(request)).into_raw()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field at the position `wit/policy.wit` documents for
+    /// `pool-stats-packed`.
+    #[test]
+    fn packed_stats_decode_per_the_documented_layout() {
+        let backend0 = [
+            0xDEAD_BEEF_0000_0001,
+            3 | 7 << 32,
+            1500 | 250 << 32,
+            99,
+            1 | 4 | 4200 << 8 | 9500 << 24 | 1234 << 40,
+        ];
+        let backend1 = [42, 1, 0, 0, 2];
+        let words: Vec<u64> = backend0.iter().chain(&backend1).copied().collect();
+        let stats = unpack_stats(&words);
+        assert_eq!(stats.len(), 2);
+        let b = &stats[0];
+        assert_eq!(
+            (b.index, b.stable_id, b.weight, b.active_requests),
+            (0, 0xDEAD_BEEF_0000_0001, 3, 7)
+        );
+        assert_eq!((b.ewma_latency_us, b.error_rate_permille), (1500, 250));
+        assert_eq!((b.total_requests, b.healthy, b.ejected), (99, true, false));
+        let load = b.load.expect("bit 2 says a load report is present");
+        assert!((load.cpu - 0.42).abs() < 1e-6 && (load.memory - 0.95).abs() < 1e-6);
+        assert_eq!(load.age_ms, 1234);
+        let b = &stats[1];
+        assert_eq!((b.index, b.stable_id, b.weight), (1, 42, 1));
+        assert_eq!(
+            (b.healthy, b.ejected, b.load.is_none()),
+            (false, true, true)
+        );
+        assert!(
+            unpack_stats(&[1, 2, 3]).is_empty(),
+            "a partial record is dropped"
+        );
     }
 }

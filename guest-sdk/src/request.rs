@@ -1,5 +1,6 @@
 //! The request being decided: a view of the host's request head.
 
+use crate::PoolId;
 use crate::bindings::{host, types};
 use std::fmt;
 
@@ -82,6 +83,40 @@ impl<'a> Request<'a> {
     /// The TLS server name (SNI) the client sent, if any.
     pub fn server_name(&self) -> Option<String> {
         self.inner.server_name()
+    }
+
+    /// 0 for the first decision on this request; 1, 2, ... when the host
+    /// asks again because the chosen backend could not be reached (a
+    /// retry). Allocates nothing.
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt()
+    }
+
+    /// The backends already tried for this request, in order, as (pool,
+    /// backend index). Empty on the first attempt. A retry should pick a
+    /// backend not in this list: see [`balance::avoid`](crate::balance::avoid)
+    /// and [`PoolId::stats_for`](crate::PoolId::stats_for).
+    pub fn tried(&self) -> Vec<(PoolId, u32)> {
+        self.inner
+            .tried()
+            .into_iter()
+            .map(|(pool, backend)| (PoolId(pool), backend))
+            .collect()
+    }
+
+    /// The backends of `pool` already tried for this request; empty (and
+    /// without a host call beyond [`attempt`](Self::attempt)) on the first
+    /// attempt.
+    pub fn tried_in(&self, pool: PoolId) -> Vec<u32> {
+        if self.attempt() == 0 {
+            return Vec::new();
+        }
+        self.inner
+            .tried()
+            .into_iter()
+            .filter(|&(p, _)| p == pool.0)
+            .map(|(_, backend)| backend)
+            .collect()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The cost of one policy decision on the real host path: the request head
 //! moved into the store, the guest's calls back into the host, the decision
-//! lifted and checked. 16 backends, a request with 8 headers.
+//! lifted and checked. 16 backends, a request with 8 headers. One case per
+//! shipped policy (README, "Shipped policies").
 //!
 //! cargo bench -p wasmroute --bench decision
 
@@ -10,7 +11,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use wasmroute::config::{BackendConfig, PoolConfig};
-use wasmroute::policy::{BoundPolicy, PolicyEngine, PolicyLimits, RequestView, decide};
+use wasmroute::policy::{
+    BoundPolicy, Decision, HeaderEdit, PolicyEngine, PolicyLimits, RequestView, decide,
+};
 use wasmroute::pool::BackendPool;
 
 fn pool(name: &str, first_port: u16) -> Arc<BackendPool> {
@@ -23,11 +26,18 @@ fn pool(name: &str, first_port: u16) -> Arc<BackendPool> {
             })
             .collect(),
         health: None,
+        load_header: http::HeaderName::from_static("x-backend-load"),
+        ..PoolConfig::default()
     };
     Arc::new(BackendPool::new(&config, None))
 }
 
 fn request(path: &str) -> RequestView {
+    request_with(path, &[])
+}
+
+/// The bench request plus extra headers.
+fn request_with(path: &str, extra: &[(&str, &str)]) -> RequestView {
     let mut builder = http::Request::builder()
         .uri(path)
         .header("host", "example.com")
@@ -38,13 +48,11 @@ fn request(path: &str) -> RequestView {
         .header("x-request-id", "0123456789abcdef")
         .header("x-route-pool", "video");
     builder = builder.header("x-forwarded-for", "10.0.0.1");
-    let (head, ()) = builder.body(()).unwrap().into_parts();
-    RequestView {
-        head,
-        client_ip: "127.0.0.1".parse().unwrap(),
-        is_tls: false,
-        server_name: None,
+    for (name, value) in extra {
+        builder = builder.header(*name, *value);
     }
+    let (head, ()) = builder.body(()).unwrap().into_parts();
+    RequestView::new(head, "127.0.0.1".parse().unwrap(), false, None)
 }
 
 fn bound(engine: &PolicyEngine, name: &str, config: &str) -> Arc<BoundPolicy> {
@@ -52,13 +60,34 @@ fn bound(engine: &PolicyEngine, name: &str, config: &str) -> Arc<BoundPolicy> {
     let module = Arc::new(engine.compile(name, bytes).expect("compiles"));
     let pools: Arc<[Arc<BackendPool>]> = vec![pool("web", 20000), pool("video", 21000)].into();
     let limits = PolicyLimits {
-        decision_timeout: Duration::from_millis(5),
+        // Generous: the bench measures cost, and a descheduled thread on a
+        // loaded machine must not turn a sample into a timeout.
+        decision_timeout: Duration::from_secs(1),
         memory_limit: 16 << 20,
     };
-    let policy = BoundPolicy::new(module, pools, &toml::from_str(config).unwrap(), limits);
+    let counters = Arc::default();
+    let config = toml::from_str(config).unwrap();
+    let policy = BoundPolicy::new(module, pools, counters, &config, limits);
     policy.validate().expect("init succeeds");
     Arc::new(policy)
 }
+
+/// The `Set-Cookie` value a decision adds to the response, if any.
+fn set_cookie(decision: &Decision) -> Option<String> {
+    let Decision::Forward(forward) = decision else {
+        return None;
+    };
+    forward.response_edits.iter().find_map(|edit| match edit {
+        HeaderEdit::Append((name, value)) | HeaderEdit::Set((name, value))
+            if name.eq_ignore_ascii_case("set-cookie") =>
+        {
+            Some(value.clone())
+        }
+        _ => None,
+    })
+}
+
+const STICKY: &str = "secret = \"bench-secret-0123456789\"\ncookie = \"lb\"";
 
 fn bench_decisions(c: &mut Criterion) {
     let engine = PolicyEngine::new().unwrap();
@@ -76,6 +105,31 @@ fn bench_decisions(c: &mut Criterion) {
             "header = \"x-route-pool\"",
             "/billing/x",
         ),
+        ("weighted-round-robin", "weighted-round-robin", "", "/"),
+        ("random", "random", "", "/"),
+        (
+            "weighted-random-by-utilization",
+            "weighted-random-by-utilization",
+            "",
+            "/",
+        ),
+        ("least-connections", "least-connections", "", "/"),
+        ("least-response-time", "least-response-time", "", "/"),
+        ("consistent-hash client-ip", "consistent-hash", "", "/"),
+        (
+            "consistent-hash header",
+            "consistent-hash",
+            "key = \"header:x-request-id\"",
+            "/",
+        ),
+        ("sticky-cookie new client", "sticky-cookie", STICKY, "/"),
+        (
+            "read-write-split",
+            "read-write-split",
+            "primary = \"web\"\nreplicas = \"video\"",
+            "/",
+        ),
+        ("shared-round-robin", "shared-round-robin", "", "/"),
     ];
     for (label, name, config, path) in cases {
         let policy = bound(&engine, name, config);
@@ -88,6 +142,22 @@ fn bench_decisions(c: &mut Criterion) {
             })
         });
     }
+
+    // A returning sticky client: the cookie the first answer set.
+    let policy = bound(&engine, "sticky-cookie", STICKY);
+    let (_, first) = decide(&policy, request("/"));
+    let cookie = set_cookie(&first.expect("a valid decision")).expect("a set-cookie");
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let mut view = Some(request_with("/", &[("cookie", &pair)]));
+    c.bench_function("sticky-cookie pinned", |b| {
+        b.iter(|| {
+            let (back, result) = decide(&policy, view.take().unwrap());
+            view = Some(back);
+            let decision = result.expect("a valid decision");
+            debug_assert!(set_cookie(&decision).is_none());
+            black_box(decision)
+        })
+    });
 }
 
 criterion_group! {

@@ -10,10 +10,12 @@
 pub mod bundled;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod http;
 pub mod listener;
 pub mod policy;
 pub mod pool;
 pub mod server;
+pub mod tls;
 
 pub use server::{Server, ServerEvent};

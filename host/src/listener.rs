@@ -23,6 +23,9 @@ pub struct ListenerState {
     pub policy: Arc<BoundPolicy>,
     /// What to do when a decision fails.
     pub on_error: OnError,
+    /// Plain, TLS (with its certificates) or redirect; read once per
+    /// accepted connection, so new certificates serve the next one.
+    pub frontend: crate::tls::Frontend,
 }
 
 /// A listener as requests see it.
@@ -132,13 +135,16 @@ async fn accept_loop(
             server_name: None,
         };
         let watcher = graceful.watcher();
+        let frontend = handle.state().frontend.clone();
         let (handle, shared, builder) = (
             Arc::clone(&handle),
             Arc::clone(&shared),
             Arc::clone(&builder),
         );
         tokio::spawn(async move {
-            crate::http::serve_connection(stream, conn, handle, shared, &builder, watcher).await;
+            frontend
+                .serve(stream, conn, handle, shared, &builder, watcher)
+                .await;
         });
     }
     drop(socket);

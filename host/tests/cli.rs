@@ -173,6 +173,59 @@ fn zero_weight() {
     assert_rejected("zero weight", &config, &["pools[0].backends[0].weight"]);
 }
 
+/// `VALID` with health, timeout, retry and passive keys on pool `web`.
+fn with_health_keys(health: &str, passive: &str, pool_keys: &str) -> String {
+    VALID.replace(
+        "{ address = \"127.0.0.1:9002\" } ]\n",
+        &format!(
+            "{{ address = \"127.0.0.1:9002\" }} ]\n{pool_keys}\n[pools.health]\n{health}\n[pools.passive]\n{passive}\n"
+        ),
+    )
+}
+
+#[test]
+fn health_timeout_and_retry_keys_pass() {
+    let config = with_health_keys(
+        "path = \"/healthz\"\ninterval = \"2s\"\ntimeout = \"1s\"\nrise = 3\nfall = 2\nexpect_status = \"200-299\"\nexpect_body = \"ok\"\njitter = \"200ms\"",
+        "consecutive_failures = 3\nerror_rate_percent = 50\nmin_requests = 10\nejection_time = \"10s\"\nmax_ejection_time = \"2m\"\nmax_ejected_percent = 30",
+        "connect_timeout = \"500ms\"\nresponse_timeout = \"10s\"\nidle_timeout = \"30s\"\nretries = 3",
+    );
+    let (_dir, path) = setup(&config);
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+}
+
+#[test]
+fn bad_health_timeout_and_retry_keys() {
+    let config = with_health_keys(
+        "expect_status = \"200-99\"\nexpect_body = \"ok\"\ninterval = \"100ms\"\njitter = \"1s\"\nrise = 0",
+        "error_rate_percent = 120\nmin_requests = 0\nejection_time = \"1m\"\nmax_ejection_time = \"1s\"\nmax_ejected_percent = 101\nconsecutive = 2",
+        "connect_timeout = \"0s\"\nresponse_timeout = \"30\"\nidle_timeout = \"soon\"\nretries = 50",
+    );
+    // An unknown key stops parsing (a type-level error) and is reported alone.
+    assert_rejected(
+        "unknown passive key",
+        &config,
+        &["pools[0].passive.consecutive"],
+    );
+    let config = config.replace("\nconsecutive = 2", "");
+    let keys = [
+        "pools[0].health.expect_status",
+        "pools[0].health.expect_body",
+        "pools[0].health.jitter",
+        "pools[0].health.rise",
+        "pools[0].passive.error_rate_percent",
+        "pools[0].passive.min_requests",
+        "pools[0].passive.max_ejection_time",
+        "pools[0].passive.max_ejected_percent",
+        "pools[0].connect_timeout",
+        "pools[0].response_timeout",
+        "pools[0].idle_timeout",
+        "pools[0].retries",
+    ];
+    assert_rejected("bad health keys", &config, &keys);
+}
+
 #[test]
 fn every_error_gets_its_own_line() {
     let config = VALID
@@ -202,5 +255,105 @@ fn missing_config_file_fails() {
     assert!(
         stderr.contains("wasmroute.toml"),
         "the file is named: {stderr}"
+    );
+}
+
+/// A self-signed certificate for `name` and its key, as PEM (cert, key);
+/// `expired` makes it valid only in 2020.
+fn self_signed(name: &str, expired: bool) -> (String, String) {
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+    }
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// `VALID` plus an https listener `secure` with one certificate per stem
+/// (`<stem>.pem`, `<stem>.key` next to the config).
+fn https_config(stems: &[&str]) -> String {
+    let mut text = VALID.to_owned();
+    text.push_str(
+        "\n[[listeners]]\nname = \"secure\"\naddress = \"127.0.0.1:0\"\nprotocol = \"https\"\n\
+         policy = \"round-robin\"\npools = [\"web\"]\n",
+    );
+    for stem in stems {
+        text.push_str(&format!(
+            "[[listeners.certificates]]\ncert = \"{stem}.pem\"\nkey = \"{stem}.key\"\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn https_config_with_good_certificates_passes() {
+    let (dir, path) = setup(&https_config(&["a", "b"]));
+    for (stem, name) in [("a", "a.test"), ("b", "*.b.test")] {
+        let (cert, key) = self_signed(name, false);
+        std::fs::write(dir.path().join(format!("{stem}.pem")), cert).unwrap();
+        std::fs::write(dir.path().join(format!("{stem}.key")), key).unwrap();
+    }
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+}
+
+#[test]
+fn bad_certificates_are_refused_with_file_and_reason() {
+    let (dir, path) = setup(&https_config(&["good", "mismatched", "expired", "missing"]));
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    let (good_cert, good_key) = self_signed("good.test", false);
+    let (_, other_key) = self_signed("other.test", false);
+    let (expired_cert, expired_key) = self_signed("expired.test", true);
+    write("good.pem", &good_cert);
+    write("good.key", &good_key);
+    write("mismatched.pem", &good_cert);
+    write("mismatched.key", &other_key);
+    write("expired.pem", &expired_cert);
+    write("expired.key", &expired_key);
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    let expected = [
+        (
+            "listeners[2].certificates[1].key: ",
+            "mismatched.key: private key does not match the certificate in",
+        ),
+        (
+            "listeners[2].certificates[2].cert: ",
+            "expired.pem: certificate expired at",
+        ),
+        (
+            "listeners[2].certificates[3].cert: ",
+            "missing.pem: cannot read:",
+        ),
+    ];
+    for (key, reason) in expected {
+        let line = stderr.lines().find(|l| l.contains(key));
+        let line = line.unwrap_or_else(|| panic!("no line for {key} in:\n{stderr}"));
+        assert!(line.contains("wasmroute.toml: "), "{line}");
+        assert!(line.contains(reason), "{line}");
+    }
+    assert!(
+        !stderr.contains("certificates[0]"),
+        "the good pair is fine:\n{stderr}"
+    );
+}
+
+#[test]
+fn garbage_key_file_is_refused() {
+    let (dir, path) = setup(&https_config(&["a"]));
+    let (cert, _) = self_signed("a.test", false);
+    std::fs::write(dir.path().join("a.pem"), cert).unwrap();
+    std::fs::write(dir.path().join("a.key"), "not a key\n").unwrap();
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("listeners[2].certificates[0].key: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("a.key: no usable PEM private key"),
+        "{stderr}"
     );
 }

@@ -11,11 +11,21 @@
 //!
 //! Every response carries `x-backend: <name>`. Dropping the [`Backend`]
 //! stops the accept loop and every open connection.
+//!
+//! Behaviour knobs, changeable while it runs (for health, retry and
+//! balancing tests): [`Backend::set_delay`] delays every answer,
+//! [`Backend::set_status`] answers every request with one status,
+//! [`Backend::set_load_report`] adds an `X-Backend-Load` header (to every
+//! response, or with [`Backend::set_check_load_report`] only to health
+//! checks, `User-Agent: wasmroute-health`, which are counted in
+//! [`Backend::health_checks`]).
+//! [`Backend::stop`] and [`Backend::restart`] take it down and bring it
+//! back on the same port.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -78,13 +88,23 @@ struct Shared {
     name: String,
     served: AtomicU64,
     seen: tokio::sync::Mutex<Vec<SeenRequest>>,
+    /// Milliseconds every answer waits (0: none).
+    delay_ms: AtomicU64,
+    /// Status every request gets (0: normal routing).
+    forced_status: AtomicU16,
+    /// `X-Backend-Load` value to send, if any.
+    load_report: tokio::sync::RwLock<Option<String>>,
+    /// Whether `load_report` goes only to health checks.
+    report_to_checks_only: std::sync::atomic::AtomicBool,
+    /// Health-check requests received.
+    health_checks: AtomicU64,
 }
 
 /// A running backend. Stops when dropped.
 pub struct Backend {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -105,9 +125,69 @@ impl Backend {
             name: name.to_owned(),
             served: AtomicU64::new(0),
             seen: tokio::sync::Mutex::new(Vec::new()),
+            delay_ms: AtomicU64::new(0),
+            forced_status: AtomicU16::new(0),
+            load_report: tokio::sync::RwLock::new(None),
+            report_to_checks_only: std::sync::atomic::AtomicBool::new(false),
+            health_checks: AtomicU64::new(0),
         });
-        let task = tokio::spawn(accept_loop(listener, shared.clone()));
+        let task = Some(tokio::spawn(accept_loop(listener, shared.clone())));
         Ok(Backend { shared, addr, task })
+    }
+
+    /// Stops accepting and closes every open connection; the port is free
+    /// once this returns. Connections to it are refused until
+    /// [`Backend::restart`].
+    pub async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            // Wait for the abort to drop the listener and the connections.
+            let _ = task.await;
+        }
+    }
+
+    /// Serves again on the same address (after [`Backend::stop`]), with
+    /// the same counters and knobs.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await;
+        let listener = TcpListener::bind(self.addr).await?;
+        self.task = Some(tokio::spawn(accept_loop(listener, self.shared.clone())));
+        Ok(())
+    }
+
+    /// Every following answer waits `delay` first (zero: no wait).
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Every following request is answered with `status` (None: normal).
+    pub fn set_status(&self, status: Option<StatusCode>) {
+        let code = status.map_or(0, |s| s.as_u16());
+        self.shared.forced_status.store(code, Ordering::SeqCst);
+    }
+
+    /// Every following response carries `X-Backend-Load: <value>` (None:
+    /// no header).
+    pub async fn set_load_report(&self, value: Option<&str>) {
+        *self.shared.load_report.write().await = value.map(str::to_owned);
+        self.shared
+            .report_to_checks_only
+            .store(false, Ordering::SeqCst);
+    }
+
+    /// Like [`Backend::set_load_report`], but the header goes only to
+    /// health-check requests (`User-Agent: wasmroute-health`).
+    pub async fn set_check_load_report(&self, value: Option<&str>) {
+        *self.shared.load_report.write().await = value.map(str::to_owned);
+        self.shared
+            .report_to_checks_only
+            .store(true, Ordering::SeqCst);
+    }
+
+    /// Health-check requests received so far.
+    pub fn health_checks(&self) -> u64 {
+        self.shared.health_checks.load(Ordering::SeqCst)
     }
 
     /// Starts several backends named `<prefix>-1`, `<prefix>-2`, ...
@@ -149,7 +229,9 @@ impl Drop for Backend {
     fn drop(&mut self) {
         // Dropping the accept loop drops its JoinSet, which aborts every
         // connection task.
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -196,13 +278,30 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
     shared.served.fetch_add(1, Ordering::SeqCst);
+    let is_check = req
+        .headers()
+        .get(header::USER_AGENT)
+        .is_some_and(|v| v.as_bytes() == b"wasmroute-health");
+    if is_check {
+        shared.health_checks.fetch_add(1, Ordering::SeqCst);
+    }
     shared.seen.lock().await.push(SeenRequest {
         method: req.method().clone(),
         uri: req.uri().clone(),
         version: req.version(),
         headers: req.headers().clone(),
     });
+    let delay = shared.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        // The delay is the behaviour under test (a slow backend).
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let forced = shared.forced_status.load(Ordering::SeqCst);
     let mut resp = match req.uri().path() {
+        _ if forced != 0 => status(
+            StatusCode::from_u16(forced).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            shared.name.clone(),
+        ),
         "/upload" => upload(req).await,
         "/download" => download(&req),
         "/ws" => websocket(req),
@@ -216,6 +315,13 @@ async fn handle(
     };
     if let Ok(value) = HeaderValue::from_str(&shared.name) {
         resp.headers_mut().insert("x-backend", value);
+    }
+    let report_here = is_check || !shared.report_to_checks_only.load(Ordering::SeqCst);
+    if let Some(report) = shared.load_report.read().await.as_deref()
+        && report_here
+        && let Ok(value) = HeaderValue::from_str(report)
+    {
+        resp.headers_mut().insert("x-backend-load", value);
     }
     Ok(resp)
 }

@@ -19,6 +19,7 @@ pub struct ListenerSpec {
     pools: Vec<String>,
     on_error: Option<String>,
     policy_config: Vec<(String, String)>,
+    extra: String,
 }
 
 impl ListenerSpec {
@@ -30,6 +31,7 @@ impl ListenerSpec {
             pools: pools.iter().map(|p| p.to_string()).collect(),
             on_error: None,
             policy_config: Vec::new(),
+            extra: String::new(),
         }
     }
 
@@ -44,6 +46,22 @@ impl ListenerSpec {
         self.policy_config.push((key.into(), quote(value)));
         self
     }
+
+    /// An entry of `[listeners.policy_config]` with a value written as TOML
+    /// (`"3"`, `"[\"a\", \"b\"]"`, `"true"`).
+    pub fn policy_config_toml(mut self, key: &str, toml_value: &str) -> Self {
+        self.policy_config.push((key.into(), toml_value.into()));
+        self
+    }
+
+    /// TOML lines written verbatim into the listener's table, after its
+    /// own keys and before `[listeners.policy_config]` (keys first, then
+    /// any sub-tables such as `[listeners.retry]`).
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml.trim_end());
+        self.extra.push('\n');
+        self
+    }
 }
 
 /// One `[[pools]]` entry.
@@ -51,6 +69,7 @@ impl ListenerSpec {
 pub struct PoolSpec {
     name: String,
     backends: Vec<(SocketAddr, Option<u32>)>,
+    extra: String,
 }
 
 impl PoolSpec {
@@ -59,12 +78,27 @@ impl PoolSpec {
         PoolSpec {
             name: name.into(),
             backends: backends.iter().map(|b| (b.addr(), None)).collect(),
+            extra: String::new(),
         }
     }
 
     /// Adds a backend by address.
     pub fn address(mut self, addr: SocketAddr) -> Self {
         self.backends.push((addr, None));
+        self
+    }
+
+    /// Adds a backend with a weight.
+    pub fn weighted(mut self, backend: &Backend, weight: u32) -> Self {
+        self.backends.push((backend.addr(), Some(weight)));
+        self
+    }
+
+    /// TOML lines written verbatim into the pool's table after `backends`
+    /// (keys first, then sub-tables such as `[pools.health]`).
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml.trim_end());
+        self.extra.push('\n');
         self
     }
 }
@@ -136,6 +170,7 @@ impl ConfigBuilder {
             if let Some(on_error) = &l.on_error {
                 let _ = writeln!(out, "on_error = {}", quote(on_error));
             }
+            out.push_str(&l.extra);
             if !l.policy_config.is_empty() {
                 out.push_str("[listeners.policy_config]\n");
                 for (key, value) in &l.policy_config {
@@ -158,6 +193,7 @@ impl ConfigBuilder {
                 quote(&p.name),
                 backends.join(", ")
             );
+            out.push_str(&p.extra);
         }
         out
     }

@@ -1,6 +1,6 @@
 //! Misbehaving test guests (built by `build.rs`): a decision that loops, one
-//! that traps, one that returns an invalid decision, and an `init` that
-//! fails. Every guest in `for_each_test_policy!` must have a test here, or
+//! that traps, one that returns an invalid decision, an `init` that fails,
+//! and one probing what of WASI a policy gets. Every guest in `for_each_test_policy!` must have a test here, or
 //! this file does not compile.
 
 use http::StatusCode;
@@ -150,6 +150,45 @@ mod failing_guests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn trapping() {
         check_failing_policy("trapping", guests::TRAPPING, BOTH).await;
+    }
+
+    /// Printing or reading the environment traps (WASI stdio and
+    /// environment are not provided); the worker keeps serving.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wasi_probe() {
+        let cases = [
+            case("print-rejecting", "reject", "print"),
+            case("print-falling-back", "fallback", "print"),
+            case("env-rejecting", "reject", "env"),
+            case("env-falling-back", "fallback", "env"),
+        ];
+        check_failing_policy("wasi-probe", guests::WASI_PROBE, &cases).await;
+    }
+
+    /// Clocks and std's randomly seeded `HashMap` work in a policy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wasi_probe_std() {
+        let backend = Backend::start("web-1").await.unwrap();
+        let config = ConfigBuilder::new()
+            .listener(ListenerSpec::new("edge", "wasi-probe", &["web"]).on_error("reject"))
+            .pool(PoolSpec::new("web", &[&backend]));
+        let fx = ProxyFixture::start(&config, &[("wasi-probe", guests::WASI_PROBE)])
+            .await
+            .unwrap();
+        for i in 0..5 {
+            let reply = Client::http1()
+                .get(&fx.url("edge", &format!("/p/{i}")))
+                .await
+                .unwrap();
+            assert_eq!(
+                (reply.status, reply.backend()),
+                (StatusCode::OK, Some("web-1")),
+                "{}",
+                reply.text()
+            );
+        }
+        assert_eq!(backend.served(), 5);
+        fx.shutdown().await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -190,7 +190,7 @@ async fn malformed_requests_get_400_and_the_connection_is_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backend_refusing_connections_gives_502() {
+async fn backend_refusing_connections_gives_503_with_retry_after() {
     // A port that was just free: bind it, note it, close it.
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -198,7 +198,15 @@ async fn backend_refusing_connections_gives_502() {
     };
     let fx = round_robin_over(PoolSpec::new("web", &[]).address(closed)).await;
     let reply = Client::http1().get(&fx.url("edge", "/")).await.unwrap();
-    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    // Nothing reached a backend: the service is unavailable (issue #4:
+    // all backends down is a 503 with Retry-After), not a bad gateway.
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text()
+    );
+    assert!(reply.headers.contains_key("retry-after"));
     assert!(
         reply.body.len() < 1024,
         "a short error body, got {} bytes",

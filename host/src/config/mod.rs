@@ -28,6 +28,12 @@
 //! [[listeners.certificates]]    # https only, and required there
 //! cert = "certs/example.pem"    # relative to the config file's folder
 //! key = "certs/example.key"
+//! # https only: handshake_timeout = "10s" (default, > 0),
+//! #             unknown_sni = "default" (default) | "refuse"
+//! # http only:  redirect_to_https = 443 (answer 301 to https://host:443/path)
+//! # [pools.tls] (optional: TLS to the pool's backends)
+//! #   ca = "certs/backend-ca.pem"   # default: the system's roots
+//! #   server_name = "api.internal"  # SNI and verified name; default: backend IP
 //!
 //! [[pools]]
 //! name = "web"                  # unique, [A-Za-z0-9_.-]+
@@ -38,6 +44,28 @@
 //! timeout = "500ms"             # default 500ms, > 0
 //! rise = 2                      # default 2, >= 1
 //! fall = 2                      # default 2, >= 1
+//! expect_status = "200-399"     # HTTP check: passing statuses (default 200-399)
+//! expect_body = "ok"            # HTTP check: required body substring (optional)
+//! jitter = "100ms"              # default interval/10, <= interval, "0s" = none
+//! ```
+//!
+//! Timeouts, retries and passive health of a pool (all optional; the full
+//! reference with the health state machine is `docs/config.md`):
+//!
+//! ```toml
+//! [[pools]]
+//! connect_timeout = "2s"        # default 2s, > 0
+//! response_timeout = "30s"      # to the response head; default 30s; 504 past it
+//! idle_timeout = "60s"          # longest pause in a response body; default 60s
+//! retries = 2                   # default 2, <= 10, 0 = none
+//! [pools.passive]               # outlier detection; on by default
+//! enabled = true
+//! consecutive_failures = 5      # default 5, 0 = rule off
+//! error_rate_percent = 0        # default 0 (rule off), <= 100
+//! min_requests = 20             # default 20, >= 1
+//! ejection_time = "30s"         # default 30s, doubles per repeated ejection
+//! max_ejection_time = "5m"      # default 5m, >= ejection_time
+//! max_ejected_percent = 50      # default 50, <= 100
 //! ```
 //!
 //! Value formats (see [`units`] for the details):
@@ -72,7 +100,8 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AdminConfig, BackendConfig, CertificateConfig, Config, HealthConfig, ListenerConfig, OnError,
-    PoliciesConfig, PoolConfig, Protocol,
+    PassiveConfig, PoliciesConfig, PoolConfig, Protocol, UnknownSni, UpstreamConfig,
+    UpstreamTlsConfig,
 };
 
 use raw::RawConfig;

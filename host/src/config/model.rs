@@ -56,6 +56,26 @@ pub struct ListenerConfig {
     pub policy_config: toml::Table,
     /// Only for `https`, where at least one is required; the first is the default.
     pub certificates: Vec<CertificateConfig>,
+    /// `https` only: how long a client may take to complete the TLS
+    /// handshake. Default 10s; more than zero.
+    pub handshake_timeout: Duration,
+    /// `https` only: what a ClientHello naming no configured certificate
+    /// gets. Default `default`.
+    pub unknown_sni: UnknownSni,
+    /// `http` only: answer every request with a 301 to
+    /// `https://<host>[:port]<path>` instead of proxying it. Default none.
+    pub redirect_to_https: Option<u16>,
+}
+
+/// What an `https` listener does with an SNI name none of its
+/// certificates covers: `"default"` or `"refuse"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownSni {
+    /// Serve the first (default) certificate, like a client without SNI.
+    Default,
+    /// Fail the handshake (the client gets a TLS alert).
+    Refuse,
 }
 
 /// What a listener speaks: `"http"`, `"https"` or `"tcp"`.
@@ -94,6 +114,109 @@ pub struct PoolConfig {
     pub backends: Vec<BackendConfig>,
     /// Active health check; none when `[pools.health]` is absent.
     pub health: Option<HealthConfig>,
+    /// Response header in which backends report their utilization
+    /// (`cpu=0.42, mem=0.61`). Default `X-Backend-Load`; stripped from
+    /// responses before they reach the client.
+    pub load_header: http::HeaderName,
+    /// Timeouts and retries of requests to this pool's backends.
+    pub upstream: UpstreamConfig,
+    /// Passive health checking (outlier detection); none when
+    /// `[pools.passive] enabled = false`. On by default.
+    pub passive: Option<PassiveConfig>,
+    /// `[pools.tls]`: speak TLS to this pool's backends; none (plain HTTP)
+    /// when the table is absent.
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// `[pools.tls]`: TLS from the proxy to a pool's backends (re-encryption).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTlsConfig {
+    /// PEM file of the CA certificates to trust; none: the system's roots.
+    pub ca: Option<PathBuf>,
+    /// The name sent as SNI and verified in the backend's certificate;
+    /// none: the backend's IP address (verified, no SNI sent).
+    pub server_name: Option<String>,
+}
+
+/// An empty pool with every default: a base for struct literals in tests
+/// and benches (`PoolConfig { name, backends, ..Default::default() }`).
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            name: String::new(),
+            backends: Vec::new(),
+            health: None,
+            load_header: http::HeaderName::from_static("x-backend-load"),
+            upstream: UpstreamConfig::default(),
+            passive: Some(PassiveConfig::default()),
+            tls: None,
+        }
+    }
+}
+
+/// The per-pool timeouts and retry budget (keys directly in `[[pools]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// `connect_timeout`: TCP connect to a backend. Default 2s; > 0.
+    pub connect_timeout: Duration,
+    /// `response_timeout`: from the start of an attempt (connect included)
+    /// to the backend's response head; past it the client gets a 504.
+    /// Default 30s; > 0.
+    pub response_timeout: Duration,
+    /// `idle_timeout`: the longest pause between two pieces of a response
+    /// body streaming from the backend; past it the response is cut off.
+    /// Default 60s; > 0.
+    pub idle_timeout: Duration,
+    /// `retries`: further attempts, each on a backend not tried yet, after
+    /// a failure that is safe to retry. Default 2; at most 10; 0 = none.
+    pub retries: u32,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            retries: 2,
+        }
+    }
+}
+
+/// `[pools.passive]`: outlier detection on live traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveConfig {
+    /// Eject after this many failures in a row (connect failure, timeout,
+    /// reset, 5xx). Default 5; 0 turns the rule off.
+    pub consecutive_failures: u32,
+    /// Eject when the failure share over the error window (10-20 s) is
+    /// above this percentage. Default 0 (rule off); at most 100.
+    pub error_rate_percent: u32,
+    /// The error-rate rule needs at least this many requests in the window.
+    /// Default 20; >= 1.
+    pub min_requests: u32,
+    /// The first ejection lasts this long; each further one twice as long
+    /// as the previous. Default 30s; > 0.
+    pub ejection_time: Duration,
+    /// Cap of the ejection time; also how long a backend must stay in
+    /// before its back-off starts over. Default 5m; >= `ejection_time`.
+    pub max_ejection_time: Duration,
+    /// At most this share of the pool's backends is ejected at once
+    /// (rounded down). Default 50; at most 100.
+    pub max_ejected_percent: u32,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        PassiveConfig {
+            consecutive_failures: 5,
+            error_rate_percent: 0,
+            min_requests: 20,
+            ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejected_percent: 50,
+        }
+    }
 }
 
 /// One backend of a pool.
@@ -117,4 +240,13 @@ pub struct HealthConfig {
     pub rise: u32,
     /// Failures in a row to mark a backend down. Default 2; at least 1.
     pub fall: u32,
+    /// HTTP checks: the statuses that pass, inclusive. Default 200-399.
+    pub expect_status: (u16, u16),
+    /// HTTP checks: a substring the body must contain (first 64 KiB).
+    pub expect_body: Option<String>,
+    /// Each wait between two checks is `interval` plus a random offset in
+    /// `-jitter/2 ..= +jitter/2`, and the first check waits a random
+    /// `0..jitter`, so checks of many backends spread out. Default a tenth
+    /// of `interval`; at most `interval`; `"0s"` turns it off.
+    pub jitter: Duration,
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-use super::model::{OnError, Protocol};
+use super::model::{OnError, Protocol, UnknownSni};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +59,11 @@ pub(super) struct RawListener {
     pub policy_config: toml::Table,
     #[serde(default)]
     pub certificates: Vec<RawCertificate>,
+    /// `https` only; see `tls` in the model.
+    pub handshake_timeout: Option<RawDuration>,
+    pub unknown_sni: Option<UnknownSni>,
+    /// `http` only: the port of the https side to redirect to.
+    pub redirect_to_https: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +81,21 @@ pub(super) struct RawPool {
     #[serde(default)]
     pub backends: Vec<RawBackend>,
     pub health: Option<RawHealth>,
+    pub load_header: Option<String>,
+    pub connect_timeout: Option<RawDuration>,
+    pub response_timeout: Option<RawDuration>,
+    pub idle_timeout: Option<RawDuration>,
+    pub retries: Option<u32>,
+    pub passive: Option<RawPassive>,
+    /// `[pools.tls]`: TLS to the backends.
+    pub tls: Option<RawUpstreamTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstreamTls {
+    pub ca: Option<PathBuf>,
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +116,57 @@ pub(super) struct RawHealth {
     pub rise: u32,
     #[serde(default = "default_threshold")]
     pub fall: u32,
+    pub expect_status: Option<RawStatusRange>,
+    pub expect_body: Option<String>,
+    pub jitter: Option<RawDuration>,
+}
+
+/// `[pools.passive]`: outlier detection; every key optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPassive {
+    pub enabled: Option<bool>,
+    pub consecutive_failures: Option<u32>,
+    pub error_rate_percent: Option<u32>,
+    pub min_requests: Option<u32>,
+    pub ejection_time: Option<RawDuration>,
+    pub max_ejection_time: Option<RawDuration>,
+    pub max_ejected_percent: Option<u32>,
+}
+
+/// A status range as written: an integer (`200`) or a string (`"200-399"`).
+#[derive(Debug)]
+pub(super) enum RawStatusRange {
+    Code(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawStatusRange {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StatusRangeVisitor)
+    }
+}
+
+struct StatusRangeVisitor;
+
+impl Visitor<'_> for StatusRangeVisitor {
+    type Value = RawStatusRange;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a status code such as 200 or a range such as \"200-399\"")
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawStatusRange, E> {
+        Ok(RawStatusRange::Code(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawStatusRange, E> {
+        Ok(RawStatusRange::Code(i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawStatusRange, E> {
+        Ok(RawStatusRange::Text(v.to_owned()))
+    }
 }
 
 fn default_protocol() -> Protocol {

@@ -6,8 +6,10 @@
 //! the policy or a backend.
 
 pub mod body;
+pub mod connect;
 pub mod headers;
 pub mod proxy;
+pub mod retry;
 
 use std::convert::Infallible;
 use std::sync::Arc;

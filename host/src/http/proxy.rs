@@ -6,6 +6,14 @@
 //! `on_error`; the head gets the proxy headers and the policy's edits; the
 //! body streams to a pooled upstream connection; the response streams back
 //! with the backend counted active until its body ends.
+//!
+//! Failures: an attempt that fails in a way that is safe to retry (see
+//! [`super::retry`]) is retried on a backend not tried yet, chosen by the
+//! policy again (it sees the tried ones in `request.tried()`; when it picks
+//! a tried one anyway, the host substitutes an untried healthy backend of
+//! the same pool). No backend reachable: 503 with `Retry-After`; no
+//! response head within the pool's `response_timeout`: 504. Every 503
+//! the proxy sends (its own, or a policy's without one) has `Retry-After`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,32 +21,43 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body::Body as _;
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::broadcast;
 
-use super::body::ProxyBody;
+use super::body::{IdleTimer, ProxyBody};
+use super::connect::ConnectTimeout;
 use super::headers;
+use super::retry::{self, AttemptError};
 use crate::config::OnError;
+use crate::health::passive::Failure;
 use crate::listener::{ListenerHandle, ListenerState};
 use crate::policy::{self, Decision, DecisionError, HeaderEdit, RequestView};
 use crate::pool::Backend;
 use crate::server::ServerEvent;
+use crate::tls::upstream::UpstreamTls;
 
-/// The upstream HTTP client with its keep-alive connection pool.
-pub type UpstreamClient = Client<HttpConnector, Incoming>;
+/// The body of an upstream request: the client's body, streamed, or
+/// nothing (a bodiless request, which a retry can send again).
+pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
+/// The upstream HTTP client with its keep-alive connection pool; connect
+/// timeouts per pool come from [`ConnectTimeout`], TLS to the backends of
+/// pools with `[pools.tls]` from [`UpstreamTls`] (inside the timeout).
+pub type UpstreamClient = Client<ConnectTimeout<UpstreamTls<HttpConnector>>, UpstreamBody>;
 
 /// Builds the upstream client: HTTP/1.1, keep-alive pooling, TCP_NODELAY.
 pub fn upstream_client() -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(60))
         .pool_max_idle_per_host(1024)
-        .build(connector)
+        .build(ConnectTimeout::new(UpstreamTls::new(connector)))
 }
 
 /// What every request of a server shares.
@@ -63,14 +82,23 @@ pub struct ConnInfo {
 /// Where a request goes after the decision.
 enum Route {
     Forward {
+        /// The pool id and backend index the attempt goes to.
+        target: (u32, u32),
         backend: Arc<Backend>,
         request_edits: Vec<HeaderEdit>,
         response_edits: Vec<HeaderEdit>,
     },
     Local(Response<ProxyBody>),
+    /// A retry found no healthy backend that was not tried yet.
+    Exhausted,
 }
 
-/// Handles one request from a client.
+/// `Retry-After` of the 503s the proxy sends (seconds).
+const RETRY_AFTER: HeaderValue = HeaderValue::from_static("1");
+
+/// Handles one request from a client: decide, forward, and on a failure
+/// that is safe to retry (see [`super::retry`]) decide again with the
+/// tried backends known to the policy, up to the pool's `retries`.
 pub async fn handle(
     request: Request<Incoming>,
     conn: &ConnInfo,
@@ -78,47 +106,86 @@ pub async fn handle(
     shared: &ProxyShared,
 ) -> Response<ProxyBody> {
     let state = listener.state();
-    let (head, body) = request.into_parts();
-    let view = RequestView {
-        head,
-        client_ip: conn.peer.ip(),
-        is_tls: conn.tls,
-        server_name: conn.server_name.clone(),
+    let (mut head, body) = request.into_parts();
+    let upgrade = headers::wants_upgrade(&head.headers);
+    let mut client_upgrade = if upgrade {
+        head.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
     };
-    let (view, result) = policy::decide(&state.policy, view);
-    let route = match result {
-        Ok(decision) => route_of(&state, decision),
-        Err(error) => on_decision_error(listener, &state, shared, error),
-    };
-    match route {
-        Route::Local(response) => response,
-        Route::Forward {
-            backend,
-            request_edits,
-            response_edits,
-        } => {
-            let request = Request::from_parts(view.head, body);
-            forward(
-                request,
-                conn,
-                &backend,
+    // A bodiless request can be re-sent; a body is streamed once.
+    let mut body = (!body.is_end_stream()).then_some(body);
+    let mut view = RequestView::new(head, conn.peer.ip(), conn.tls, conn.server_name.clone());
+    let mut retries: Option<u32> = None;
+    let mut last_error: Option<AttemptError> = None;
+    loop {
+        let (decided, result) = policy::decide(&state.policy, view);
+        view = decided;
+        let route = match result {
+            Ok(decision) => route_of(&state, decision, &view.tried),
+            Err(error) => on_decision_error(listener, &state, shared, error, &view.tried),
+        };
+        let (target, backend, request_edits, response_edits) = match route {
+            Route::Local(response) => return response,
+            Route::Exhausted => {
+                return last_error.map_or_else(
+                    || unavailable("no healthy backend\n"),
+                    |error| error.response(),
+                );
+            }
+            Route::Forward {
+                target,
+                backend,
                 request_edits,
                 response_edits,
-                shared,
-            )
-            .await
+            } => (target, backend, request_edits, response_edits),
+        };
+        let budget = *retries.get_or_insert(backend.upstream.retries);
+        let may_retry = body.is_none() && (view.tried.len() as u32) < budget;
+        let edits = (request_edits, response_edits);
+        if !may_retry {
+            // The last attempt: the head (and body) move, no copy.
+            let request_body = match body.take() {
+                Some(body) => UpstreamBody::Left(body),
+                None => UpstreamBody::Right(Empty::new()),
+            };
+            let request = Request::from_parts(view.head, request_body);
+            let attempt = forward(request, &mut client_upgrade, conn, &backend, edits, shared);
+            return attempt.await.unwrap_or_else(|error| error.response());
+        }
+        let head = retry::copy_head(&view.head);
+        let request = Request::from_parts(head, UpstreamBody::Right(Empty::new()));
+        let attempt = forward(request, &mut client_upgrade, conn, &backend, edits, shared);
+        match attempt.await {
+            Ok(response) => return response,
+            Err(error) if error.retryable(&view.head.method) => {
+                tracing::debug!(backend = %backend.address, attempt = view.tried.len() + 1, "retrying on another backend");
+                view.tried.push(target);
+                last_error = Some(error);
+            }
+            Err(error) => return error.response(),
         }
     }
 }
 
-fn route_of(state: &ListenerState, decision: Decision) -> Route {
+fn route_of(state: &ListenerState, decision: Decision, tried: &[(u32, u32)]) -> Route {
     match decision {
         Decision::Forward(forward) => {
-            // `policy::decide` has checked both indexes.
-            let backend =
-                &state.policy.pools[forward.pool as usize].backends[forward.backend as usize];
+            // `policy::decide` has checked both indexes and health.
+            let pool = &state.policy.pools[forward.pool as usize];
+            let mut index = forward.backend;
+            if tried.contains(&(forward.pool, index)) {
+                // A retry goes to a backend not tried yet: the host picks
+                // one of the same pool when the policy did not.
+                match pool.fallback_pick_untried(forward.pool, tried) {
+                    Some(other) => index = other as u32,
+                    None => return Route::Exhausted,
+                }
+            }
+            let backend = &pool.backends[index as usize];
             tracing::trace!(pool = forward.pool, backend = %backend.address, "policy forwards");
             Route::Forward {
+                target: (forward.pool, index),
                 backend: Arc::clone(backend),
                 request_edits: forward.request_edits,
                 response_edits: forward.response_edits,
@@ -133,6 +200,12 @@ fn route_of(state: &ListenerState, decision: Decision) -> Route {
                 .map(HeaderEdit::Append)
                 .collect();
             headers::apply_edits(response.headers_mut(), edits);
+            if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                let headers = response.headers_mut();
+                if !headers.contains_key(header::RETRY_AFTER) {
+                    headers.insert(header::RETRY_AFTER, RETRY_AFTER);
+                }
+            }
             Route::Local(response)
         }
     }
@@ -143,6 +216,7 @@ fn on_decision_error(
     state: &ListenerState,
     shared: &ProxyShared,
     error: DecisionError,
+    tried: &[(u32, u32)],
 ) -> Route {
     let module = &state.policy.module;
     listener.count_decision_error();
@@ -160,20 +234,16 @@ fn on_decision_error(
         reason: error.to_string(),
     });
     let default_pool = &state.policy.pools[0];
-    match (state.on_error, default_pool.fallback_pick()) {
+    match (state.on_error, default_pool.fallback_pick_untried(0, tried)) {
         (OnError::Fallback, Some(index)) => Route::Forward {
+            target: (0, index as u32),
             backend: Arc::clone(&default_pool.backends[index]),
             request_edits: Vec::new(),
             response_edits: Vec::new(),
         },
-        (OnError::Fallback, None) => Route::Local(local(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no healthy backend\n",
-        )),
-        (OnError::Reject, _) => Route::Local(local(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "routing policy failed\n",
-        )),
+        (OnError::Fallback, None) if !tried.is_empty() => Route::Exhausted,
+        (OnError::Fallback, None) => Route::Local(unavailable("no healthy backend\n")),
+        (OnError::Reject, _) => Route::Local(unavailable("routing policy failed\n")),
     }
 }
 
@@ -181,56 +251,85 @@ fn on_decision_error(
 pub fn local(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::local(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, RETRY_AFTER);
+    }
     response
 }
 
+/// A local 503 with `Retry-After`.
+fn unavailable(body: &'static str) -> Response<ProxyBody> {
+    local(StatusCode::SERVICE_UNAVAILABLE, body)
+}
+
+/// One attempt: sends `request` to `backend` and returns the response to
+/// stream back, or why there is none. The attempt counts as a request of
+/// the backend (active, latency, errors, passive health).
 async fn forward(
-    mut request: Request<Incoming>,
+    mut request: Request<UpstreamBody>,
+    client_upgrade: &mut Option<hyper::upgrade::OnUpgrade>,
     conn: &ConnInfo,
     backend: &Arc<Backend>,
-    request_edits: Vec<HeaderEdit>,
-    response_edits: Vec<HeaderEdit>,
+    (request_edits, response_edits): (Vec<HeaderEdit>, Vec<HeaderEdit>),
     shared: &ProxyShared,
-) -> Response<ProxyBody> {
-    let upgrade = headers::wants_upgrade(request.headers());
-    let client_upgrade = if upgrade {
-        request
-            .extensions_mut()
-            .remove::<hyper::upgrade::OnUpgrade>()
-    } else {
-        None
-    };
+) -> Result<Response<ProxyBody>, AttemptError> {
+    let upgrade = client_upgrade.is_some();
     if prepare_upstream_request(&mut request, conn, backend, upgrade).is_err() {
-        return local(StatusCode::BAD_REQUEST, "bad request target\n");
+        return Ok(local(StatusCode::BAD_REQUEST, "bad request target\n"));
     }
     headers::apply_edits(request.headers_mut(), request_edits);
 
     let guard = backend.start_request();
     let started = Instant::now();
-    let mut response = match shared.client.request(request).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::warn!(backend = %backend.address, error = %error_chain(&error), "backend request failed");
-            return local(
-                StatusCode::BAD_GATEWAY,
-                "bad gateway: the backend could not be reached\n",
-            );
+    let timeout = backend.upstream.response_timeout;
+    let sent = tokio::time::timeout(timeout, shared.client.request(request)).await;
+    let mut response = match sent {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            let text = error_chain(&error);
+            let error = AttemptError::from_client(&error, text);
+            guard.record_error(error.failure());
+            tracing::warn!(backend = %backend.address, ?error, "backend request failed");
+            return Err(error);
+        }
+        Err(_) => {
+            guard.record_error(Failure::Timeout);
+            tracing::warn!(backend = %backend.address, ?timeout, "backend response timeout");
+            return Err(AttemptError::Timeout(timeout));
         }
     };
-    guard.record_response(started.elapsed());
+    guard.record_response(started.elapsed(), response.status());
+    take_load_report(&mut response, backend);
 
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if switching && let Some(client_upgrade) = client_upgrade {
+    if switching && let Some(client_upgrade) = client_upgrade.take() {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         tokio::spawn(tunnel(client_upgrade, upstream_upgrade, backend.address));
     }
     headers::strip_hop_by_hop(response.headers_mut(), switching);
     headers::apply_edits(response.headers_mut(), response_edits);
-    response.map(|body| ProxyBody::Upstream { body, guard })
+    Ok(response.map(|body| ProxyBody::Upstream {
+        body,
+        guard,
+        idle: IdleTimer::default(),
+    }))
+}
+
+/// Records and removes the backend's utilization report (the pool's load
+/// header): it is for the proxy, not the client.
+fn take_load_report(response: &mut Response<Incoming>, backend: &Backend) {
+    let Some(value) = response.headers_mut().remove(&backend.load_header) else {
+        return;
+    };
+    match value.to_str().ok().and_then(crate::pool::parse_load) {
+        Some((cpu, mem)) => backend.stats.load.store(cpu, mem, crate::pool::now_ms()),
+        None => tracing::debug!(backend = %backend.address, "unparseable load report ignored"),
+    }
 }
 
 /// The request target cannot be turned into an upstream URI.
@@ -239,8 +338,8 @@ struct BadTarget;
 /// Rewrites the client's request into the upstream request: absolute URI
 /// for the pool lookup (sent in origin form), HTTP/1.1, `Host` kept,
 /// hop-by-hop headers removed, proxy headers added.
-fn prepare_upstream_request(
-    request: &mut Request<Incoming>,
+fn prepare_upstream_request<B>(
+    request: &mut Request<B>,
     conn: &ConnInfo,
     backend: &Backend,
     upgrade: bool,

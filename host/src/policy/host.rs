@@ -9,11 +9,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::component::Resource;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::pool::BackendPool;
+use super::counters::{COUNTER_SLOTS, SharedCounters};
+use crate::pool::{BackendPool, now_ms};
 
 wasmtime::component::bindgen!({
     world: "policy",
@@ -23,7 +23,7 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use self::wasmroute::policy::types::{BackendStats, HeaderEdit, Method};
+pub use self::wasmroute::policy::types::{BackendLoad, BackendStats, HeaderEdit, Method};
 
 /// Names of generated items used elsewhere, kept in one place.
 pub mod exports {
@@ -31,6 +31,9 @@ pub mod exports {
     pub use super::Policy as PolicyBindings;
     pub use super::PolicyPre as PolicyBindingsPre;
 }
+
+/// Words per backend in `pool-stats-packed`.
+const PACKED_WORDS: usize = 5;
 
 /// Marker type of the `request` resource: the data lives in
 /// [`HostState::request`] for the duration of one decision.
@@ -47,6 +50,27 @@ pub struct RequestView {
     pub is_tls: bool,
     /// The SNI name of a TLS client connection.
     pub server_name: Option<Arc<str>>,
+    /// Backends already tried for this request, as (pool, backend); empty
+    /// (and unallocated) on the first attempt.
+    pub tried: Vec<(u32, u32)>,
+}
+
+impl RequestView {
+    /// A view of a request head on its first attempt.
+    pub fn new(
+        head: http::request::Parts,
+        client_ip: IpAddr,
+        is_tls: bool,
+        server_name: Option<Arc<str>>,
+    ) -> RequestView {
+        RequestView {
+            head,
+            client_ip,
+            is_tls,
+            server_name,
+            tried: Vec::new(),
+        }
+    }
 }
 
 /// Per-instance state of a policy store.
@@ -55,27 +79,26 @@ pub struct HostState {
     pub request: Option<RequestView>,
     /// The listener's pools, index = pool id.
     pub pools: Arc<[Arc<BackendPool>]>,
+    /// The listener's shared counters.
+    pub counters: Arc<SharedCounters>,
     /// Memory cap.
     pub limits: StoreLimits,
     rng: u64,
-    wasi: WasiCtx,
-    table: ResourceTable,
 }
 
 impl HostState {
-    /// State for one instance: no filesystem, network, environment or
-    /// arguments (WASI is linked only because `wasm32-wasip2` std imports
-    /// it; clocks and random work, everything else is denied).
-    pub fn new(pools: Arc<[Arc<BackendPool>]>, memory_limit: usize, seed: u64) -> HostState {
-        let wasi = WasiCtx::builder()
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }))
-            .build();
+    /// State for one instance. Of WASI only clocks and random work (see
+    /// `wasi.rs`); everything else traps.
+    pub fn new(
+        pools: Arc<[Arc<BackendPool>]>,
+        counters: Arc<SharedCounters>,
+        memory_limit: usize,
+        seed: u64,
+    ) -> HostState {
         HostState {
             request: None,
             pools,
+            counters,
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory_limit)
                 .instances(32)
@@ -84,9 +107,17 @@ impl HostState {
                 .trap_on_grow_failure(true)
                 .build(),
             rng: seed | 1,
-            wasi,
-            table: ResourceTable::new(),
         }
+    }
+
+    /// The next number of the instance's xorshift64* generator.
+    pub fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
     fn view(&self) -> &RequestView {
@@ -98,21 +129,9 @@ impl HostState {
     }
 }
 
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-/// Links the policy world's imports and WASI into a linker. WASI is there
-/// because `wasm32-wasip2` std imports it; the context denies every
-/// capability (no files, network, environment), and the guest SDK keeps
-/// panics off stderr, whose blocking write would block on the runtime.
+/// Links the policy world's imports into a linker (WASI is linked per
+/// component, see `wasi.rs`).
 pub fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
     self::wasmroute::policy::host::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
         linker,
         |state| state,
@@ -132,28 +151,78 @@ impl self::wasmroute::policy::host::Host for HostState {
         let Some(pool) = self.pools.get(pool as usize) else {
             return Vec::new();
         };
+        let now = now_ms();
+        let mut seed = None;
         pool.backends
             .iter()
             .enumerate()
-            .map(|(index, backend)| BackendStats {
-                index: index as u32,
-                weight: backend.weight,
-                healthy: backend.stats.healthy(),
-                active_requests: backend.stats.active(),
-                ewma_latency_us: backend.stats.ewma_latency_us(),
-                total_requests: backend.stats.total(),
+            .map(|(index, backend)| {
+                let stats = &backend.stats;
+                let ewma = match stats.ewma_latency_us() {
+                    0 => *seed.get_or_insert_with(|| pool.seed_latency_us()),
+                    ewma => ewma,
+                };
+                BackendStats {
+                    index: index as u32,
+                    stable_id: backend.stable_id,
+                    weight: backend.weight,
+                    healthy: stats.healthy(),
+                    active_requests: stats.active(),
+                    ewma_latency_us: ewma,
+                    total_requests: stats.total(),
+                    error_rate_permille: stats.errors.rate_permille(now),
+                    load: stats.load.load(now).map(|l| BackendLoad {
+                        cpu: l.cpu,
+                        memory: l.memory,
+                        age_ms: l.age_ms,
+                    }),
+                    ejected: stats.ejected(),
+                }
             })
             .collect()
     }
 
+    fn pool_stats_packed(&mut self, pool: u32) -> Vec<u64> {
+        let Some(pool) = self.pools.get(pool as usize) else {
+            return Vec::new();
+        };
+        let now = now_ms();
+        let mut seed = None;
+        let mut words = Vec::with_capacity(pool.backends.len() * PACKED_WORDS);
+        for backend in &pool.backends {
+            let stats = &backend.stats;
+            let ewma = match stats.ewma_latency_us() {
+                0 => *seed.get_or_insert_with(|| pool.seed_latency_us()),
+                ewma => ewma,
+            };
+            let mut flags = u64::from(stats.healthy()) | u64::from(stats.ejected()) << 1;
+            if let Some(load) = stats.load.load(now) {
+                let scale = |v: f32| (v.clamp(0.0, 1.0) * 10_000.0).round() as u64;
+                let age = u64::from(load.age_ms).min((1 << 24) - 1);
+                flags |= 1 << 2 | scale(load.cpu) << 8 | scale(load.memory) << 24 | age << 40;
+            }
+            words.extend_from_slice(&[
+                backend.stable_id,
+                u64::from(backend.weight) | u64::from(stats.active()) << 32,
+                u64::from(ewma) | u64::from(stats.errors.rate_permille(now)) << 32,
+                stats.total(),
+                flags,
+            ]);
+        }
+        words
+    }
+
+    fn counter_slots(&mut self) -> u32 {
+        COUNTER_SLOTS as u32
+    }
+
+    fn counter_add(&mut self, slot: u32, delta: i64) -> i64 {
+        self.counters.add(slot, delta)
+    }
+
     fn random(&mut self) -> u64 {
         // xorshift64*: fast, per-instance, seeded from the OS at instantiation.
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.next_random()
     }
 }
 
@@ -220,6 +289,14 @@ impl self::wasmroute::policy::host::HostRequest for HostState {
         self.view().server_name.as_deref().map(str::to_owned)
     }
 
+    fn attempt(&mut self, _: Resource<RequestHandle>) -> u32 {
+        self.view().tried.len() as u32
+    }
+
+    fn tried(&mut self, _: Resource<RequestHandle>) -> Vec<(u32, u32)> {
+        self.view().tried.clone()
+    }
+
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
         // Borrow handles are never owned by the guest; nothing to free.
         Ok(())
@@ -244,7 +321,48 @@ pub fn find_cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a s
 
 #[cfg(test)]
 mod tests {
+    use self::super::wasmroute::policy::host::Host as _;
     use super::*;
+    use crate::config::{BackendConfig, PoolConfig};
+
+    /// Every field at the position `wit/policy.wit` documents for
+    /// `pool-stats-packed`, and the same values as `pool-stats`.
+    #[test]
+    fn packed_stats_follow_the_documented_layout() {
+        let config = PoolConfig {
+            name: "web".into(),
+            backends: ["127.0.0.1:1", "127.0.0.1:2"]
+                .iter()
+                .map(|a| BackendConfig {
+                    address: a.parse().unwrap(),
+                    weight: 3,
+                })
+                .collect(),
+            ..PoolConfig::default()
+        };
+        let pool = Arc::new(BackendPool::new(&config, None));
+        let b0 = &pool.backends[0];
+        let _active = b0.start_request();
+        b0.stats.load.store(0.42, 0.95, now_ms());
+        b0.stats.errors.record(true, now_ms());
+        b0.stats.errors.record(false, now_ms());
+        pool.backends[1].stats.set_ejected(true);
+        let mut state = HostState::new(vec![pool.clone()].into(), Arc::default(), 1 << 20, 7);
+        let words = state.pool_stats_packed(0);
+        let records = state.pool_stats(0);
+        assert_eq!(words.len(), 10);
+        assert_eq!(words[0], b0.stable_id);
+        assert_eq!(words[1], 3 | 1 << 32, "weight 3, one active request");
+        assert_eq!(words[2] >> 32, 500, "error rate 1 in 2");
+        assert_eq!(words[4] & 7, 1 | 4, "healthy, not ejected, load present");
+        assert_eq!((words[4] >> 8) & 0xFFFF, 4200);
+        assert_eq!((words[4] >> 24) & 0xFFFF, 9500);
+        assert!(words[4] >> 40 < 1000, "a fresh report");
+        assert_eq!(words[9] & 7, 2, "backend 1: ejected, so not healthy");
+        assert_eq!(records[0].error_rate_permille, 500);
+        assert!(records[1].ejected && !records[1].healthy);
+        assert_eq!(state.pool_stats_packed(1), Vec::<u64>::new());
+    }
 
     #[test]
     fn cookie_is_found_in_any_cookie_header() {

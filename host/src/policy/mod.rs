@@ -11,7 +11,9 @@
 //!   store for every decision; an instance that trapped is dropped and the
 //!   next decision instantiates a fresh one ([`worker`]).
 
+mod counters;
 mod host;
+mod wasi;
 mod worker;
 
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store};
 
+pub use counters::{COUNTER_SLOTS, SharedCounters};
 pub use host::{Decision, HeaderEdit, RequestView, find_cookie};
 pub use worker::decide;
 
@@ -99,19 +102,28 @@ impl PolicyEngine {
     /// Compiles and type-checks a module against the policy world. Slow
     /// (tens of ms): call it from a blocking task.
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<CompiledPolicy, PolicyError> {
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        self.compile_with_digest(name, bytes, Sha256::digest(bytes).into())
+    }
+
+    /// [`PolicyEngine::compile`] for a caller that has hashed the bytes.
+    pub fn compile_with_digest(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        digest: [u8; 32],
+    ) -> Result<CompiledPolicy, PolicyError> {
+        let compile_error = |e: wasmtime::Error| PolicyError::Compile(format!("{e:#}"));
+        let component = Component::new(&self.engine, bytes).map_err(compile_error)?;
+        let mut linker = Linker::clone(&self.linker);
+        wasi::link(&mut linker, &self.engine, &component).map_err(compile_error)?;
+        let instance_pre = linker.instantiate_pre(&component).map_err(compile_error)?;
         let pre = PolicyBindingsPre::new(instance_pre)
             .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
         static VERSIONS: AtomicU64 = AtomicU64::new(1);
         Ok(CompiledPolicy {
             name: name.to_owned(),
             version: VERSIONS.fetch_add(1, Ordering::Relaxed),
-            digest: Sha256::digest(bytes).into(),
+            digest,
             engine: self.engine.clone(),
             pre,
         })
@@ -172,6 +184,8 @@ pub struct BoundPolicy {
     pub module: Arc<CompiledPolicy>,
     /// The listener's pools, index = pool id.
     pub pools: Arc<[Arc<BackendPool>]>,
+    /// The listener's shared counters.
+    pub counters: Arc<SharedCounters>,
     pool_names: Vec<String>,
     config: Vec<(String, ConfigValue)>,
     limits: PolicyLimits,
@@ -197,6 +211,7 @@ impl BoundPolicy {
     pub fn new(
         module: Arc<CompiledPolicy>,
         pools: Arc<[Arc<BackendPool>]>,
+        counters: Arc<SharedCounters>,
         policy_config: &toml::Table,
         limits: PolicyLimits,
     ) -> BoundPolicy {
@@ -206,6 +221,7 @@ impl BoundPolicy {
             pool_names: pools.iter().map(|p| p.name.clone()).collect(),
             module,
             pools,
+            counters,
             config: flatten_config(policy_config),
             limits,
         }
@@ -219,7 +235,12 @@ impl BoundPolicy {
     /// A fresh instance with `init` run.
     pub(crate) fn instantiate(&self) -> Result<PolicyInstance, PolicyError> {
         let seed = rand_seed();
-        let state = HostState::new(Arc::clone(&self.pools), self.limits.memory_limit, seed);
+        let state = HostState::new(
+            Arc::clone(&self.pools),
+            Arc::clone(&self.counters),
+            self.limits.memory_limit,
+            seed,
+        );
         let mut store = Store::new(&self.module.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(ticks(INIT_TIMEOUT));
@@ -293,6 +314,16 @@ fn array_item_text(value: &toml::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_bundled_policy_compiles_against_the_host() {
+        let engine = PolicyEngine::new().unwrap();
+        for (name, bytes) in crate::bundled::POLICIES {
+            if let Err(error) = engine.compile(name, bytes) {
+                panic!("{name}: {error}");
+            }
+        }
+    }
 
     #[test]
     fn nested_tables_flatten_to_dotted_keys() {

@@ -61,6 +61,19 @@ pub enum ServerEvent {
         /// `FILE: key: reason` lines.
         reason: String,
     },
+    /// A backend's health changed: its active check took it down or
+    /// brought it up, or passive checking ejected it or let it back in
+    /// (also logged, once per change, with the reason).
+    BackendHealth {
+        /// The pool.
+        pool: String,
+        /// The backend's address.
+        backend: SocketAddr,
+        /// What changed.
+        change: crate::health::HealthChange,
+        /// Why.
+        reason: String,
+    },
     /// A decision trapped, timed out or was invalid; `on_error` handled it.
     DecisionFailed {
         /// The listener.

@@ -14,8 +14,10 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, ConfigError, ListenerConfig, Protocol};
 use crate::listener::ListenerState;
-use crate::policy::{BoundPolicy, CompiledPolicy, PolicyEngine, PolicyLimits};
+use crate::policy::{BoundPolicy, CompiledPolicy, PolicyEngine, PolicyLimits, SharedCounters};
 use crate::pool::BackendPool;
+use crate::tls::Frontend;
+use crate::tls::upstream::UpstreamTlsPlan;
 
 /// Everything a config needs, ready to be committed.
 pub struct Plan {
@@ -27,8 +29,12 @@ pub struct Plan {
     pub fresh_modules: Vec<Arc<CompiledPolicy>>,
     /// Pools by name.
     pub pools: HashMap<String, Arc<BackendPool>>,
+    /// Shared policy counters by listener name.
+    pub counters: HashMap<String, Arc<SharedCounters>>,
     /// Listener states in config order.
     pub listeners: Vec<ListenerState>,
+    /// TLS to backends, registered on commit.
+    pub upstream_tls: UpstreamTlsPlan,
 }
 
 /// The parts of the running server a plan may reuse.
@@ -38,6 +44,8 @@ pub struct Reusable<'a> {
     pub modules: Option<&'a HashMap<String, Arc<CompiledPolicy>>>,
     /// Pools serving now, by name.
     pub pools: Option<&'a HashMap<String, Arc<BackendPool>>>,
+    /// Shared counters now, by listener name.
+    pub counters: Option<&'a HashMap<String, Arc<SharedCounters>>>,
 }
 
 /// The limits the config sets for every policy instance.
@@ -58,6 +66,15 @@ impl Plan {
     ) -> Result<Plan, Vec<ConfigError>> {
         let mut errors = config.check_policy_files();
         errors.extend(unsupported_protocols(&config));
+        let frontends = build_frontends(&config, &mut errors);
+        let upstream_tls = UpstreamTlsPlan::build(&config).unwrap_or_else(|problems| {
+            errors.extend(problems.into_iter().map(|problem| ConfigError {
+                file: config.file.clone(),
+                key: problem.key,
+                reason: problem.reason,
+            }));
+            UpstreamTlsPlan::default()
+        });
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -73,11 +90,20 @@ impl Plan {
                 )
             })
             .collect();
+        let counters: HashMap<String, Arc<SharedCounters>> = config
+            .listeners
+            .iter()
+            .map(|l| {
+                let previous = reuse.counters.and_then(|c| c.get(&l.name));
+                (l.name.clone(), previous.cloned().unwrap_or_default())
+            })
+            .collect();
         let mut listeners = Vec::new();
         let mut errors = Vec::new();
-        for (index, listener) in config.listeners.iter().enumerate() {
+        for ((index, listener), frontend) in config.listeners.iter().enumerate().zip(frontends) {
             let module = Arc::clone(&modules[&listener.policy]);
-            match bind_listener(&config, index, listener, module, &pools) {
+            let shared = Arc::clone(&counters[&listener.name]);
+            match bind_listener(&config, index, listener, module, &pools, shared, frontend) {
                 Ok(state) => listeners.push(state),
                 Err(error) => errors.push(error),
             }
@@ -90,7 +116,9 @@ impl Plan {
             modules,
             fresh_modules,
             pools,
+            counters,
             listeners,
+            upstream_tls,
         })
     }
 }
@@ -102,6 +130,8 @@ pub fn bind_listener(
     listener: &ListenerConfig,
     module: Arc<CompiledPolicy>,
     pools: &HashMap<String, Arc<BackendPool>>,
+    counters: Arc<SharedCounters>,
+    frontend: Frontend,
 ) -> Result<ListenerState, ConfigError> {
     let listener_pools: Arc<[Arc<BackendPool>]> = listener
         .pools
@@ -111,6 +141,7 @@ pub fn bind_listener(
     let bound = BoundPolicy::new(
         module,
         listener_pools,
+        counters,
         &listener.policy_config,
         limits(config),
     );
@@ -125,7 +156,26 @@ pub fn bind_listener(
     Ok(ListenerState {
         policy: Arc::new(bound),
         on_error: listener.on_error,
+        frontend,
     })
+}
+
+/// Each listener's frontend, loading and checking its certificates; the
+/// problems go to `errors` as `listeners[i].certificates[j].cert: FILE: reason`.
+fn build_frontends(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<Frontend> {
+    let listeners = config.listeners.iter().enumerate();
+    listeners
+        .map(|(index, listener)| {
+            Frontend::build(listener).unwrap_or_else(|problems| {
+                errors.extend(problems.into_iter().map(|problem| ConfigError {
+                    file: config.file.clone(),
+                    key: format!("listeners[{index}].{}", problem.key),
+                    reason: problem.reason,
+                }));
+                Frontend::Plain
+            })
+        })
+        .collect()
 }
 
 fn unsupported_protocols(config: &Config) -> Vec<ConfigError> {
@@ -133,12 +183,12 @@ fn unsupported_protocols(config: &Config) -> Vec<ConfigError> {
         .listeners
         .iter()
         .enumerate()
-        .filter(|(_, l)| l.protocol != Protocol::Http)
+        .filter(|(_, l)| l.protocol == Protocol::Tcp)
         .map(|(index, l)| ConfigError {
             file: config.file.clone(),
             key: format!("listeners[{index}].protocol"),
             reason: format!(
-                "listener `{}`: protocol {:?} is not supported by this build yet (only \"http\")",
+                "listener `{}`: protocol {:?} is not supported by this build yet (only \"http\" and \"https\")",
                 l.name, l.protocol
             ),
         })
@@ -182,6 +232,13 @@ fn compile_modules(
     }
 }
 
+/// A module file's bytes and SHA-256.
+pub fn file_digest(path: &Path) -> std::io::Result<(Vec<u8>, [u8; 32])> {
+    let bytes = std::fs::read(path)?;
+    let digest = Sha256::digest(&bytes).into();
+    Ok((bytes, digest))
+}
+
 /// Reads and compiles a module file, reusing `current` when the bytes are
 /// unchanged. Returns the module and whether it was compiled now.
 pub fn load_module(
@@ -190,13 +247,12 @@ pub fn load_module(
     path: &Path,
     current: Option<&Arc<CompiledPolicy>>,
 ) -> Result<(Arc<CompiledPolicy>, bool), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+    let (bytes, digest) = file_digest(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if let Some(current) = current.filter(|m| m.digest == digest) {
         return Ok((Arc::clone(current), false));
     }
     let module = engine
-        .compile(name, &bytes)
+        .compile_with_digest(name, &bytes, digest)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((Arc::new(module), true))
 }

@@ -14,10 +14,12 @@ use super::plan::{self, Plan, Reusable};
 use super::watch::{FileChange, FileWatcher};
 use super::{Addresses, ServerEvent};
 use crate::config::{Config, ConfigError};
+use crate::health::HealthTasks;
 use crate::http::proxy::ProxyShared;
 use crate::listener::{ListenerHandle, ListenerState, RunningListener};
-use crate::policy::{CompiledPolicy, PolicyEngine};
+use crate::policy::{CompiledPolicy, PolicyEngine, SharedCounters};
 use crate::pool::BackendPool;
+use crate::tls::Frontend;
 
 /// A policy module bound to the listeners that use it, ready to swap in;
 /// `None` when the file is unchanged.
@@ -27,8 +29,13 @@ struct Serving {
     config: Config,
     modules: HashMap<String, Arc<CompiledPolicy>>,
     pools: HashMap<String, Arc<BackendPool>>,
+    counters: HashMap<String, Arc<SharedCounters>>,
     /// By listener name, with the address the config asked for.
     listeners: HashMap<String, (SocketAddr, RunningListener)>,
+    /// Health checkers and ejection sweepers of `pools`; dropping them
+    /// (when the next config commits) stops them.
+    #[expect(dead_code, reason = "held for its Drop, which stops the tasks")]
+    health: HealthTasks,
 }
 
 pub(super) struct Runtime {
@@ -38,8 +45,11 @@ pub(super) struct Runtime {
     events: broadcast::Sender<ServerEvent>,
     addresses: Addresses,
     file_changes: mpsc::UnboundedSender<FileChange>,
-    watcher: Option<(PathBuf, FileWatcher)>,
+    /// What the watcher watches: the policies folder and certificate files.
+    watcher: Option<((PathBuf, Vec<PathBuf>), FileWatcher)>,
     serving: Option<Serving>,
+    /// [`crate::tls::certificate_digest`] of the serving config.
+    certificates: Option<[u8; 32]>,
 }
 
 impl Runtime {
@@ -60,6 +70,7 @@ impl Runtime {
             file_changes,
             watcher: None,
             serving: None,
+            certificates: None,
         }
     }
 
@@ -83,19 +94,27 @@ impl Runtime {
 
     /// Plans `config` and commits it if the whole plan succeeded.
     pub(super) async fn apply_config(&mut self, config: Config) -> Result<(), String> {
-        if self.serving.as_ref().is_some_and(|s| s.config == config) && !self.policy_files_changed()
+        let certificates = crate::tls::certificate_digest(&config);
+        if self.serving.as_ref().is_some_and(|s| s.config == config)
+            && !self.policy_files_changed()
+            && self.certificates == Some(certificates)
         {
             return Ok(());
         }
         let engine = self.engine.clone();
-        let (modules, pools) = match &self.serving {
-            Some(s) => (Some(s.modules.clone()), Some(s.pools.clone())),
-            None => (None, None),
+        let (modules, pools, counters) = match &self.serving {
+            Some(s) => (
+                Some(s.modules.clone()),
+                Some(s.pools.clone()),
+                Some(s.counters.clone()),
+            ),
+            None => (None, None, None),
         };
         let plan = tokio::task::spawn_blocking(move || {
             let reuse = Reusable {
                 modules: modules.as_ref(),
                 pools: pools.as_ref(),
+                counters: counters.as_ref(),
             };
             Plan::build(config, &engine, reuse)
         })
@@ -103,7 +122,8 @@ impl Runtime {
         .map_err(|e| format!("planning the config panicked: {e}"))?
         .map_err(|errors| join_lines(&errors))?;
         let sockets = self.bind_sockets(&plan.config).await?;
-        self.watch(&plan.config.policies.dir);
+        self.watch(&plan.config);
+        self.certificates = Some(certificates);
         self.commit(plan, sockets);
         let _ = self.events.send(ServerEvent::ConfigReloaded);
         Ok(())
@@ -115,9 +135,7 @@ impl Runtime {
         };
         serving.modules.iter().any(|(name, module)| {
             let path = serving.config.policy_path(name);
-            std::fs::read(&path).map_or(true, |bytes| {
-                <sha2::Sha256 as sha2::Digest>::digest(&bytes).as_slice() != module.digest
-            })
+            plan::file_digest(&path).map_or(true, |(_, digest)| digest != module.digest)
         })
     }
 
@@ -183,11 +201,18 @@ impl Runtime {
         for module in &plan.fresh_modules {
             self.announce_loaded(module);
         }
+        // The previous config's checkers were stopped with its `Serving`
+        // above; the new pools share their backends' stats.
+        crate::http::connect::register(plan.pools.values());
+        plan.upstream_tls.register();
+        let health = HealthTasks::start(&plan.config, &plan.pools, &self.events);
         self.serving = Some(Serving {
             config: plan.config,
             modules: plan.modules,
             pools: plan.pools,
+            counters: plan.counters,
             listeners,
+            health,
         });
     }
 
@@ -199,21 +224,24 @@ impl Runtime {
         });
     }
 
-    /// (Re)starts the file watcher when the policies folder changed.
-    fn watch(&mut self, policy_dir: &Path) {
-        if self
-            .watcher
-            .as_ref()
-            .is_some_and(|(dir, _)| dir == policy_dir)
-        {
+    /// (Re)starts the file watcher when the policies folder or the set of
+    /// certificate files changed.
+    fn watch(&mut self, config: &Config) {
+        let policy_dir = config.policies.dir.as_path();
+        let targets = (
+            policy_dir.to_path_buf(),
+            crate::tls::certificate_files(config),
+        );
+        if self.watcher.as_ref().is_some_and(|(t, _)| *t == targets) {
             return;
         }
         self.watcher = None;
-        match FileWatcher::start(policy_dir, &self.config_path, self.file_changes.clone()) {
-            Ok(watcher) => self.watcher = Some((policy_dir.to_path_buf(), watcher)),
+        let changes = self.file_changes.clone();
+        match FileWatcher::start(policy_dir, &self.config_path, &targets.1, changes) {
+            Ok(watcher) => self.watcher = Some((targets, watcher)),
             Err(error) => tracing::error!(
                 dir = %policy_dir.display(), %error,
-                "cannot watch the policies folder; policy files will not be reloaded"
+                "cannot watch the policies or certificate folders; changed files will not be reloaded"
             ),
         }
     }
@@ -251,6 +279,10 @@ impl Runtime {
         let config = serving.config.clone();
         let current = serving.modules.get(&name).cloned();
         let pools = serving.pools.clone();
+        let counters = serving.counters.clone();
+        let frontends: HashMap<String, Frontend> = (serving.listeners.iter())
+            .map(|(name, (_, running))| (name.clone(), running.handle.state().frontend.clone()))
+            .collect();
         let owned_path = path.to_path_buf();
         let planned = tokio::task::spawn_blocking(move || {
             let (module, fresh) = plan::load_module(&engine, &name, &owned_path, current.as_ref())?;
@@ -261,7 +293,10 @@ impl Runtime {
                 .iter()
                 .map(|&index| {
                     let listener = &config.listeners[index];
-                    plan::bind_listener(&config, index, listener, Arc::clone(&module), &pools)
+                    let shared = counters.get(&listener.name).cloned().unwrap_or_default();
+                    let frontend = frontends.get(&listener.name).cloned().unwrap_or_default();
+                    let module = Arc::clone(&module);
+                    plan::bind_listener(&config, index, listener, module, &pools, shared, frontend)
                         .map(|state| (listener.name.clone(), state))
                         .map_err(|e: ConfigError| e.reason)
                 })

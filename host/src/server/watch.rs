@@ -6,7 +6,10 @@
 //! module is compiled once after its writer is done (and a half-written
 //! file that slips through is refused, then retried on the next event).
 //! The config file is watched through its folder, because editors replace
-//! it by renaming a new file over it.
+//! it by renaming a new file over it. Certificate and key files are watched
+//! the same way (through their folders, so renewals that rename or
+//! re-point a symlink are seen) and reported as a config change: a reload
+//! re-checks them and swaps them in, or refuses them and keeps the old ones.
 
 use std::path::{Path, PathBuf};
 
@@ -33,18 +36,25 @@ pub struct FileWatcher {
 struct Targets {
     policy_dir: PathBuf,
     config_file: PathBuf,
+    /// Certificate and key files, each as its canonical folder + file name.
+    certificate_files: Vec<PathBuf>,
 }
 
 impl FileWatcher {
-    /// Starts watching `policy_dir` and `config_file`.
+    /// Starts watching `policy_dir`, `config_file` and `certificate_files`.
     pub fn start(
         policy_dir: &Path,
         config_file: &Path,
+        certificate_files: &[PathBuf],
         changes: mpsc::UnboundedSender<FileChange>,
     ) -> notify::Result<FileWatcher> {
         let targets = Targets {
             policy_dir: canonical(policy_dir),
             config_file: canonical(config_file),
+            certificate_files: certificate_files
+                .iter()
+                .map(|f| in_canonical_dir(f))
+                .collect(),
         };
         let config_dir = targets
             .config_file
@@ -52,8 +62,11 @@ impl FileWatcher {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let mut dirs = vec![targets.policy_dir.clone()];
-        if config_dir != targets.policy_dir {
-            dirs.push(config_dir);
+        let certificate_dirs = targets.certificate_files.iter().filter_map(|f| f.parent());
+        for dir in std::iter::once(config_dir.as_path()).chain(certificate_dirs) {
+            if !dirs.iter().any(|d| d == dir) {
+                dirs.push(dir.to_path_buf());
+            }
         }
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
@@ -87,12 +100,21 @@ impl Drop for FileWatcher {
 }
 
 fn classify(targets: &Targets, path: &Path) -> Option<FileChange> {
-    if path == targets.config_file {
+    if path == targets.config_file || targets.certificate_files.iter().any(|f| f == path) {
         return Some(FileChange::Config);
     }
     let in_policy_dir = path.parent() == Some(targets.policy_dir.as_path());
     let is_wasm = path.extension().is_some_and(|e| e == "wasm");
     (in_policy_dir && is_wasm).then(|| FileChange::Policy(path.to_path_buf()))
+}
+
+/// `path` with its folder in canonical form (the file itself may be a
+/// symlink that a renewal re-points, so it is not resolved).
+fn in_canonical_dir(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => canonical(dir).join(name),
+        _ => path.to_path_buf(),
+    }
 }
 
 /// The canonical form of a path (falls back to the path as given).

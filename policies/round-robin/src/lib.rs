@@ -1,10 +1,12 @@
-//! `round-robin`: weighted round robin over the healthy backends of one
-//! pool.
+//! `round-robin`: plain round robin over the healthy backends of one pool.
 //!
 //! Every request goes to the next healthy backend of the pool, in pool
-//! order; a backend with `weight = 2` gets twice the turns of one with
-//! weight 1 (see [`RoundRobin`]). When no backend is healthy the request is
-//! answered `503 no healthy backend`. The rotation is per worker thread.
+//! order, each backend getting one turn whatever its `weight` (use
+//! `weighted-round-robin` to honour weights). An unhealthy backend is
+//! skipped; when no backend is healthy the request is answered `503 no
+//! healthy backend`. A retried request goes to a backend it has not tried
+//! yet. The rotation is per worker thread (see `shared-round-robin` for one
+//! rotation across workers).
 //!
 //! `policy_config` keys:
 //! - `pool` (string, optional): the pool to balance over, one of the
@@ -25,20 +27,15 @@ struct RoundRobinPolicy {
 
 impl Policy for RoundRobinPolicy {
     fn init(ctx: &InitContext) -> Result<Self, String> {
-        let config = ctx.config();
-        config.deny_unknown_keys(&["pool"])?;
-        let pool = match config.get_str("pool")? {
-            Some(name) => ctx.pool(name).map_err(|e| format!("pool: {e}"))?,
-            None => PoolId::DEFAULT,
-        };
+        ctx.config().deny_unknown_keys(&["pool"])?;
         Ok(RoundRobinPolicy {
-            pool,
-            rotation: RoundRobin::new(),
+            pool: ctx.config_pool("pool")?,
+            rotation: RoundRobin::unweighted(),
         })
     }
 
-    fn decide(&mut self, _req: &Request) -> Decision {
-        match self.rotation.pick(&self.pool.stats()) {
+    fn decide(&mut self, req: &Request) -> Decision {
+        match self.rotation.pick(&self.pool.stats_for(req)) {
             Some(backend) => Decision::forward(self.pool, backend),
             None => Decision::no_backend(),
         }

@@ -181,6 +181,64 @@ fn health_zero_interval_and_timeout() {
 }
 
 #[test]
+fn health_bad_expect_status_body_and_jitter() {
+    for status in [
+        "\"200-\"",
+        "\"399-200\"",
+        "\"ok\"",
+        "99",
+        "600",
+        "\"200-700\"",
+    ] {
+        let text =
+            MINIMAL.to_owned() + HEALTH + &format!("path = \"/\"\nexpect_status = {status}\n");
+        let shown = assert_key(&text, "pools[0].health.expect_status");
+        assert!(shown.contains("not a status or range"), "{shown}");
+    }
+    let text = MINIMAL.to_owned() + HEALTH + "expect_body = \"ok\"\nexpect_status = 200\n";
+    let shown = assert_key(&text, "pools[0].health.expect_body");
+    assert!(shown.contains("needs an HTTP check"), "{shown}");
+    assert!(
+        shown.contains("pools[0].health.expect_status: needs an HTTP check"),
+        "{shown}"
+    );
+    let text = MINIMAL.to_owned() + HEALTH + "path = \"/\"\nexpect_body = \"\"\n";
+    assert_key(&text, "pools[0].health.expect_body");
+    let text = MINIMAL.to_owned() + HEALTH + "interval = \"100ms\"\njitter = \"200ms\"\n";
+    let shown = assert_key(&text, "pools[0].health.jitter");
+    assert!(shown.contains("longer than the interval"), "{shown}");
+}
+
+#[test]
+fn bad_timeouts_and_retries() {
+    let text = MINIMAL.to_owned()
+        + "connect_timeout = \"0s\"\nresponse_timeout = \"5\"\nidle_timeout = \"1 fortnight\"\nretries = 11\n";
+    let shown = assert_key(&text, "pools[0].connect_timeout");
+    for key in ["response_timeout", "idle_timeout", "retries"] {
+        assert!(
+            shown.contains(&format!("pools[0].{key}: ")),
+            "{key}: {shown}"
+        );
+    }
+    assert!(shown.contains("at most 10"), "{shown}");
+}
+
+#[test]
+fn bad_passive_keys() {
+    let text = MINIMAL.to_owned()
+        + "[pools.passive]\nerror_rate_percent = 101\nmax_ejected_percent = 200\nmin_requests = 0\nejection_time = \"10s\"\nmax_ejection_time = \"1s\"\n";
+    let shown = assert_key(&text, "pools[0].passive.error_rate_percent");
+    for key in ["max_ejected_percent", "min_requests", "max_ejection_time"] {
+        assert!(
+            shown.contains(&format!("pools[0].passive.{key}: ")),
+            "{key}: {shown}"
+        );
+    }
+    let text = MINIMAL.to_owned() + "[pools.passive]\nconsecutive = 3\n";
+    assert_key(&text, "pools[0].passive.consecutive");
+}
+
+#[test]
 fn hostname_address_is_refused() {
     let text = minimal_with("127.0.0.1:8080", "localhost:8080");
     let shown = assert_key(&text, "listeners[0].address");

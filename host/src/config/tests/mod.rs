@@ -2,6 +2,7 @@
 //! (in `invalid`), each asserting the exact key in the error text.
 
 mod invalid;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -178,6 +179,9 @@ fn full_config_pools() {
         timeout: Duration::from_millis(500),
         rise: 2,
         fall: 2,
+        expect_status: (200, 399),
+        expect_body: None,
+        jitter: Duration::from_millis(100),
     };
     assert_eq!(web.health, Some(health));
 
@@ -189,6 +193,9 @@ fn full_config_pools() {
         timeout: Duration::from_millis(500),
         rise: 2,
         fall: 2,
+        expect_status: (200, 399),
+        expect_body: None,
+        jitter: Duration::from_millis(100),
     };
     assert_eq!(video.health, Some(default_health));
     assert_eq!(config.pool("billing").unwrap().health, None);
@@ -205,6 +212,54 @@ fn minimal_config_gets_defaults() {
     assert_eq!(edge.protocol, Protocol::Http);
     assert_eq!(edge.on_error, OnError::Fallback);
     assert_eq!(config.pools[0].backends[0].weight, 1);
+    assert_eq!(config.pools[0].upstream, UpstreamConfig::default());
+    assert_eq!(config.pools[0].passive, Some(PassiveConfig::default()));
+}
+
+#[test]
+fn health_timeout_retry_and_passive_keys() {
+    let text = MINIMAL.to_owned()
+        + "connect_timeout = \"150ms\"\nresponse_timeout = \"2s\"\nidle_timeout = \"10s\"\nretries = 0\n"
+        + "[pools.health]\npath = \"/up\"\ninterval = \"200ms\"\nexpect_status = \"200-204\"\nexpect_body = \"ok\"\njitter = \"0s\"\n"
+        + "[pools.passive]\nconsecutive_failures = 3\nerror_rate_percent = 40\nmin_requests = 5\nejection_time = \"1s\"\nmax_ejection_time = \"4s\"\nmax_ejected_percent = 34\n";
+    let config = parse_ok(&text);
+    let pool = &config.pools[0];
+    assert_eq!(
+        pool.upstream,
+        UpstreamConfig {
+            connect_timeout: Duration::from_millis(150),
+            response_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(10),
+            retries: 0,
+        }
+    );
+    let health = pool.health.as_ref().unwrap();
+    assert_eq!(health.expect_status, (200, 204));
+    assert_eq!(health.expect_body.as_deref(), Some("ok"));
+    assert_eq!(health.jitter, Duration::ZERO);
+    assert_eq!(health.interval, Duration::from_millis(200));
+    assert_eq!(
+        pool.passive,
+        Some(PassiveConfig {
+            consecutive_failures: 3,
+            error_rate_percent: 40,
+            min_requests: 5,
+            ejection_time: Duration::from_secs(1),
+            max_ejection_time: Duration::from_secs(4),
+            max_ejected_percent: 34,
+        })
+    );
+    let single = MINIMAL.to_owned() + "[pools.health]\npath = \"/\"\nexpect_status = 204\n";
+    assert_eq!(
+        parse_ok(&single).pools[0]
+            .health
+            .as_ref()
+            .unwrap()
+            .expect_status,
+        (204, 204)
+    );
+    let off = MINIMAL.to_owned() + "[pools.passive]\nenabled = false\n";
+    assert_eq!(parse_ok(&off).pools[0].passive, None);
 }
 
 #[test]

@@ -1,0 +1,287 @@
+//! Active health checks: one task per backend of a pool with
+//! `[pools.health]`, probing it every `interval` (plus jitter) and moving
+//! it up or down through the rise/fall state machine ([`RiseFall`]).
+//!
+//! A probe is either a TCP connect (no `path`) or an HTTP/1.1 `GET path`
+//! on a fresh connection (`Host: <backend address>`, `Connection: close`,
+//! `User-Agent: wasmroute-health`) that passes when the status is within
+//! `expect_status` and, with `expect_body`, the first 64 KiB of the body
+//! contain it. The whole probe (connect included) must finish within
+//! `timeout`. An HTTP probe's response may carry the pool's load header;
+//! it updates the backend's utilization like a proxied response does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::HealthChange;
+use super::passive::Outlier;
+use crate::config::HealthConfig;
+use crate::pool::{Backend, now_ms};
+
+/// How much of a check response body is searched for `expect_body`.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// The rise/fall state machine of one backend.
+///
+/// The state is *up* or *down*; `streak` counts the results in a row that
+/// disagree with it. `fall` failing checks in a row take an up backend
+/// down; `rise` passing checks in a row bring a down backend up. A result
+/// that agrees with the state resets the streak. A backend starts up (so
+/// a new proxy serves at once; a dead backend is taken down by its first
+/// `fall` checks, the first of which runs right away).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RiseFall {
+    up: bool,
+    streak: u32,
+    rise: u32,
+    fall: u32,
+}
+
+impl RiseFall {
+    /// A machine in state `up`.
+    pub fn new(up: bool, rise: u32, fall: u32) -> RiseFall {
+        RiseFall {
+            up,
+            streak: 0,
+            rise: rise.max(1),
+            fall: fall.max(1),
+        }
+    }
+
+    /// Whether the backend is up.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Feeds one check result; returns the new state when it changed.
+    pub fn observe(&mut self, passed: bool) -> Option<bool> {
+        if passed == self.up {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        let needed = if self.up { self.fall } else { self.rise };
+        if self.streak < needed {
+            return None;
+        }
+        self.up = passed;
+        self.streak = 0;
+        Some(passed)
+    }
+}
+
+/// Checks one backend until aborted.
+pub(super) async fn check_backend(
+    backend: Arc<Backend>,
+    outlier: Arc<Outlier>,
+    config: Arc<HealthConfig>,
+    pool: String,
+) {
+    let mut rng = Jitter::new(backend.stable_id);
+    tokio::time::sleep(rng.below(config.jitter)).await;
+    let stats = &backend.stats;
+    let mut machine = RiseFall::new(stats.check_up(), config.rise, config.fall);
+    loop {
+        let result = match tokio::time::timeout(config.timeout, probe(&backend, &config)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {:?}", config.timeout)),
+        };
+        let passed = result.is_ok();
+        match machine.observe(passed) {
+            Some(true) => {
+                stats.set_healthy(true);
+                let reason = format!("{} passing health checks in a row", config.rise);
+                tracing::info!(%pool, backend = %backend.address, %reason, "backend up");
+                outlier.announce(backend.address, HealthChange::Up, reason);
+            }
+            Some(false) => {
+                stats.set_healthy(false);
+                let last = result.as_ref().err().map_or("", String::as_str);
+                let reason = format!(
+                    "{} failing health checks in a row (last: {last})",
+                    config.fall
+                );
+                tracing::warn!(%pool, backend = %backend.address, %reason, "backend down");
+                outlier.announce(backend.address, HealthChange::Down, reason);
+            }
+            None => {}
+        }
+        // The active state may have been changed by the previous config's
+        // checker during a reload; this one's machine is the authority now.
+        if stats.check_up() != machine.is_up() {
+            stats.set_healthy(machine.is_up());
+        }
+        if passed && Outlier::ejection_over(stats, now_ms()) {
+            outlier.release(
+                stats,
+                backend.address,
+                "ejection time over and the health check passed",
+            );
+        }
+        if let Err(reason) = &result {
+            tracing::debug!(%pool, backend = %backend.address, %reason, "health check failed");
+        }
+        let jitter = config.jitter;
+        let wait = (config.interval + rng.below(jitter)).saturating_sub(jitter / 2);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// One probe; Err is why it failed.
+async fn probe(backend: &Backend, config: &HealthConfig) -> Result<(), String> {
+    let stream = TcpStream::connect(backend.address)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let Some(path) = &config.path else {
+        return Ok(());
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let driver = AbortOnDrop(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
+    let request = Request::get(path.as_str())
+        .header(header::HOST, backend.authority.as_str())
+        .header(header::USER_AGENT, "wasmroute-health")
+        .header(header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("bad request: {e}"))?;
+    let mut response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    if let Some(value) = response.headers_mut().remove(&backend.load_header)
+        && let Some((cpu, mem)) = value.to_str().ok().and_then(crate::pool::parse_load)
+    {
+        backend.stats.load.store(cpu, mem, now_ms());
+    }
+    let status = response.status().as_u16();
+    let (low, high) = config.expect_status;
+    if !(low..=high).contains(&status) {
+        return Err(format!("status {status}, expected {low}-{high}"));
+    }
+    if let Some(expected) = &config.expect_body {
+        let body = read_prefix(response.into_body()).await?;
+        if !contains(&body, expected.as_bytes()) {
+            return Err(format!("body does not contain {expected:?}"));
+        }
+    }
+    drop(driver);
+    Ok(())
+}
+
+/// The first [`BODY_LIMIT`] bytes of a body.
+async fn read_prefix(mut body: hyper::body::Incoming) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while out.len() < BODY_LIMIT {
+        match body.frame().await {
+            None => break,
+            Some(Err(e)) => return Err(format!("reading the body: {e}")),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let room = BODY_LIMIT - out.len();
+                    out.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Aborts a task when dropped (a probe cut off by its timeout must not
+/// leave its connection task behind).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A small xorshift generator for jitter: checks only need spreading, not
+/// good randomness. Seeded per backend and per process start.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new(seed: u64) -> Jitter {
+        use std::hash::{BuildHasher, RandomState};
+        Jitter(RandomState::new().hash_one(seed) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A random duration in `0..=max`.
+    fn below(&mut self, max: Duration) -> Duration {
+        let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+        if nanos == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(self.next() % (nanos + 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fall_failures_in_a_row_take_it_down_and_rise_passes_bring_it_back() {
+        let mut m = RiseFall::new(true, 3, 2);
+        assert_eq!(m.observe(false), None);
+        assert_eq!(m.observe(true), None, "a pass resets the failure streak");
+        assert_eq!(m.observe(false), None);
+        assert_eq!(m.observe(false), Some(false));
+        assert!(!m.is_up());
+        assert_eq!(m.observe(false), None);
+        assert_eq!(m.observe(true), None);
+        assert_eq!(m.observe(true), None);
+        assert_eq!(m.observe(false), None, "a failure resets the pass streak");
+        assert_eq!(m.observe(true), None);
+        assert_eq!(m.observe(true), None);
+        assert_eq!(m.observe(true), Some(true));
+        assert!(m.is_up());
+    }
+
+    #[test]
+    fn thresholds_of_one_switch_at_once() {
+        let mut m = RiseFall::new(true, 1, 1);
+        assert_eq!(m.observe(false), Some(false));
+        assert_eq!(m.observe(true), Some(true));
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        let mut j = Jitter::new(42);
+        let max = Duration::from_millis(10);
+        for _ in 0..1000 {
+            assert!(j.below(max) <= max);
+        }
+        assert_eq!(j.below(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn substring_search() {
+        assert!(contains(b"status: ok\n", b"ok"));
+        assert!(!contains(b"status: fine", b"ok"));
+        assert!(contains(b"", b""));
+    }
+}

@@ -1,0 +1,140 @@
+//! TLS at the edge: `https` listeners terminate TLS with rustls and serve
+//! HTTP/1.1 or HTTP/2 (by ALPN) over it; `http` listeners may instead
+//! redirect every request to https.
+//!
+//! - [`certs`]: PEM loading and the checks that make a bad certificate a
+//!   `FILE: key: reason` error at `check` and reload, not a failed handshake;
+//! - [`resolver`]: the certificate for a ClientHello's SNI name (exact,
+//!   wildcard, default), per `unknown_sni`;
+//! - [`acceptor`]: the rustls server config and the handshake under
+//!   `handshake_timeout`;
+//! - [`redirect`]: the `301` listener;
+//! - [`upstream`]: TLS to a pool's backends (`[pools.tls]`).
+//!
+//! Why rustls with the **ring** provider rather than aws-lc-rs: ring builds
+//! with just a C compiler, while aws-lc-rs needs cmake (and NASM on some
+//! targets) at build time, which a fresh machine with only rustup does not
+//! have; the README promises that `cargo build` works there. Both give
+//! TLS 1.2 and 1.3 with ECDHE, AES-GCM and ChaCha20-Poly1305 and sign with
+//! RSA, ECDSA and Ed25519 keys, so nothing a client sees changes.
+//!
+//! How certificates change at run time: a listener's [`Frontend`] lives in
+//! its `ListenerState`, which a reload replaces atomically. Certificate
+//! files are watched like the config file, and a change re-plans the
+//! config; a pair that fails its checks refuses the whole reload, so the
+//! old certificates keep serving and the log says why. New connections
+//! pick the new [`TlsTerminator`] when they are accepted; open connections
+//! already finished their handshake and keep going untouched.
+
+pub mod acceptor;
+pub mod certs;
+pub mod redirect;
+pub mod resolver;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use tokio::net::TcpStream;
+
+pub use acceptor::{HandshakeError, TlsConfigError, TlsTerminator};
+pub use resolver::SniResolver;
+
+use crate::config::{ListenerConfig, Protocol};
+use crate::http::proxy::{ConnInfo, ProxyShared};
+use crate::listener::ListenerHandle;
+
+/// The crypto provider every TLS config of the proxy uses (see the module docs).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// What a listener does with a new connection before HTTP.
+#[derive(Debug, Clone, Default)]
+pub enum Frontend {
+    /// Plain HTTP to the proxy.
+    #[default]
+    Plain,
+    /// TLS handshake first (`protocol = "https"`).
+    Tls(Arc<TlsTerminator>),
+    /// Plain HTTP answered with redirects to this https port.
+    RedirectToHttps(u16),
+}
+
+impl Frontend {
+    /// The frontend `listener` asks for, loading its certificates.
+    pub fn build(listener: &ListenerConfig) -> Result<Frontend, Vec<TlsConfigError>> {
+        if listener.protocol == Protocol::Https {
+            return Ok(Frontend::Tls(Arc::new(TlsTerminator::build(listener)?)));
+        }
+        Ok(match listener.redirect_to_https {
+            Some(port) => Frontend::RedirectToHttps(port),
+            None => Frontend::Plain,
+        })
+    }
+
+    /// Serves one accepted connection until it closes.
+    pub async fn serve(
+        self,
+        stream: TcpStream,
+        mut conn: ConnInfo,
+        listener: Arc<ListenerHandle>,
+        shared: Arc<ProxyShared>,
+        builder: &auto::Builder<TokioExecutor>,
+        watcher: Watcher,
+    ) {
+        match self {
+            Frontend::Plain => {
+                crate::http::serve_connection(stream, conn, listener, shared, builder, watcher)
+                    .await;
+            }
+            Frontend::RedirectToHttps(port) => {
+                redirect::serve_redirect(stream, port, builder, watcher).await;
+            }
+            Frontend::Tls(tls) => {
+                let stream = match tls.handshake(stream).await {
+                    Ok(stream) => stream,
+                    Err(error) => return acceptor::log_failure(&listener.name, conn.peer, &error),
+                };
+                let (server_name, alpn) = acceptor::negotiated(&stream);
+                tracing::trace!(
+                    listener = %listener.name,
+                    peer = %conn.peer,
+                    sni = server_name.as_deref(),
+                    alpn = alpn.map(String::from_utf8_lossy).as_deref(),
+                    "TLS handshake done"
+                );
+                conn.tls = true;
+                conn.server_name = server_name;
+                crate::http::serve_connection(stream, conn, listener, shared, builder, watcher)
+                    .await;
+            }
+        }
+    }
+}
+
+/// Every certificate and key file the config's listeners use, in order.
+pub fn certificate_files(config: &crate::config::Config) -> Vec<std::path::PathBuf> {
+    let pairs = config.listeners.iter().flat_map(|l| &l.certificates);
+    pairs
+        .flat_map(|pair| [pair.cert.clone(), pair.key.clone()])
+        .collect()
+}
+
+/// A digest of the contents of [`certificate_files`] (an unreadable file
+/// counts as its error), so a reload can tell whether any of them changed
+/// even when the config text did not.
+pub fn certificate_digest(config: &crate::config::Config) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for path in certificate_files(config) {
+        hasher.update(path.as_os_str().as_encoded_bytes());
+        match std::fs::read(&path) {
+            Ok(bytes) => hasher.update(Sha256::digest(&bytes)),
+            Err(error) => hasher.update(error.to_string()),
+        }
+    }
+    hasher.finalize().into()
+}

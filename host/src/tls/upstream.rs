@@ -1,0 +1,364 @@
+//! TLS from the proxy to a pool's backends (`[pools.tls]`), for
+//! re-encryption: each backend of such a pool is verified against the
+//! configured CA (or the system's roots) under the configured server name
+//! (sent as SNI), or its IP address when no name is configured.
+//!
+//! The upstream client is one per server and shared by every pool, and its
+//! connector sees only the request URI, whose authority is the backend's
+//! address. So, like the per-pool connect timeouts (`http::connect`), the
+//! TLS settings live in a process-wide registry keyed by backend address,
+//! replaced on every config commit ([`UpstreamTlsPlan::register`]) and read
+//! once per *new* connection; pooled connections never look it up. One
+//! address therefore speaks one protocol: a config that puts an address in
+//! two pools with different `tls` settings is refused. Connections pooled
+//! before a reload that changed an address's TLS settings are reused until
+//! they idle out.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use http::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tower_service::Service;
+
+use super::TlsConfigError;
+use crate::config::{Config, UpstreamTlsConfig};
+
+/// How to speak TLS to one backend.
+pub struct BackendTls {
+    connector: TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+type Registry = HashMap<SocketAddr, Arc<BackendTls>>;
+
+static REGISTRY: LazyLock<ArcSwap<Registry>> = LazyLock::new(ArcSwap::default);
+
+/// The TLS settings of a config's backends, built (and checked) while
+/// planning, registered when the plan is committed.
+#[derive(Default, Clone)]
+pub struct UpstreamTlsPlan {
+    /// `None`: the address speaks plain HTTP.
+    by_address: HashMap<SocketAddr, Option<Arc<BackendTls>>>,
+}
+
+impl UpstreamTlsPlan {
+    /// Builds the TLS client of every pool with `[pools.tls]`; problems
+    /// come back with keys relative to the config (`pools[1].tls.ca`).
+    pub fn build(config: &Config) -> Result<UpstreamTlsPlan, Vec<TlsConfigError>> {
+        let mut plan = UpstreamTlsPlan::default();
+        let mut settings: HashMap<SocketAddr, (usize, Option<&UpstreamTlsConfig>)> = HashMap::new();
+        let mut errors = Vec::new();
+        for (index, pool) in config.pools.iter().enumerate() {
+            let client = match &pool.tls {
+                None => None,
+                Some(tls) => match client_config(index, tls) {
+                    Ok(client) => Some((client, tls)),
+                    Err(error) => {
+                        errors.push(error);
+                        continue;
+                    }
+                },
+            };
+            for backend in &pool.backends {
+                let address = backend.address;
+                if let Some((first, other)) = settings.insert(address, (index, pool.tls.as_ref()))
+                    && other != pool.tls.as_ref()
+                {
+                    errors.push(TlsConfigError {
+                        key: format!("pools[{index}].tls"),
+                        reason: format!(
+                            "backend {address} is also in pools[{first}] with other TLS settings; an address speaks one protocol"
+                        ),
+                    });
+                }
+                let tls = client
+                    .as_ref()
+                    .map(|(client, tls)| backend_tls(client, tls, address));
+                plan.by_address.insert(address, tls);
+            }
+        }
+        if errors.is_empty() {
+            Ok(plan)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Makes these settings the ones new upstream connections use.
+    /// Addresses not in this plan keep theirs (another server in the
+    /// process may use them).
+    pub fn register(&self) {
+        REGISTRY.rcu(|current| {
+            let mut map = Registry::clone(current);
+            for (address, tls) in &self.by_address {
+                match tls {
+                    Some(tls) => map.insert(*address, Arc::clone(tls)),
+                    None => map.remove(address),
+                };
+            }
+            map
+        });
+    }
+}
+
+fn backend_tls(
+    client: &Arc<ClientConfig>,
+    tls: &UpstreamTlsConfig,
+    address: SocketAddr,
+) -> Arc<BackendTls> {
+    let server_name = tls
+        .server_name
+        .as_deref()
+        .and_then(|name| ServerName::try_from(name.to_owned()).ok())
+        .unwrap_or_else(|| ServerName::IpAddress(address.ip().into()));
+    Arc::new(BackendTls {
+        connector: TlsConnector::from(Arc::clone(client)),
+        server_name,
+    })
+}
+
+/// A TLS client trusting `tls.ca` (or the system's roots), TLS 1.2 and
+/// 1.3, offering `http/1.1` (the upstream client speaks HTTP/1.1).
+fn client_config(
+    index: usize,
+    tls: &UpstreamTlsConfig,
+) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    let error = |field: &str, reason: String| TlsConfigError {
+        key: format!("pools[{index}].tls.{field}"),
+        reason,
+    };
+    let roots = match &tls.ca {
+        Some(path) => ca_roots(path).map_err(|reason| error("ca", reason))?,
+        None => system_roots().map_err(|reason| error("ca", reason))?,
+    };
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    let mut config = ClientConfig::builder_with_provider(super::provider())
+        .with_protocol_versions(&versions)
+        .map_err(|e| error("ca", format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn ca_roots(path: &std::path::Path) -> Result<RootCertStore, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not a PEM certificate bundle: {e}", path.display()))?;
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!("{}: no usable CA certificate", path.display()));
+    }
+    Ok(roots)
+}
+
+fn system_roots() -> Result<RootCertStore, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+        return Err(format!(
+            "no system CA certificates found ({}); set ca",
+            errors.join("; ")
+        ));
+    }
+    Ok(roots)
+}
+
+/// The TLS settings registered for `uri`'s authority.
+fn tls_for(uri: &Uri) -> Option<Arc<BackendTls>> {
+    let address = uri.authority()?.as_str().parse::<SocketAddr>().ok()?;
+    REGISTRY.load().get(&address).cloned()
+}
+
+/// Wraps the TCP connector: connections to registered addresses get a TLS
+/// handshake before HTTP.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls<C> {
+    inner: C,
+}
+
+impl<C> UpstreamTls<C> {
+    /// Wraps a connector that yields TCP streams.
+    pub fn new(inner: C) -> Self {
+        UpstreamTls { inner }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<C> Service<Uri> for UpstreamTls<C>
+where
+    C: Service<Uri, Response = TokioIo<TcpStream>> + Send,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = MaybeTls;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<MaybeTls, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let tls = tls_for(&uri);
+        let connecting = self.inner.call(uri);
+        Box::pin(async move {
+            let tcp = connecting.await.map_err(Into::into)?;
+            let Some(tls) = tls else {
+                return Ok(MaybeTls::Plain(tcp));
+            };
+            let name = tls.server_name.clone();
+            let stream = tls.connector.connect(name, tcp.into_inner()).await?;
+            Ok(MaybeTls::Tls(Box::new(TokioIo::new(stream))))
+        })
+    }
+}
+
+/// An upstream connection: plain TCP or TLS over TCP.
+pub enum MaybeTls {
+    /// Plain HTTP.
+    Plain(TokioIo<TcpStream>),
+    /// HTTP over TLS (boxed: the TLS state is large).
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+}
+
+impl Connection for MaybeTls {
+    fn connected(&self) -> Connected {
+        match self {
+            MaybeTls::Plain(io) => io.connected(),
+            MaybeTls::Tls(io) => io.inner().get_ref().0.connected(),
+        }
+    }
+}
+
+impl Read for MaybeTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            MaybeTls::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl Write for MaybeTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            MaybeTls::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            MaybeTls::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            MaybeTls::Plain(io) => io.is_write_vectored(),
+            MaybeTls::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_flush(cx),
+            MaybeTls::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            MaybeTls::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_in_a_tls_and_a_plain_pool_is_refused() {
+        let text = r#"
+[policies]
+dir = "p"
+[[listeners]]
+name = "edge"
+address = "127.0.0.1:0"
+policy = "rr"
+pools = ["plain", "secure"]
+[[pools]]
+name = "plain"
+backends = [{ address = "127.0.0.1:9001" }]
+[[pools]]
+name = "secure"
+backends = [{ address = "127.0.0.1:9001" }]
+[pools.tls]
+server_name = "a.test"
+"#;
+        let config = Config::parse(text, std::path::Path::new("/x/w.toml")).unwrap();
+        let errors = UpstreamTlsPlan::build(&config).err().expect("refused");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "pools[1].tls");
+        assert!(
+            errors[0].reason.contains("also in pools[0]"),
+            "{}",
+            errors[0].reason
+        );
+    }
+
+    #[test]
+    fn names_default_to_the_backend_ip() {
+        let client = ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth();
+        let client = Arc::new(client);
+        let address = "10.0.0.7:443".parse().unwrap();
+        let by_ip = backend_tls(&client, &UpstreamTlsConfig::default(), address);
+        assert_eq!(by_ip.server_name.to_str(), "10.0.0.7");
+        let named = UpstreamTlsConfig {
+            ca: None,
+            server_name: Some("api.internal".into()),
+        };
+        let by_name = backend_tls(&client, &named, address);
+        assert_eq!(by_name.server_name.to_str(), "api.internal");
+    }
+}

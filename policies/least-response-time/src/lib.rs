@@ -1,0 +1,42 @@
+//! `least-response-time`: power of two random choices over latency x load,
+//! as Linkerd balances.
+//!
+//! For every request two distinct healthy backends of the pool are drawn
+//! at random and the one with the lower `ewma_latency * (in_flight + 1) /
+//! weight` wins (latency EWMA and in-flight counts are the host's, across
+//! every worker). A backend that became slow quickly loses nearly every
+//! draw; unlike "always the minimum", a newly fast backend is not flooded
+//! by every worker at once. When no backend is healthy the request is
+//! answered `503 no healthy backend`. A retried request goes to a backend
+//! it has not tried yet.
+//!
+//! `policy_config` keys:
+//! - `pool` (string, optional): the pool to balance over. Default: the
+//!   listener's first pool.
+//!
+//! Any other key is an error at init.
+
+use wasmroute_policy::balance::p2c_least_loaded;
+use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy, random};
+
+struct LeastResponseTime {
+    pool: PoolId,
+}
+
+impl Policy for LeastResponseTime {
+    fn init(ctx: &InitContext) -> Result<Self, String> {
+        ctx.config().deny_unknown_keys(&["pool"])?;
+        Ok(LeastResponseTime {
+            pool: ctx.config_pool("pool")?,
+        })
+    }
+
+    fn decide(&mut self, req: &Request) -> Decision {
+        match p2c_least_loaded(&self.pool.stats_for(req), random()) {
+            Some(backend) => Decision::forward(self.pool, backend),
+            None => Decision::no_backend(),
+        }
+    }
+}
+
+export_policy!(LeastResponseTime);

@@ -1,0 +1,58 @@
+//! `shared-round-robin`: one smooth weighted round robin shared by every
+//! worker, through the host's shared atomic counters.
+//!
+//! `round-robin` and `weighted-round-robin` rotate per worker thread: over
+//! a whole proxy the proportions hold, but two consecutive requests served
+//! by different workers may land on the same backend. Here the cursor is a
+//! host counter (`slot`) that every worker's instance increments, so
+//! consecutive requests follow one global sequence (`a b a b ...`, or `a a
+//! b a c a a` for weights 5, 1, 1) whichever worker serves them. The
+//! counter survives policy and config reloads of the listener. Unhealthy
+//! backends are skipped; when no backend is healthy the request is
+//! answered `503 no healthy backend`. A retried request goes to a backend
+//! it has not tried yet.
+//!
+//! `policy_config` keys:
+//! - `pool` (string, optional): the pool to balance over. Default: the
+//!   listener's first pool.
+//! - `slot` (integer, optional, default 0): the shared counter slot, below
+//!   the host's `counter-slots()` (64). Give every policy of the listener
+//!   that uses counters its own slot.
+//!
+//! Any other key is an error at init.
+
+use wasmroute_policy::balance::SharedRotation;
+use wasmroute_policy::shared::SharedCounter;
+use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy};
+
+struct SharedRoundRobin {
+    pool: PoolId,
+    cursor: SharedCounter,
+    rotation: SharedRotation,
+}
+
+impl Policy for SharedRoundRobin {
+    fn init(ctx: &InitContext) -> Result<Self, String> {
+        let config = ctx.config();
+        config.deny_unknown_keys(&["pool", "slot"])?;
+        let slot = config
+            .get_int_in("slot", 0, i64::from(u32::MAX))?
+            .unwrap_or(0);
+        Ok(SharedRoundRobin {
+            pool: ctx.config_pool("pool")?,
+            cursor: SharedCounter::new(slot as u32).map_err(|e| format!("slot: {e}"))?,
+            rotation: SharedRotation::new(),
+        })
+    }
+
+    fn decide(&mut self, req: &Request) -> Decision {
+        let stats = self.pool.stats_for(req);
+        let cursor = self.cursor.fetch_add(1) as u64;
+        match self.rotation.pick(&stats, cursor) {
+            Some(backend) => Decision::forward(self.pool, backend),
+            None => Decision::no_backend(),
+        }
+    }
+}
+
+export_policy!(SharedRoundRobin);

@@ -1,0 +1,114 @@
+//! `weighted-random-by-utilization`: a random healthy backend, with a
+//! probability proportional to its `weight` times its spare capacity,
+//! `1 - max(cpu, memory)`, from the load it reports about itself.
+//!
+//! Backends report their load in a response header (`X-Backend-Load: cpu=0.42,
+//! mem=0.61` by default; the pool's `load_header` setting names another),
+//! which the host records. A backend reporting cpu = 0.95 gets a twentieth
+//! of the traffic of an idle one of the same weight (never less than
+//! `min_spare`, so its next report still arrives). A report older than
+//! `max_report_age_ms` is ignored; a backend without a fresh report counts
+//! as `unreported_spare`; when no healthy backend has a fresh report the
+//! choice is by plain weights. When no backend is healthy the request is
+//! answered `503 no healthy backend`. A retried request goes to a backend
+//! it has not tried yet.
+//!
+//! `policy_config` keys:
+//! - `pool` (string, optional): the pool to balance over. Default: the
+//!   listener's first pool.
+//! - `max_report_age_ms` (integer, optional, 1..=3600000, default 5000).
+//! - `unreported_spare` (number, optional, 0..=1, default 0.5).
+//! - `min_spare` (number, optional, 0..=1, default 0.01).
+//!
+//! Any other key is an error at init.
+
+use wasmroute_policy::balance::{Utilization, utilization_weighted};
+use wasmroute_policy::{
+    Config, Decision, InitContext, Policy, PoolId, Request, export_policy, random,
+};
+
+struct ByUtilization {
+    pool: PoolId,
+    how: Utilization,
+}
+
+fn fraction(config: &Config, key: &str, default: f32) -> Result<f32, String> {
+    match config.get_float(key)? {
+        None => Ok(default),
+        Some(x) if (0.0..=1.0).contains(&x) => Ok(x as f32),
+        Some(x) => Err(format!("{key}: must be between 0 and 1, got {x}")),
+    }
+}
+
+impl Policy for ByUtilization {
+    fn init(ctx: &InitContext) -> Result<Self, String> {
+        let config = ctx.config();
+        config.deny_unknown_keys(&[
+            "pool",
+            "max_report_age_ms",
+            "unreported_spare",
+            "min_spare",
+        ])?;
+        let defaults = Utilization::default();
+        let max_age = config.get_int_in("max_report_age_ms", 1, 3_600_000)?;
+        Ok(ByUtilization {
+            pool: ctx.config_pool("pool")?,
+            how: Utilization {
+                max_age_ms: max_age.map_or(defaults.max_age_ms, |ms| ms as u32),
+                unreported_spare: fraction(config, "unreported_spare", defaults.unreported_spare)?,
+                min_spare: fraction(config, "min_spare", defaults.min_spare)?,
+            },
+        })
+    }
+
+    fn decide(&mut self, req: &Request) -> Decision {
+        match utilization_weighted(&self.pool.stats_for(req), random(), &self.how) {
+            Some(backend) => Decision::forward(self.pool, backend),
+            None => Decision::no_backend(),
+        }
+    }
+}
+
+export_policy!(ByUtilization);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmroute_policy::ConfigValue;
+
+    fn init(config: &[(&str, ConfigValue)]) -> Result<ByUtilization, String> {
+        let ctx = InitContext::new(
+            vec!["web".into()],
+            config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        );
+        ByUtilization::init(&ctx)
+    }
+
+    #[test]
+    fn config_is_checked() {
+        let p = init(&[
+            ("max_report_age_ms", ConfigValue::Integer(2000)),
+            ("unreported_spare", ConfigValue::Float(0.25)),
+        ])
+        .unwrap();
+        assert_eq!(p.how.max_age_ms, 2000);
+        assert_eq!(p.how.unreported_spare, 0.25);
+        assert_eq!(p.how.min_spare, 0.01);
+        let err = |c: &[(&str, ConfigValue)]| init(c).err().unwrap();
+        assert_eq!(
+            err(&[("min_spare", ConfigValue::Float(1.5))]),
+            "min_spare: must be between 0 and 1, got 1.5"
+        );
+        assert!(
+            err(&[("max_report_age_ms", ConfigValue::Integer(0))])
+                .starts_with("max_report_age_ms: ")
+        );
+        assert!(
+            err(&[("pool", ConfigValue::Text("nope".into()))]).starts_with("pool: unknown pool")
+        );
+        assert!(err(&[("max_age", ConfigValue::Integer(1))]).starts_with("max_age: unknown key"));
+    }
+}
