@@ -27,6 +27,18 @@ impl InitContext {
         }
     }
 
+    /// [`InitContext::new`] from borrowed parts, for native unit tests of a
+    /// policy: `InitContext::from_parts(&["web"], &[("pool", ConfigValue::Text("web".into()))])`.
+    pub fn from_parts(pools: &[&str], config: &[(&str, ConfigValue)]) -> Self {
+        InitContext::new(
+            pools.iter().map(|p| (*p).to_owned()).collect(),
+            config
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        )
+    }
+
     /// The names of the listener's pools, in order: index `i` is
     /// `PoolId(i)`, the first is the default pool.
     pub fn pools(&self) -> &[String] {

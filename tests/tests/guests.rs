@@ -1,6 +1,7 @@
 //! Misbehaving test guests (built by `build.rs`): a decision that loops, one
 //! that traps, one that returns an invalid decision, an `init` that fails,
-//! and one probing what of WASI a policy gets. Every guest in `for_each_test_policy!` must have a test here, or
+//! one probing what of WASI a policy gets, and one echoing what it saw of
+//! the request. Every guest in `for_each_test_policy!` must have a test here, or
 //! this file does not compile.
 
 use http::StatusCode;
@@ -163,6 +164,29 @@ mod failing_guests {
             case("env-falling-back", "fallback", "env"),
         ];
         check_failing_policy("wasi-probe", guests::WASI_PROBE, &cases).await;
+    }
+
+    /// The request accessors over plain HTTP (TLS and SNI: `tls.rs`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn echo_request() {
+        let backend = Backend::start("web-1").await.unwrap();
+        let config = ConfigBuilder::new()
+            .listener(ListenerSpec::new("edge", "echo-request", &["web"]))
+            .pool(PoolSpec::new("web", &[&backend]));
+        let fx = ProxyFixture::start(&config, &[("echo-request", guests::ECHO_REQUEST)])
+            .await
+            .unwrap();
+        let reply = Client::http1()
+            .get(&fx.url("edge", "/seen/by?policy=1"))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.text(),
+            "tls=false\nsni=-\nmethod=GET\npath=/seen/by\nclient=127.0.0.1\nattempt=0\n"
+        );
+        assert_eq!(backend.served(), 0, "answered by the policy itself");
+        fx.shutdown().await.unwrap();
     }
 
     /// Clocks and std's randomly seeded `HashMap` work in a policy.

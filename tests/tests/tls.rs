@@ -545,3 +545,30 @@ async fn the_policy_sees_tls() -> anyhow::Result<()> {
     );
     fx.shutdown().await
 }
+
+/// The policy sees the SNI name and that the connection is TLS (the
+/// `echo-request` test policy answers with what it saw).
+#[tokio::test]
+async fn the_policy_sees_the_sni_name() -> anyhow::Result<()> {
+    let backend = Backend::start("web-1").await?;
+    let ca = TestCa::new()?;
+    let a = ca.leaf(&["a.test", "*.wild.test"])?;
+    let text = config(backend.addr(), &["a"], "", None)
+        .replace("policy = \"round-robin\"", "policy = \"echo-request\"");
+    let dir = folder(&[("a", &a)], &text)?;
+    dir.write_policy("echo-request", wasmroute_e2e::guests::ECHO_REQUEST)?;
+    let fx = dir.start().await?;
+    for name in ["a.test", "x.wild.test"] {
+        let stream = TlsClient::trusting(&ca, &["http/1.1"])?
+            .connect(fx.addr("secure"), name)
+            .await?;
+        let reply = TlsHttp::start(stream).await?.get(name, "/sni").await?;
+        let text = reply.text();
+        assert!(
+            text.starts_with(&format!("tls=true\nsni={name}\n")),
+            "{name}: {text}"
+        );
+    }
+    assert_eq!(backend.served(), 0);
+    fx.shutdown().await
+}

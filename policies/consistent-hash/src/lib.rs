@@ -76,13 +76,7 @@ mod tests {
     use wasmroute_policy::ConfigValue;
 
     fn init(config: &[(&str, ConfigValue)]) -> Result<ConsistentHash, String> {
-        let ctx = InitContext::new(
-            vec!["web".into(), "api".into()],
-            config
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        );
+        let ctx = InitContext::from_parts(&["web", "api"], config);
         ConsistentHash::init(&ctx)
     }
 

@@ -129,13 +129,7 @@ mod tests {
     use wasmroute_policy::ConfigValue;
 
     fn router(pools: &[&str], config: &[(&str, ConfigValue)]) -> Result<ContentRouter, String> {
-        let ctx = InitContext::new(
-            pools.iter().map(|p| p.to_string()).collect(),
-            config
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        );
+        let ctx = InitContext::from_parts(pools, config);
         ContentRouter::init(&ctx)
     }
 

@@ -87,13 +87,7 @@ mod tests {
     use wasmroute_policy::ConfigValue;
 
     fn init(pools: &[&str], config: &[(&str, ConfigValue)]) -> Result<ReadWriteSplit, String> {
-        let ctx = InitContext::new(
-            pools.iter().map(|p| p.to_string()).collect(),
-            config
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        );
+        let ctx = InitContext::from_parts(pools, config);
         ReadWriteSplit::init(&ctx)
     }
 

@@ -117,13 +117,7 @@ mod tests {
     use wasmroute_policy::ConfigValue;
 
     fn init(config: &[(&str, ConfigValue)]) -> Result<StickyCookie, String> {
-        let ctx = InitContext::new(
-            vec!["web".into()],
-            config
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        );
+        let ctx = InitContext::from_parts(&["web"], config);
         StickyCookie::init(&ctx)
     }
 

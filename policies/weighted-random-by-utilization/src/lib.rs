@@ -77,13 +77,7 @@ mod tests {
     use wasmroute_policy::ConfigValue;
 
     fn init(config: &[(&str, ConfigValue)]) -> Result<ByUtilization, String> {
-        let ctx = InitContext::new(
-            vec!["web".into()],
-            config
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        );
+        let ctx = InitContext::from_parts(&["web"], config);
         ByUtilization::init(&ctx)
     }
 
