@@ -195,10 +195,26 @@ fn unpack_stats(words: &[u64]) -> Vec<BackendStats> {
         .collect()
 }
 
-/// A random number from the host's fast, non-cryptographic generator (for
-/// random and power-of-two-choices balancing).
+/// A random number from a fast, non-cryptographic generator (for random
+/// and power-of-two-choices balancing). The generator runs in the guest
+/// (xorshift64*), seeded once per instance from the host's `random`, so a
+/// draw costs no host call; instances (one per worker) draw independent
+/// sequences.
 pub fn random() -> u64 {
-    bindings::host::random()
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        if x == 0 {
+            x = bindings::host::random() | 1;
+        }
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
 }
 
 /// Exports a [`Policy`] implementation as the policy component's `init` and
