@@ -35,6 +35,57 @@ pub mod exports {
 /// Words per backend in `pool-stats-packed`.
 const PACKED_WORDS: usize = 5;
 
+/// The live stats of every backend of `pool`, in pool order, as policies
+/// see them (both `pool-stats` and `pool-stats-packed`): a backend without
+/// latency samples reports the pool's mean (see `wit/policy.wit`).
+fn snapshots(pool: &BackendPool) -> impl Iterator<Item = BackendStats> + '_ {
+    let now = now_ms();
+    let mut seed = None;
+    pool.backends
+        .iter()
+        .enumerate()
+        .map(move |(index, backend)| {
+            let stats = &backend.stats;
+            let ewma = match stats.ewma_latency_us() {
+                0 => *seed.get_or_insert_with(|| pool.seed_latency_us()),
+                ewma => ewma,
+            };
+            BackendStats {
+                index: index as u32,
+                stable_id: backend.stable_id,
+                weight: backend.weight,
+                healthy: stats.healthy(),
+                active_requests: stats.active(),
+                ewma_latency_us: ewma,
+                total_requests: stats.total(),
+                error_rate_permille: stats.errors.rate_permille(now),
+                load: stats.load.load(now).map(|l| BackendLoad {
+                    cpu: l.cpu,
+                    memory: l.memory,
+                    age_ms: l.age_ms,
+                }),
+                ejected: stats.ejected(),
+            }
+        })
+}
+
+/// One backend in the `pool-stats-packed` layout (`wit/policy.wit`).
+fn pack(stats: &BackendStats) -> [u64; PACKED_WORDS] {
+    let mut flags = u64::from(stats.healthy) | u64::from(stats.ejected) << 1;
+    if let Some(load) = &stats.load {
+        let scale = |v: f32| (v.clamp(0.0, 1.0) * 10_000.0).round() as u64;
+        let age = u64::from(load.age_ms).min((1 << 24) - 1);
+        flags |= 1 << 2 | scale(load.cpu) << 8 | scale(load.memory) << 24 | age << 40;
+    }
+    [
+        stats.stable_id,
+        u64::from(stats.weight) | u64::from(stats.active_requests) << 32,
+        u64::from(stats.ewma_latency_us) | u64::from(stats.error_rate_permille) << 32,
+        stats.total_requests,
+        flags,
+    ]
+}
+
 /// Marker type of the `request` resource: the data lives in
 /// [`HostState::request`] for the duration of one decision.
 pub struct RequestHandle;
@@ -148,66 +199,19 @@ impl self::wasmroute::policy::host::Host for HostState {
     }
 
     fn pool_stats(&mut self, pool: u32) -> Vec<BackendStats> {
-        let Some(pool) = self.pools.get(pool as usize) else {
-            return Vec::new();
-        };
-        let now = now_ms();
-        let mut seed = None;
-        pool.backends
-            .iter()
-            .enumerate()
-            .map(|(index, backend)| {
-                let stats = &backend.stats;
-                let ewma = match stats.ewma_latency_us() {
-                    0 => *seed.get_or_insert_with(|| pool.seed_latency_us()),
-                    ewma => ewma,
-                };
-                BackendStats {
-                    index: index as u32,
-                    stable_id: backend.stable_id,
-                    weight: backend.weight,
-                    healthy: stats.healthy(),
-                    active_requests: stats.active(),
-                    ewma_latency_us: ewma,
-                    total_requests: stats.total(),
-                    error_rate_permille: stats.errors.rate_permille(now),
-                    load: stats.load.load(now).map(|l| BackendLoad {
-                        cpu: l.cpu,
-                        memory: l.memory,
-                        age_ms: l.age_ms,
-                    }),
-                    ejected: stats.ejected(),
-                }
-            })
-            .collect()
+        match self.pools.get(pool as usize) {
+            Some(pool) => snapshots(pool).collect(),
+            None => Vec::new(),
+        }
     }
 
     fn pool_stats_packed(&mut self, pool: u32) -> Vec<u64> {
         let Some(pool) = self.pools.get(pool as usize) else {
             return Vec::new();
         };
-        let now = now_ms();
-        let mut seed = None;
         let mut words = Vec::with_capacity(pool.backends.len() * PACKED_WORDS);
-        for backend in &pool.backends {
-            let stats = &backend.stats;
-            let ewma = match stats.ewma_latency_us() {
-                0 => *seed.get_or_insert_with(|| pool.seed_latency_us()),
-                ewma => ewma,
-            };
-            let mut flags = u64::from(stats.healthy()) | u64::from(stats.ejected()) << 1;
-            if let Some(load) = stats.load.load(now) {
-                let scale = |v: f32| (v.clamp(0.0, 1.0) * 10_000.0).round() as u64;
-                let age = u64::from(load.age_ms).min((1 << 24) - 1);
-                flags |= 1 << 2 | scale(load.cpu) << 8 | scale(load.memory) << 24 | age << 40;
-            }
-            words.extend_from_slice(&[
-                backend.stable_id,
-                u64::from(backend.weight) | u64::from(stats.active()) << 32,
-                u64::from(ewma) | u64::from(stats.errors.rate_permille(now)) << 32,
-                stats.total(),
-                flags,
-            ]);
+        for stats in snapshots(pool) {
+            words.extend_from_slice(&pack(&stats));
         }
         words
     }
