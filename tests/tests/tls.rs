@@ -41,6 +41,21 @@ fn config(backend: SocketAddr, certs: &[&str], extra: &str, plain_extra: Option<
     text
 }
 
+/// A proxy whose `secure` listener (with `extra` keys) serves one
+/// certificate for `a.test`, issued by the returned CA, in front of backend
+/// `web-1`; `plain_extra` adds the `plain` listener with those keys.
+async fn a_test_proxy(
+    extra: &str,
+    plain_extra: Option<&str>,
+) -> anyhow::Result<(Backend, TestCa, wasmroute_e2e::ProxyFixture)> {
+    let backend = Backend::start("web-1").await?;
+    let ca = TestCa::new()?;
+    let a = ca.leaf(&["a.test"])?;
+    let text = config(backend.addr(), &["a"], extra, plain_extra);
+    let fx = folder(&[("a", &a)], &text)?.start().await?;
+    Ok((backend, ca, fx))
+}
+
 /// A fixture folder with `certs/<stem>.{pem,key}` for each leaf and the config.
 fn folder(leaves: &[(&str, &Leaf)], config: &str) -> anyhow::Result<FixtureDir> {
     let dir = FixtureDir::new()?;
@@ -127,11 +142,7 @@ async fn sni_selects_exact_wildcard_and_default_certificates() -> anyhow::Result
 
 #[tokio::test]
 async fn alpn_negotiates_http2_or_http1() -> anyhow::Result<()> {
-    let backend = Backend::start("web-1").await?;
-    let ca = TestCa::new()?;
-    let a = ca.leaf(&["a.test"])?;
-    let text = config(backend.addr(), &["a"], "", None);
-    let fx = folder(&[("a", &a)], &text)?.start().await?;
+    let (backend, ca, fx) = a_test_proxy("", None).await?;
     let addr = fx.addr("secure");
 
     for (offered, chosen, version) in [
@@ -314,16 +325,7 @@ async fn expired_certificate_is_refused() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn stalled_handshake_is_closed_and_others_are_served() -> anyhow::Result<()> {
-    let backend = Backend::start("web-1").await?;
-    let ca = TestCa::new()?;
-    let a = ca.leaf(&["a.test"])?;
-    let text = config(
-        backend.addr(),
-        &["a"],
-        "handshake_timeout = \"200ms\"",
-        None,
-    );
-    let fx = folder(&[("a", &a)], &text)?.start().await?;
+    let (_backend, ca, fx) = a_test_proxy("handshake_timeout = \"200ms\"", None).await?;
     let addr = fx.addr("secure");
 
     // One client sends nothing, another the first bytes of a TLS record only.
@@ -362,11 +364,7 @@ async fn stalled_handshake_is_closed_and_others_are_served() -> anyhow::Result<(
 
 #[tokio::test]
 async fn plaintext_on_the_tls_port_gets_a_400() -> anyhow::Result<()> {
-    let backend = Backend::start("web-1").await?;
-    let ca = TestCa::new()?;
-    let a = ca.leaf(&["a.test"])?;
-    let text = config(backend.addr(), &["a"], "", None);
-    let fx = folder(&[("a", &a)], &text)?.start().await?;
+    let (backend, ca, fx) = a_test_proxy("", None).await?;
     let addr = fx.addr("secure");
 
     let raw = raw_exchange(addr, b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n", STEP).await?;
@@ -393,11 +391,7 @@ async fn plaintext_on_the_tls_port_gets_a_400() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn redirect_listener_sends_plain_http_to_https() -> anyhow::Result<()> {
-    let backend = Backend::start("web-1").await?;
-    let ca = TestCa::new()?;
-    let a = ca.leaf(&["a.test"])?;
-    let text = config(backend.addr(), &["a"], "", Some("redirect_to_https = 8443"));
-    let fx = folder(&[("a", &a)], &text)?.start().await?;
+    let (backend, _ca, fx) = a_test_proxy("", Some("redirect_to_https = 8443")).await?;
 
     let client = wasmroute_e2e::Client::http1();
     let url = fx.url("plain", "/some/path?x=1");
