@@ -9,7 +9,8 @@
 //! Tasks: for each pool that a listener uses, one checker task per
 //! backend when the pool has `[pools.health]`, and one sweeper task when
 //! it has passive checking but no active check (it returns backends whose
-//! ejection time is over). [`HealthTasks`] owns them; the server starts a
+//! ejection time is over); plus one task per used pool that closes its
+//! backends' stale keep-alive connections (`http::client`). [`HealthTasks`] owns them; the server starts a
 //! new set on every config commit and drops (aborts) the previous one.
 //! Pools are rebuilt on a reload but keep their backends' stats by
 //! address, so a reload keeps up/down and ejection state; only the
@@ -68,6 +69,11 @@ impl HealthTasks {
                 .listeners
                 .iter()
                 .any(|l| l.pools.contains(&pool_config.name));
+            if used {
+                tasks.spawn(crate::http::client::close_idle_connections(Arc::clone(
+                    pool,
+                )));
+            }
             match (&pool_config.health, used) {
                 (Some(health), true) => {
                     let health = Arc::new(health.clone());

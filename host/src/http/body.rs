@@ -9,6 +9,11 @@
 //! again after a frame. Past the timeout the body ends with an error (the
 //! client sees the response cut off) and the backend gets a passive-health
 //! failure.
+//!
+//! An upstream body holds its connection: read to the end, the body gives
+//! it back to the backend's idle pool (`super::client`) when it is
+//! dropped; a body dropped before its end (the client went away) closes
+//! it, since the rest of the response would still be on the wire.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +24,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::client::Connection;
 use crate::health::passive::Failure;
 use crate::pool::ActiveRequest;
 
@@ -58,18 +64,77 @@ impl IdleTimer {
 /// A response body sent to the client.
 #[derive(Debug)]
 pub enum ProxyBody {
-    /// Streamed from a backend. The guard keeps the backend's request
-    /// counted as active until the body is finished or the client goes away.
-    Upstream {
-        /// The backend's body.
-        body: Incoming,
-        /// Counts the request as in flight while it lives.
-        guard: ActiveRequest,
-        /// Enforces the pool's `idle_timeout`.
-        idle: IdleTimer,
-    },
+    /// Streamed from a backend.
+    Upstream(UpstreamResponse),
     /// A body produced by the proxy or a policy.
     Local(Option<Bytes>),
+}
+
+/// A backend's response body on its way to the client.
+pub struct UpstreamResponse {
+    body: Incoming,
+    /// Counts the request as in flight while it lives.
+    guard: ActiveRequest,
+    idle: IdleTimer,
+    /// Given back to the backend's pool once the body has ended.
+    connection: Option<Connection>,
+    ended: bool,
+}
+
+impl UpstreamResponse {
+    /// Streams `body`; `connection` (`None` for an upgraded one) goes back
+    /// to the pool of `guard`'s backend when the body ends.
+    pub fn new(body: Incoming, guard: ActiveRequest, connection: Option<Connection>) -> Self {
+        UpstreamResponse {
+            body,
+            guard,
+            idle: IdleTimer::default(),
+            connection,
+            ended: false,
+        }
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Pending => {
+                let timeout = self.guard.backend().upstream.idle_timeout;
+                if !self.idle.poll_expired(timeout, cx) {
+                    return Poll::Pending;
+                }
+                tracing::warn!(backend = %self.guard.backend().address, ?timeout, "backend response body idle timeout");
+                self.guard.record_late_failure(Failure::Idle);
+                self.connection = None;
+                Poll::Ready(Some(Err(Box::new(IdleTimeout(timeout)))))
+            }
+            Poll::Ready(frame) => {
+                self.idle.armed = false;
+                self.ended = frame.is_none();
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+        }
+    }
+}
+
+impl Drop for UpstreamResponse {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take()
+            && (self.ended || self.body.is_end_stream())
+        {
+            self.guard.backend().connections.put(connection);
+        }
+    }
+}
+
+impl std::fmt::Debug for UpstreamResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamResponse")
+            .field("backend", &self.guard.backend().address)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProxyBody {
@@ -92,35 +157,21 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            ProxyBody::Upstream { body, guard, idle } => match Pin::new(body).poll_frame(cx) {
-                Poll::Pending => {
-                    let timeout = guard.backend().upstream.idle_timeout;
-                    if !idle.poll_expired(timeout, cx) {
-                        return Poll::Pending;
-                    }
-                    tracing::warn!(backend = %guard.backend().address, ?timeout, "backend response body idle timeout");
-                    guard.record_late_failure(Failure::Idle);
-                    Poll::Ready(Some(Err(Box::new(IdleTimeout(timeout)))))
-                }
-                Poll::Ready(frame) => {
-                    idle.armed = false;
-                    Poll::Ready(frame.map(|f| f.map_err(Into::into)))
-                }
-            },
+            ProxyBody::Upstream(upstream) => upstream.poll_frame(cx),
             ProxyBody::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Upstream(upstream) => upstream.body.is_end_stream(),
             ProxyBody::Local(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Upstream(upstream) => upstream.body.size_hint(),
             ProxyBody::Local(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }

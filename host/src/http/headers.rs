@@ -85,22 +85,36 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Adds the client's address and the original scheme and host.
-pub fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, tls: bool, host: Option<&str>) {
+/// Adds the client's address and the original scheme and host. Values
+/// are formatted on the stack: each header costs one allocation, its own.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client_ip: IpAddr,
+    tls: bool,
+    host: Option<&HeaderValue>,
+) {
     let proto = if tls { "https" } else { "http" };
-    let ip = client_ip.to_string();
-    append_list(headers, &X_FORWARDED_FOR, &ip);
+    append_list(headers, &X_FORWARDED_FOR, format_args!("{client_ip}"));
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    let node = match client_ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(_) => format!("\"[{ip}]\""),
+    let host = host
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.bytes().all(is_token_char));
+    let (host_key, host) = match host {
+        Some(host) => (";host=", host),
+        None => ("", ""),
     };
-    let mut element = format!("for={node};proto={proto}");
-    if let Some(host) = host.filter(|h| h.bytes().all(is_token_char)) {
-        element.push_str(";host=");
-        element.push_str(host);
+    match client_ip {
+        IpAddr::V4(ip) => append_list(
+            headers,
+            &FORWARDED,
+            format_args!("for={ip};proto={proto}{host_key}{host}"),
+        ),
+        IpAddr::V6(ip) => append_list(
+            headers,
+            &FORWARDED,
+            format_args!("for=\"[{ip}]\";proto={proto}{host_key}{host}"),
+        ),
     }
-    append_list(headers, &FORWARDED, &element);
 }
 
 fn is_token_char(b: u8) -> bool {
@@ -108,14 +122,27 @@ fn is_token_char(b: u8) -> bool {
 }
 
 /// Appends `item` to a comma-separated header, or sets it.
-fn append_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, item: std::fmt::Arguments<'_>) {
     let value = match headers.get(name).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {item}"),
-        None => item.to_owned(),
+        Some(existing) => header_value(format_args!("{existing}, {item}")),
+        None => header_value(item),
     };
-    if let Ok(value) = HeaderValue::try_from(value) {
+    if let Some(value) = value {
         headers.insert(name, value);
     }
+}
+
+/// A header value formatted in a stack buffer (a heap string only when it
+/// is longer than 256 bytes); `None` when it is not a valid value.
+fn header_value(args: std::fmt::Arguments<'_>) -> Option<HeaderValue> {
+    use std::io::Write as _;
+    let mut buffer = [0u8; 256];
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    if cursor.write_fmt(args).is_ok() {
+        let len = cursor.position() as usize;
+        return HeaderValue::from_bytes(&buffer[..len]).ok();
+    }
+    HeaderValue::try_from(std::fmt::format(args)).ok()
 }
 
 /// Applies a policy's header edits. Hop-by-hop names and invalid names or
@@ -193,10 +220,22 @@ mod tests {
     #[test]
     fn forwarded_headers_append_to_existing_chain() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1")]);
-        add_forwarded(&mut h, "::1".parse().unwrap(), false, Some("example.com"));
+        let host = HeaderValue::from_static("example.com");
+        add_forwarded(&mut h, "::1".parse().unwrap(), false, Some(&host));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, ::1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http;host=example.com");
+    }
+
+    #[test]
+    fn forwarded_values_longer_than_the_stack_buffer_are_kept_whole() {
+        let chain = vec!["10.0.0.1"; 40].join(", ");
+        let mut h = map(&[("x-forwarded-for", chain.as_str())]);
+        let host = HeaderValue::from_static("a.example");
+        add_forwarded(&mut h, "192.0.2.7".parse().unwrap(), true, Some(&host));
+        assert_eq!(h["x-forwarded-for"], format!("{chain}, 192.0.2.7").as_str());
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["forwarded"], "for=192.0.2.7;proto=https;host=a.example");
     }
 
     #[test]

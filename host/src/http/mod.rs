@@ -6,7 +6,7 @@
 //! the policy or a backend.
 
 pub mod body;
-pub mod connect;
+pub mod client;
 pub mod headers;
 pub mod proxy;
 pub mod retry;

@@ -20,17 +20,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body as _;
-use http_body_util::{Either, Empty};
+use http_body_util::Empty;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::sync::broadcast;
 
-use super::body::{IdleTimer, ProxyBody};
-use super::connect::ConnectTimeout;
+use super::body::{ProxyBody, UpstreamResponse};
+use super::client::{self, UpstreamBody};
 use super::headers;
 use super::retry::{self, AttemptError};
 use crate::config::OnError;
@@ -39,31 +38,9 @@ use crate::listener::{ListenerHandle, ListenerState};
 use crate::policy::{self, Decision, DecisionError, HeaderEdit, RequestView};
 use crate::pool::Backend;
 use crate::server::ServerEvent;
-use crate::tls::upstream::UpstreamTls;
-
-/// The body of an upstream request: the client's body, streamed, or
-/// nothing (a bodiless request, which a retry can send again).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
-
-/// The upstream HTTP client with its keep-alive connection pool; connect
-/// timeouts per pool come from [`ConnectTimeout`], TLS to the backends of
-/// pools with `[pools.tls]` from [`UpstreamTls`] (inside the timeout).
-pub type UpstreamClient = Client<ConnectTimeout<UpstreamTls<HttpConnector>>, UpstreamBody>;
-
-/// Builds the upstream client: HTTP/1.1, keep-alive pooling, TCP_NODELAY.
-pub fn upstream_client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .pool_max_idle_per_host(1024)
-        .build(ConnectTimeout::new(UpstreamTls::new(connector)))
-}
 
 /// What every request of a server shares.
 pub struct ProxyShared {
-    /// Pooled upstream connections.
-    pub client: UpstreamClient,
     /// Where decision failures are announced.
     pub events: broadcast::Sender<ServerEvent>,
 }
@@ -276,7 +253,7 @@ async fn forward(
     conn: &ConnInfo,
     backend: &Arc<Backend>,
     (request_edits, response_edits): (Vec<HeaderEdit>, Vec<HeaderEdit>),
-    shared: &ProxyShared,
+    _shared: &ProxyShared,
 ) -> Result<Response<ProxyBody>, AttemptError> {
     let upgrade = client_upgrade.is_some();
     if prepare_upstream_request(&mut request, conn, backend, upgrade).is_err() {
@@ -287,12 +264,11 @@ async fn forward(
     let guard = backend.start_request();
     let started = Instant::now();
     let timeout = backend.upstream.response_timeout;
-    let sent = tokio::time::timeout(timeout, shared.client.request(request)).await;
-    let mut response = match sent {
-        Ok(Ok(response)) => response,
+    let sent = tokio::time::timeout(timeout, client::send(backend, request)).await;
+    let (mut response, connection) = match sent {
+        Ok(Ok(sent)) => sent,
         Ok(Err(error)) => {
-            let text = error_chain(&error);
-            let error = AttemptError::from_client(&error, text);
+            let error = AttemptError::from(error);
             guard.record_error(error.failure());
             tracing::warn!(backend = %backend.address, ?error, "backend request failed");
             return Err(error);
@@ -307,17 +283,15 @@ async fn forward(
     take_load_report(&mut response, backend);
 
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    // An upgraded connection is the tunnel's, never pooled again.
+    let connection = (!switching).then_some(connection);
     if switching && let Some(client_upgrade) = client_upgrade.take() {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         tokio::spawn(tunnel(client_upgrade, upstream_upgrade, backend.address));
     }
     headers::strip_hop_by_hop(response.headers_mut(), switching);
     headers::apply_edits(response.headers_mut(), response_edits);
-    Ok(response.map(|body| ProxyBody::Upstream {
-        body,
-        guard,
-        idle: IdleTimer::default(),
-    }))
+    Ok(response.map(|body| ProxyBody::Upstream(UpstreamResponse::new(body, guard, connection))))
 }
 
 /// Records and removes the backend's utilization report (the pool's load
@@ -335,9 +309,11 @@ fn take_load_report(response: &mut Response<Incoming>, backend: &Backend) {
 /// The request target cannot be turned into an upstream URI.
 struct BadTarget;
 
-/// Rewrites the client's request into the upstream request: absolute URI
-/// for the pool lookup (sent in origin form), HTTP/1.1, `Host` kept,
-/// hop-by-hop headers removed, proxy headers added.
+/// Rewrites the client's request into the upstream request: origin-form
+/// URI (hyper's HTTP/1 client writes the URI as given), HTTP/1.1, `Host`
+/// kept (or taken from the URI's authority, as HTTP/2 clients send it),
+/// hop-by-hop headers removed, proxy headers added. The client's host is
+/// a reference-counted copy of its header value, not a new string.
 fn prepare_upstream_request<B>(
     request: &mut Request<B>,
     conn: &ConnInfo,
@@ -345,33 +321,25 @@ fn prepare_upstream_request<B>(
     upgrade: bool,
 ) -> Result<(), BadTarget> {
     let original = std::mem::take(request.uri_mut());
-    let host = original
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            request
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        });
-    let mut parts = original.into_parts();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(backend.authority.clone());
-    if parts.path_and_query.is_none() {
-        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-    }
-    *request.uri_mut() = Uri::from_parts(parts).map_err(|_| BadTarget)?;
+    let host = match original.authority() {
+        Some(authority) => Some(HeaderValue::from_str(authority.as_str()).map_err(|_| BadTarget)?),
+        None => request.headers().get(header::HOST).cloned(),
+    };
+    let path = original.into_parts().path_and_query;
+    *request.uri_mut() = Uri::from(path.unwrap_or_else(|| PathAndQuery::from_static("/")));
     *request.version_mut() = Version::HTTP_11;
 
     let headers = request.headers_mut();
     headers::strip_hop_by_hop(headers, upgrade);
-    if !headers.contains_key(header::HOST)
-        && let Some(value) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
-    {
+    if !headers.contains_key(header::HOST) {
+        let value = match &host {
+            Some(host) => host.clone(),
+            // HTTP/1.0 without a Host: name the backend.
+            None => HeaderValue::from_str(backend.authority.as_str()).map_err(|_| BadTarget)?,
+        };
         headers.insert(header::HOST, value);
     }
-    headers::add_forwarded(headers, conn.peer.ip(), conn.tls, host.as_deref());
+    headers::add_forwarded(headers, conn.peer.ip(), conn.tls, host.as_ref());
     Ok(())
 }
 
@@ -393,15 +361,4 @@ async fn tunnel(
     if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(%backend, %error, "upgraded connection ended with an error");
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

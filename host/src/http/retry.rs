@@ -6,9 +6,7 @@
 //! - **the body**: only requests *without* a body are retried (the body is
 //!   empty when hyper says `is_end_stream()` at arrival: no
 //!   `Content-Length` or 0, no chunks). A body is streamed to the backend
-//!   and not kept, and the upstream client consumes it even when the
-//!   connect fails, so the proxy cannot prove it still has it; a POST or
-//!   PUT with a body is therefore never retried.
+//!   and not kept, so a POST or PUT with a body is never retried.
 //! - **the failure**: a *connect failure* (refused, unreachable, connect
 //!   timeout) is retried for every method: nothing reached a backend. A
 //!   connection that failed *before any response byte* (reset, closed) is
@@ -31,6 +29,7 @@ use std::time::Duration;
 use http::{Method, StatusCode, request::Parts};
 
 use super::body::ProxyBody;
+use super::client::SendError;
 use super::proxy::local;
 use crate::health::passive::Failure;
 
@@ -46,15 +45,6 @@ pub enum AttemptError {
 }
 
 impl AttemptError {
-    /// Classifies an upstream client error.
-    pub fn from_client(error: &hyper_util::client::legacy::Error, text: String) -> AttemptError {
-        if error.is_connect() {
-            AttemptError::Connect(text)
-        } else {
-            AttemptError::Broken(text)
-        }
-    }
-
     /// Whether this failure may be retried for a bodiless request with
     /// `method`.
     pub fn retryable(&self, method: &Method) -> bool {
@@ -91,6 +81,15 @@ impl AttemptError {
                 StatusCode::GATEWAY_TIMEOUT,
                 "gateway timeout: the backend did not answer in time\n",
             ),
+        }
+    }
+}
+
+impl From<SendError> for AttemptError {
+    fn from(error: SendError) -> AttemptError {
+        match error {
+            SendError::Connect(text) => AttemptError::Connect(text),
+            SendError::Broken(text) => AttemptError::Broken(text),
         }
     }
 }

@@ -18,6 +18,7 @@ use http::uri::Authority;
 
 use crate::config::{BackendConfig, PoolConfig, UpstreamConfig};
 use crate::health::passive::{Failure, Outlier, OutlierState};
+use crate::http::client::IdleConnections;
 pub use signals::{ERROR_BUCKET_MS, ErrorWindow, Load, LoadReport, now_ms, parse_load};
 
 /// Weight of a new sample in the latency EWMA (1/5).
@@ -127,6 +128,8 @@ pub struct Backend {
     pub upstream: UpstreamConfig,
     /// The pool's passive health checking, fed by every request's outcome.
     pub outlier: Arc<Outlier>,
+    /// Keep-alive connections waiting for the next request.
+    pub connections: IdleConnections,
 }
 
 impl Backend {
@@ -147,6 +150,7 @@ impl Backend {
             load_header: pool.load_header.clone(),
             upstream: pool.upstream,
             outlier,
+            connections: IdleConnections::default(),
         }
     }
 

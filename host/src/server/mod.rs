@@ -28,7 +28,7 @@ use runtime::Runtime;
 pub use watch::FileChange;
 
 use crate::config::Config;
-use crate::http::proxy::{ProxyShared, upstream_client};
+use crate::http::proxy::ProxyShared;
 use crate::policy::PolicyEngine;
 
 /// How long file events must be quiet before they are acted on.
@@ -109,7 +109,6 @@ impl Server {
         let engine = PolicyEngine::new().context("creating the Wasm engine")?;
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(ProxyShared {
-            client: upstream_client(),
             events: events.clone(),
         });
         let addresses: Addresses = Arc::default();

@@ -3,19 +3,15 @@
 //! configured CA (or the system's roots) under the configured server name
 //! (sent as SNI), or its IP address when no name is configured.
 //!
-//! The upstream client is one per server and shared by every pool, and its
-//! connector sees only the request URI, whose authority is the backend's
-//! address. So, like the per-pool connect timeouts (`http::connect`), the
-//! TLS settings live in a process-wide registry keyed by backend address,
+//! The settings live in a process-wide registry keyed by backend address,
 //! replaced on every config commit ([`UpstreamTlsPlan::register`]) and read
-//! once per *new* connection; pooled connections never look it up. One
-//! address therefore speaks one protocol: a config that puts an address in
-//! two pools with different `tls` settings is refused. Connections pooled
-//! before a reload that changed an address's TLS settings are reused until
-//! they idle out.
+//! once per *new* upstream connection (`http::client`); pooled connections
+//! never look it up. One address therefore speaks one protocol: a config
+//! that puts an address in two pools with different `tls` settings is
+//! refused. Pooled connections belong to a backend of one committed config,
+//! so a reload that changes a pool's TLS settings starts new connections.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -23,9 +19,7 @@ use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
-use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
@@ -33,7 +27,6 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tower_service::Service;
 
 use super::TlsConfigError;
 use crate::config::{Config, UpstreamTlsConfig};
@@ -183,54 +176,17 @@ fn system_roots() -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// The TLS settings registered for `uri`'s authority.
-fn tls_for(uri: &Uri) -> Option<Arc<BackendTls>> {
-    let address = uri.authority()?.as_str().parse::<SocketAddr>().ok()?;
+/// The TLS settings registered for a backend address (`None`: plain).
+pub fn tls_for_address(address: SocketAddr) -> Option<Arc<BackendTls>> {
     REGISTRY.load().get(&address).cloned()
 }
 
-/// Wraps the TCP connector: connections to registered addresses get a TLS
-/// handshake before HTTP.
-#[derive(Debug, Clone)]
-pub struct UpstreamTls<C> {
-    inner: C,
-}
-
-impl<C> UpstreamTls<C> {
-    /// Wraps a connector that yields TCP streams.
-    pub fn new(inner: C) -> Self {
-        UpstreamTls { inner }
-    }
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl<C> Service<Uri> for UpstreamTls<C>
-where
-    C: Service<Uri, Response = TokioIo<TcpStream>> + Send,
-    C::Future: Send + 'static,
-    C::Error: Into<BoxError>,
-{
-    type Response = MaybeTls;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<MaybeTls, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = tls_for(&uri);
-        let connecting = self.inner.call(uri);
-        Box::pin(async move {
-            let tcp = connecting.await.map_err(Into::into)?;
-            let Some(tls) = tls else {
-                return Ok(MaybeTls::Plain(tcp));
-            };
-            let name = tls.server_name.clone();
-            let stream = tls.connector.connect(name, tcp.into_inner()).await?;
-            Ok(MaybeTls::Tls(Box::new(TokioIo::new(stream))))
-        })
+impl BackendTls {
+    /// The TLS handshake over a connected TCP stream.
+    pub async fn connect(&self, tcp: TcpStream) -> io::Result<MaybeTls> {
+        let name = self.server_name.clone();
+        let stream = self.connector.connect(name, tcp).await?;
+        Ok(MaybeTls::Tls(Box::new(TokioIo::new(stream))))
     }
 }
 
@@ -240,15 +196,6 @@ pub enum MaybeTls {
     Plain(TokioIo<TcpStream>),
     /// HTTP over TLS (boxed: the TLS state is large).
     Tls(Box<TokioIo<TlsStream<TcpStream>>>),
-}
-
-impl Connection for MaybeTls {
-    fn connected(&self) -> Connected {
-        match self {
-            MaybeTls::Plain(io) => io.connected(),
-            MaybeTls::Tls(io) => io.inner().get_ref().0.connected(),
-        }
-    }
 }
 
 impl Read for MaybeTls {

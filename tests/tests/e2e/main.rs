@@ -1,0 +1,17 @@
+//! End-to-end tests of wasmroute over real sockets, one binary: linking
+//! wasmtime into one test executable per file cost minutes of link time
+//! and gigabytes of disk per build. Each module is one area.
+
+mod balancing;
+mod balancing_affinity;
+mod balancing_health;
+mod config_reload;
+mod guests;
+mod harness;
+mod health;
+mod hot_reload;
+mod protocol;
+mod retries;
+mod routing;
+mod streaming;
+mod tls;
