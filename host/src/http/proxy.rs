@@ -127,12 +127,12 @@ pub async fn handle(
                 None => UpstreamBody::Right(Empty::new()),
             };
             let request = Request::from_parts(view.head, request_body);
-            let attempt = forward(request, &mut client_upgrade, conn, &backend, edits, shared);
+            let attempt = forward(request, &mut client_upgrade, conn, &backend, edits);
             return attempt.await.unwrap_or_else(|error| error.response());
         }
         let head = retry::copy_head(&view.head);
         let request = Request::from_parts(head, UpstreamBody::Right(Empty::new()));
-        let attempt = forward(request, &mut client_upgrade, conn, &backend, edits, shared);
+        let attempt = forward(request, &mut client_upgrade, conn, &backend, edits);
         match attempt.await {
             Ok(response) => return response,
             Err(error) if error.retryable(&view.head.method) => {
@@ -253,7 +253,6 @@ async fn forward(
     conn: &ConnInfo,
     backend: &Arc<Backend>,
     (request_edits, response_edits): (Vec<HeaderEdit>, Vec<HeaderEdit>),
-    _shared: &ProxyShared,
 ) -> Result<Response<ProxyBody>, AttemptError> {
     let upgrade = client_upgrade.is_some();
     if prepare_upstream_request(&mut request, conn, backend, upgrade).is_err() {
