@@ -115,6 +115,8 @@ async fn accept_loop(
 ) {
     let builder = Arc::new(crate::http::connection_builder());
     let graceful = GracefulShutdown::new();
+    // The fast path's connections watch this flag (hyper's, `graceful`).
+    let (draining, _) = watch::channel(false);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = socket.accept() => match accepted {
@@ -134,7 +136,7 @@ async fn accept_loop(
             tls: false,
             server_name: None,
         };
-        let watcher = graceful.watcher();
+        let drain = crate::http::Drain::new(graceful.watcher(), draining.subscribe());
         let frontend = handle.state().frontend.clone();
         let (handle, shared, builder) = (
             Arc::clone(&handle),
@@ -143,12 +145,13 @@ async fn accept_loop(
         );
         tokio::spawn(async move {
             frontend
-                .serve(stream, conn, handle, shared, &builder, watcher)
+                .serve(stream, conn, handle, shared, &builder, drain)
                 .await;
         });
     }
     drop(socket);
     // Idle keep-alive connections close now; busy ones after their
     // in-flight request.
-    graceful.shutdown().await;
+    draining.send_replace(true);
+    tokio::join!(graceful.shutdown(), draining.closed());
 }

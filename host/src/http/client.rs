@@ -57,19 +57,41 @@ pub enum SendError {
     Broken(String),
 }
 
-struct Idle {
-    connection: Connection,
+/// A connection that can wait in an [`IdleConnections`] queue.
+pub trait Reusable {
+    /// Whether the peer is known to have closed it (checked without
+    /// blocking and, where possible, without a system call).
+    fn is_closed(&mut self) -> bool;
+}
+
+impl Reusable for Connection {
+    fn is_closed(&mut self) -> bool {
+        http1::SendRequest::is_closed(self)
+    }
+}
+
+struct Idle<C> {
+    connection: C,
     since: Instant,
 }
 
-/// The idle keep-alive connections of one backend.
-#[derive(Default)]
-pub struct IdleConnections {
-    queue: SegQueue<Idle>,
+/// The idle keep-alive connections of one backend, of one kind: hyper's
+/// ([`Connection`]) or the fast path's (`super::fast::upstream`).
+pub struct IdleConnections<C> {
+    queue: SegQueue<Idle<C>>,
     len: AtomicUsize,
 }
 
-impl std::fmt::Debug for IdleConnections {
+impl<C> Default for IdleConnections<C> {
+    fn default() -> Self {
+        IdleConnections {
+            queue: SegQueue::new(),
+            len: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for IdleConnections<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdleConnections")
             .field("len", &self.len.load(Ordering::Relaxed))
@@ -77,10 +99,10 @@ impl std::fmt::Debug for IdleConnections {
     }
 }
 
-impl IdleConnections {
+impl<C: Reusable> IdleConnections<C> {
     /// The oldest idle connection that is still open and fresh.
-    fn take(&self) -> Option<Connection> {
-        while let Some(idle) = self.pop() {
+    pub fn take(&self) -> Option<C> {
+        while let Some(mut idle) = self.pop() {
             if idle.usable() {
                 return Some(idle.connection);
             }
@@ -91,7 +113,7 @@ impl IdleConnections {
     /// Keeps `connection` for the next request (closes it when the pool
     /// is full or the backend closed it). The cap is checked without a
     /// lock, so racing workers may overshoot it by a few.
-    pub fn put(&self, connection: Connection) {
+    pub fn put(&self, mut connection: C) {
         if !connection.is_closed() && self.len() < MAX_IDLE {
             self.push(Idle {
                 connection,
@@ -105,20 +127,23 @@ impl IdleConnections {
     pub fn sweep(&self) {
         for _ in 0..self.len() {
             match self.pop() {
-                Some(idle) if idle.usable() => self.push(idle),
-                Some(_) => {}
+                Some(mut idle) => {
+                    if idle.usable() {
+                        self.push(idle);
+                    }
+                }
                 None => return,
             }
         }
     }
 
-    fn pop(&self) -> Option<Idle> {
+    fn pop(&self) -> Option<Idle<C>> {
         let idle = self.queue.pop()?;
         self.len.fetch_sub(1, Ordering::Relaxed);
         Some(idle)
     }
 
-    fn push(&self, idle: Idle) {
+    fn push(&self, idle: Idle<C>) {
         self.len.fetch_add(1, Ordering::Relaxed);
         self.queue.push(idle);
     }
@@ -134,8 +159,8 @@ impl IdleConnections {
     }
 }
 
-impl Idle {
-    fn usable(&self) -> bool {
+impl<C: Reusable> Idle<C> {
+    fn usable(&mut self) -> bool {
         !self.connection.is_closed() && self.since.elapsed() < IDLE_TIMEOUT
     }
 }
@@ -149,6 +174,7 @@ pub async fn close_idle_connections(pool: Arc<BackendPool>) {
         ticks.tick().await;
         for backend in &pool.backends {
             backend.connections.sweep();
+            backend.streams.sweep();
         }
     }
 }
@@ -199,7 +225,7 @@ async fn connect(backend: &Backend) -> Result<Connection, SendError> {
         }
     };
     let (connection, driver) = http1::Builder::new()
-        .handshake(io)
+        .handshake(TokioIo::new(io))
         .await
         .map_err(|error| SendError::Connect(error_chain(&error)))?;
     let address = backend.address;
@@ -212,11 +238,11 @@ async fn connect(backend: &Backend) -> Result<Connection, SendError> {
 }
 
 /// TCP (no Nagle), then TLS when the backend's pool has `[pools.tls]`.
-async fn open(backend: &Backend) -> std::io::Result<MaybeTls> {
+pub async fn open(backend: &Backend) -> std::io::Result<MaybeTls> {
     let tcp = TcpStream::connect(backend.address).await?;
     tcp.set_nodelay(true)?;
     match tls_for_address(backend.address) {
-        None => Ok(MaybeTls::Plain(TokioIo::new(tcp))),
+        None => Ok(MaybeTls::Plain(tcp)),
         Some(tls) => tls.connect(tcp).await,
     }
 }

@@ -1,15 +1,18 @@
-//! HTTP serving: one client connection (HTTP/1.1 or HTTP/2, detected from
-//! the preface) feeding requests to [`proxy::handle`].
+//! HTTP serving: one client connection, served by the HTTP/1.1 fast path
+//! ([`fast`]) for bodiless requests and by hyper ([`proxy::handle`]) for
+//! everything else (HTTP/2, bodies, upgrades).
 //!
-//! Malformed HTTP/1 requests are answered by hyper itself with a 4xx (400,
-//! or 431 for oversized heads) and the connection is closed; nothing reaches
-//! the policy or a backend.
+//! Malformed HTTP/1 requests are answered with a 4xx (400, or 431 for
+//! oversized heads) and the connection is closed; nothing reaches the
+//! policy or a backend.
 
 pub mod body;
 pub mod client;
+pub mod fast;
 pub mod headers;
 pub mod proxy;
 pub mod retry;
+pub mod rewind;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,12 +23,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 
 use crate::listener::ListenerHandle;
 use proxy::{ConnInfo, ProxyShared};
 
 /// How long a client may take to send a request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The connection builder used for every client connection of a listener.
 pub fn connection_builder() -> auto::Builder<TokioExecutor> {
@@ -39,8 +43,50 @@ pub fn connection_builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves one client connection until it closes or the server drains.
+/// How a client connection learns that its listener is draining: hyper's
+/// graceful watcher for connections hyper serves, a flag for the fast
+/// path's.
+pub struct Drain {
+    /// hyper's side.
+    pub graceful: Watcher,
+    stop: watch::Receiver<bool>,
+}
+
+impl Drain {
+    /// A connection's view of its listener's drain.
+    pub fn new(graceful: Watcher, stop: watch::Receiver<bool>) -> Drain {
+        Drain { graceful, stop }
+    }
+
+    /// Whether the listener is draining (or gone).
+    fn draining(&self) -> bool {
+        *self.stop.borrow() || self.stop.has_changed().is_err()
+    }
+
+    /// Completes when the listener starts draining.
+    async fn started(&mut self) {
+        let _ = self.stop.wait_for(|draining| *draining).await;
+    }
+}
+
+/// Serves one client connection until it closes or the server drains:
+/// the HTTP/1.1 fast path ([`fast`]) while it can, hyper otherwise.
 pub async fn serve_connection<IO>(
+    io: IO,
+    conn: ConnInfo,
+    listener: Arc<ListenerHandle>,
+    shared: Arc<ProxyShared>,
+    builder: &auto::Builder<TokioExecutor>,
+    drain: Drain,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fast::serve(io, conn, listener, shared, builder, drain).await;
+}
+
+/// Serves a client connection with hyper (HTTP/1 or HTTP/2, detected from
+/// the preface) until it closes or the server drains.
+pub async fn serve_with_hyper<IO>(
     io: IO,
     conn: ConnInfo,
     listener: Arc<ListenerHandle>,

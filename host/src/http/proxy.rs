@@ -57,7 +57,7 @@ pub struct ConnInfo {
 }
 
 /// Where a request goes after the decision.
-enum Route {
+pub(super) enum Route {
     Forward {
         /// The pool id and backend index the attempt goes to.
         target: (u32, u32),
@@ -145,7 +145,7 @@ pub async fn handle(
     }
 }
 
-fn route_of(state: &ListenerState, decision: Decision, tried: &[(u32, u32)]) -> Route {
+pub(super) fn route_of(state: &ListenerState, decision: Decision, tried: &[(u32, u32)]) -> Route {
     match decision {
         Decision::Forward(forward) => {
             // `policy::decide` has checked both indexes and health.
@@ -188,7 +188,7 @@ fn route_of(state: &ListenerState, decision: Decision, tried: &[(u32, u32)]) -> 
     }
 }
 
-fn on_decision_error(
+pub(super) fn on_decision_error(
     listener: &ListenerHandle,
     state: &ListenerState,
     shared: &ProxyShared,
@@ -240,7 +240,7 @@ pub fn local(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
 }
 
 /// A local 503 with `Retry-After`.
-fn unavailable(body: &'static str) -> Response<ProxyBody> {
+pub(super) fn unavailable(body: &'static str) -> Response<ProxyBody> {
     local(StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
@@ -296,9 +296,14 @@ async fn forward(
 /// Records and removes the backend's utilization report (the pool's load
 /// header): it is for the proxy, not the client.
 fn take_load_report(response: &mut Response<Incoming>, backend: &Backend) {
-    let Some(value) = response.headers_mut().remove(&backend.load_header) else {
-        return;
-    };
+    if let Some(value) = response.headers_mut().remove(&backend.load_header) {
+        record_load_report(&value, backend);
+    }
+}
+
+/// Records a backend's utilization report (the value of its pool's load
+/// header).
+pub(super) fn record_load_report(value: &HeaderValue, backend: &Backend) {
     match value.to_str().ok().and_then(crate::pool::parse_load) {
         Some((cpu, mem)) => backend.stats.load.store(cpu, mem, crate::pool::now_ms()),
         None => tracing::debug!(backend = %backend.address, "unparseable load report ignored"),

@@ -18,7 +18,8 @@ use http::uri::Authority;
 
 use crate::config::{BackendConfig, PoolConfig, UpstreamConfig};
 use crate::health::passive::{Failure, Outlier, OutlierState};
-use crate::http::client::IdleConnections;
+use crate::http::client::{Connection, IdleConnections};
+use crate::http::fast::upstream::RawConnection;
 pub use signals::{ERROR_BUCKET_MS, ErrorWindow, Load, LoadReport, now_ms, parse_load};
 
 /// Weight of a new sample in the latency EWMA (1/5).
@@ -128,8 +129,11 @@ pub struct Backend {
     pub upstream: UpstreamConfig,
     /// The pool's passive health checking, fed by every request's outcome.
     pub outlier: Arc<Outlier>,
-    /// Keep-alive connections waiting for the next request.
-    pub connections: IdleConnections,
+    /// Keep-alive connections of hyper's client waiting for the next
+    /// request (HTTP/2 clients, requests with bodies, upgrades).
+    pub connections: IdleConnections<Connection>,
+    /// Keep-alive connections of the HTTP/1 fast path (`http::fast`).
+    pub streams: IdleConnections<RawConnection>,
 }
 
 impl Backend {
@@ -151,6 +155,7 @@ impl Backend {
             upstream: pool.upstream,
             outlier,
             connections: IdleConnections::default(),
+            streams: IdleConnections::default(),
         }
     }
 

@@ -36,7 +36,6 @@ use std::sync::Arc;
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpStream;
 
 pub use acceptor::{HandshakeError, TlsConfigError, TlsTerminator};
@@ -83,15 +82,14 @@ impl Frontend {
         listener: Arc<ListenerHandle>,
         shared: Arc<ProxyShared>,
         builder: &auto::Builder<TokioExecutor>,
-        watcher: Watcher,
+        drain: crate::http::Drain,
     ) {
         match self {
             Frontend::Plain => {
-                crate::http::serve_connection(stream, conn, listener, shared, builder, watcher)
-                    .await;
+                crate::http::serve_connection(stream, conn, listener, shared, builder, drain).await;
             }
             Frontend::RedirectToHttps(port) => {
-                redirect::serve_redirect(stream, port, builder, watcher).await;
+                redirect::serve_redirect(stream, port, builder, drain.graceful).await;
             }
             Frontend::Tls(tls) => {
                 let stream = match tls.handshake(stream).await {
@@ -108,8 +106,7 @@ impl Frontend {
                 );
                 conn.tls = true;
                 conn.server_name = server_name;
-                crate::http::serve_connection(stream, conn, listener, shared, builder, watcher)
-                    .await;
+                crate::http::serve_connection(stream, conn, listener, shared, builder, drain).await;
             }
         }
     }

@@ -19,11 +19,10 @@ use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::rt::TokioIo;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -186,23 +185,24 @@ impl BackendTls {
     pub async fn connect(&self, tcp: TcpStream) -> io::Result<MaybeTls> {
         let name = self.server_name.clone();
         let stream = self.connector.connect(name, tcp).await?;
-        Ok(MaybeTls::Tls(Box::new(TokioIo::new(stream))))
+        Ok(MaybeTls::Tls(Box::new(stream)))
     }
 }
 
-/// An upstream connection: plain TCP or TLS over TCP.
+/// An upstream connection: plain TCP or TLS over TCP (tokio I/O; hyper's
+/// client wraps it in `TokioIo`).
 pub enum MaybeTls {
     /// Plain HTTP.
-    Plain(TokioIo<TcpStream>),
+    Plain(TcpStream),
     /// HTTP over TLS (boxed: the TLS state is large).
-    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
-impl Read for MaybeTls {
+impl AsyncRead for MaybeTls {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
+        buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(io) => Pin::new(io).poll_read(cx, buf),
@@ -211,7 +211,7 @@ impl Read for MaybeTls {
     }
 }
 
-impl Write for MaybeTls {
+impl AsyncWrite for MaybeTls {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
