@@ -19,6 +19,7 @@ pub mod config;
 pub mod faulty;
 pub mod fixture;
 pub mod pattern;
+pub mod scripted;
 pub mod tls;
 pub mod wait;
 

@@ -6,6 +6,7 @@ mod balancing;
 mod balancing_affinity;
 mod balancing_health;
 mod config_reload;
+mod fast_path;
 mod guests;
 mod harness;
 mod health;

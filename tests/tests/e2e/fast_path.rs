@@ -1,0 +1,138 @@
+//! The HTTP/1.1 fast path against a raw backend: pipelined requests, a
+//! connection handed to hyper mid-stream (a request with a body), HEAD,
+//! response framings hyper servers never send (end-of-connection bodies,
+//! chunked trailers, 1xx heads), and keep-alive connections the backend
+//! drops without notice.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wasmroute_e2e::scripted::Scripted;
+use wasmroute_e2e::{Client, ConfigBuilder, ListenerSpec, PoolSpec, ProxyFixture, bundled};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+async fn proxy_to(backend: &Scripted) -> ProxyFixture {
+    let config = ConfigBuilder::new()
+        .listener(ListenerSpec::new("edge", "round-robin", &["web"]))
+        .pool(PoolSpec::new("web", &[]).address(backend.addr()));
+    ProxyFixture::start(&config, &[("round-robin", bundled("round-robin"))])
+        .await
+        .unwrap()
+}
+
+/// Reads one response with a `Content-Length` (or none, for HEAD) from
+/// `stream`: its head and body.
+async fn read_response(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    head_only: bool,
+) -> (String, String) {
+    let end = loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let n = tokio::time::timeout(LIMIT, stream.read_buf(buffer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(n, 0, "the proxy closed the connection mid-response");
+    };
+    let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+    let length: usize = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, v)| v.trim().parse().unwrap());
+    let length = if head_only { 0 } else { length };
+    while buffer.len() < end + length {
+        let n = tokio::time::timeout(LIMIT, stream.read_buf(buffer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(n, 0, "the proxy closed the connection mid-body");
+    }
+    let body = String::from_utf8_lossy(&buffer[end..end + length]).into_owned();
+    buffer.drain(..end + length);
+    (head, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_serves_pipelined_head_and_body_requests_in_order() {
+    let backend = Scripted::start().await.unwrap();
+    let fx = proxy_to(&backend).await;
+    let mut stream = TcpStream::connect(fx.addr("edge")).await.unwrap();
+    let mut buffer = Vec::new();
+    stream
+        .write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    for expected in ["GET /one 0", "GET /two 0"] {
+        let (head, body) = read_response(&mut stream, &mut buffer, false).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, expected);
+    }
+    stream
+        .write_all(b"HEAD /three HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut stream, &mut buffer, true).await;
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 13"),
+        "{head}"
+    );
+    // A body: the connection goes to hyper, with the bytes already read.
+    stream
+        .write_all(b"POST /four HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /five HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    for expected in ["POST /four 3", "GET /five 0"] {
+        let (head, body) = read_response(&mut stream, &mut buffer, false).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, expected);
+    }
+    assert_eq!(backend.served(), 5);
+    fx.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framings_hyper_servers_never_send_are_relayed() {
+    let backend = Scripted::start().await.unwrap();
+    let fx = proxy_to(&backend).await;
+    let client = Client::http1();
+    for (path, expected) in [
+        ("/chunked", "hello"),
+        ("/hints", "ok"),
+        ("/eof", "until-close"),
+        ("/chunked", "hello"),
+        ("/other", "GET /other 0"),
+    ] {
+        let reply = client.get(&fx.url("edge", path)).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(reply.text(), expected, "{path}");
+    }
+    fx.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_connections_the_backend_drops_cost_nothing() {
+    let backend = Scripted::start().await.unwrap();
+    let fx = proxy_to(&backend).await;
+    let client = Client::http1();
+    for round in 0..20 {
+        let reply = client.get(&fx.url("edge", "/drop")).await.unwrap();
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (StatusCode::OK, "drop"),
+            "request {round}"
+        );
+    }
+    assert_eq!(
+        backend.served(),
+        20,
+        "each request reached the backend once"
+    );
+    fx.shutdown().await.unwrap();
+}
