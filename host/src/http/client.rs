@@ -59,9 +59,15 @@ pub enum SendError {
 
 /// A connection that can wait in an [`IdleConnections`] queue.
 pub trait Reusable {
-    /// Whether the peer is known to have closed it (checked without
-    /// blocking and, where possible, without a system call).
+    /// Whether it is known to be unusable, checked without blocking or a
+    /// system call (on every checkout and return).
     fn is_closed(&mut self) -> bool;
+
+    /// [`is_closed`](Self::is_closed), and whether the peer closed it,
+    /// at the cost of a system call (by the idle sweeper).
+    fn probe_closed(&mut self) -> bool {
+        self.is_closed()
+    }
 }
 
 impl Reusable for Connection {
@@ -128,7 +134,7 @@ impl<C: Reusable> IdleConnections<C> {
         for _ in 0..self.len() {
             match self.pop() {
                 Some(mut idle) => {
-                    if idle.usable() {
+                    if idle.usable() && !idle.connection.probe_closed() {
                         self.push(idle);
                     }
                 }

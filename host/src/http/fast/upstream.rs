@@ -4,11 +4,12 @@
 //!
 //! [`exchange`] writes a request head and reads until the response head
 //! is complete, in the request's own task (no connection task, no
-//! channel). A pooled connection the backend closed while it was idle is
-//! noticed before use when the reactor has seen the close
-//! ([`Reusable::is_closed`]), or when it yields nothing at all: an
-//! idempotent request then goes on the next connection, so that race never
-//! costs a retry or a passive-health failure.
+//! channel). A pooled connection the backend closed while it was idle
+//! yields nothing at all: an idempotent request then goes on the next
+//! connection, so that race never costs a retry or a passive-health
+//! failure. A non-idempotent request probes the connection first
+//! ([`Reusable::probe_closed`]: one `recv`), as does the idle sweeper; the
+//! common request pays no system call for the check.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -35,12 +36,17 @@ pub struct RawConnection {
 }
 
 impl Reusable for RawConnection {
+    /// Bytes left over from the last response: the backend broke the
+    /// protocol, the connection cannot carry another request.
+    fn is_closed(&mut self) -> bool {
+        !self.buffer.is_empty()
+    }
+
     /// Polls a read once with a no-op waker: pending means open and quiet;
     /// end of stream, an error or unexpected bytes mean it cannot carry
-    /// another request. Costs no system call when the reactor has not
-    /// reported the socket readable.
-    fn is_closed(&mut self) -> bool {
-        if !self.buffer.is_empty() {
+    /// another request.
+    fn probe_closed(&mut self) -> bool {
+        if self.is_closed() {
             return true;
         }
         let mut cx = Context::from_waker(Waker::noop());
@@ -86,6 +92,11 @@ pub async fn exchange<T>(
         let Some(mut connection) = backend.streams.take() else {
             break;
         };
+        // A request that must not go twice checks first that the backend
+        // has not closed the connection (one system call).
+        if !idempotent && connection.probe_closed() {
+            continue;
+        }
         match round_trip(&mut connection, head, &mut parse).await {
             Ok(value) => return Ok((connection, value)),
             Err(Trip::Silent(_)) if idempotent => continue,
