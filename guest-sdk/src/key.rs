@@ -2,7 +2,7 @@
 //! `policy_config` string, read from the request.
 
 use crate::Request;
-use crate::balance::hash_key;
+use crate::balance::{FNV1A64_EMPTY, finish_key_hash};
 
 /// The part of a request that names its "client" for consistent hashing
 /// or rate limiting.
@@ -64,18 +64,38 @@ impl HashKey {
         }
     }
 
-    /// The 64-bit hash of the key's value in `req` (see
-    /// [`hash_key`]), falling back to the client IP when the value is
-    /// absent, so a request without the header still hashes consistently.
+    /// The 64-bit hash of the key's value in `req`, falling back to the
+    /// client IP when the value is absent, so a request without the header
+    /// still hashes consistently. Equal to
+    /// [`hash_key`](crate::balance::hash_key) of that value, but the host
+    /// hashes it ([`Request::key_hash`]): the value is never copied into
+    /// the guest.
     pub fn hash(&self, req: &Request) -> u64 {
-        let value = self.extract(req).unwrap_or_else(|| req.client_ip());
-        hash_key(value.as_bytes())
+        hash_or_client_ip(req.key_hash(self), || req.key_hash(&HashKey::ClientIp))
     }
+}
+
+/// [`HashKey::hash`] from the host's FNV-1a hashes: the key's, else the
+/// client IP's (which the host always has).
+fn hash_or_client_ip(key: Option<u64>, client_ip: impl FnOnce() -> Option<u64>) -> u64 {
+    finish_key_hash(key.or_else(client_ip).unwrap_or(FNV1A64_EMPTY))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::{fnv1a64, hash_key};
+
+    #[test]
+    fn hash_is_hash_key_of_the_value_or_the_client_ip() {
+        let fnv = |s: &str| Some(fnv1a64(s.as_bytes()));
+        let ip = || fnv("10.0.0.7");
+        assert_eq!(hash_or_client_ip(fnv("user-1"), ip), hash_key(b"user-1"));
+        assert_eq!(hash_or_client_ip(fnv(""), ip), hash_key(b""));
+        assert_eq!(hash_or_client_ip(None, ip), hash_key(b"10.0.0.7"));
+        let unused = || -> Option<u64> { panic!("the key was present") };
+        assert_eq!(hash_or_client_ip(fnv("/a"), unused), hash_key(b"/a"));
+    }
 
     #[test]
     fn parses_every_form() {

@@ -11,12 +11,12 @@
 //! two workers do not see each other's state.
 //!
 //! ```no_run
-//! use wasmroute_policy::balance::RoundRobin;
+//! use wasmroute_policy::balance::Rotation;
 //! use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy};
 //!
 //! struct Simple {
 //!     pool: PoolId,
-//!     cursor: RoundRobin,
+//!     cursor: Rotation,
 //! }
 //!
 //! impl Policy for Simple {
@@ -26,14 +26,14 @@
 //!             Some(name) => ctx.pool(name)?,
 //!             None => PoolId::DEFAULT,
 //!         };
-//!         Ok(Simple { pool, cursor: RoundRobin::new() })
+//!         Ok(Simple { pool, cursor: Rotation::new() })
 //!     }
 //!
 //!     fn decide(&mut self, req: &Request) -> Decision {
 //!         if req.path().starts_with("/admin") {
 //!             return Decision::respond(403).body("forbidden\n");
 //!         }
-//!         match self.cursor.pick(&self.pool.stats()) {
+//!         match self.cursor.pick(&mut self.pool.candidates(req)) {
 //!             Some(backend) => Decision::forward(self.pool, backend),
 //!             None => Decision::no_backend(),
 //!         }
@@ -59,11 +59,16 @@
 //! Cost model: every call into the host that returns a string or a list
 //! allocates in the guest. Ask the [`Request`] only for what the decision
 //! needs, read [`PoolId::stats`] at most once per decision, and resolve pool
-//! names to [`PoolId`]s once, in `init`.
+//! names to [`PoolId`]s once, in `init`. Two questions have answers that
+//! are plain numbers: which backends a request may go to
+//! ([`PoolId::candidates`], enough for round robin and uniform random) and
+//! the hash of a request key ([`Request::key_hash`], used by
+//! [`key::HashKey::hash`]); prefer them over fetching stats or strings.
 
 #![deny(missing_docs)]
 
 pub mod balance;
+mod candidates;
 mod config;
 mod decision;
 pub mod key;
@@ -71,6 +76,7 @@ mod request;
 pub mod shared;
 pub mod sticky;
 
+pub use candidates::Candidates;
 pub use config::{Config, ConfigValue, InitContext};
 pub use decision::Decision;
 pub use request::{Method, Request};
@@ -90,6 +96,9 @@ pub mod bindings {
         pub_export_macro: true,
         default_bindings_module: "wasmroute_policy::bindings",
         export_macro_name: "export",
+        // Import arguments borrow (`request-key` holds a `&str`), so
+        // asking the host about a header allocates nothing.
+        ownership: Borrowing { duplicate_if_necessary: false },
     });
 
     pub use self::wasmroute::policy::host;
@@ -149,6 +158,15 @@ impl PoolId {
         // The packed form crosses the boundary as one copy; decoding it
         // here is cheaper than the host storing records field by field.
         unpack_stats(&bindings::host::pool_stats_packed(self.0))
+    }
+
+    /// The backends of the pool `req` may go to: healthy and, on a retry,
+    /// not tried yet (all healthy ones when every one was tried). Computed
+    /// by the host and returned as bitmasks: no list crosses into the
+    /// guest, so this is the cheap way to balance by health alone (see
+    /// [`balance::Rotation`], [`balance::random_candidate`]).
+    pub fn candidates<'a>(self, req: &Request<'a>) -> Candidates<'a> {
+        Candidates::fetch(self, *req)
     }
 
     /// [`stats`](Self::stats) for deciding `req`: on a retry, the backends

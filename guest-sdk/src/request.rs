@@ -2,6 +2,7 @@
 
 use crate::PoolId;
 use crate::bindings::{host, types};
+use crate::key::HashKey;
 use std::fmt;
 
 /// The head of the request being decided, owned by the host.
@@ -102,6 +103,28 @@ impl<'a> Request<'a> {
             .into_iter()
             .map(|(pool, backend)| (PoolId(pool), backend))
             .collect()
+    }
+
+    /// The 64-bit FNV-1a hash of the value of `key` in this request (the
+    /// bytes [`HashKey::extract`] would return), computed by the host:
+    /// nothing but the number crosses into the guest, so this is much
+    /// cheaper than fetching the value. `None` when the header, cookie or
+    /// host is absent. [`HashKey::hash`] builds on it.
+    pub fn key_hash(&self, key: &HashKey) -> Option<u64> {
+        let key = match key {
+            HashKey::ClientIp => types::RequestKey::ClientIp,
+            HashKey::Path => types::RequestKey::Path,
+            HashKey::Host => types::RequestKey::Host,
+            HashKey::Header(name) => types::RequestKey::Header(name),
+            HashKey::Cookie(name) => types::RequestKey::Cookie(name),
+        };
+        self.inner.key_hash(key)
+    }
+
+    /// The host's `candidates` mask of `pool` for backends `first ..
+    /// first + 64`; see [`PoolId::candidates`].
+    pub(crate) fn candidate_mask(&self, pool: PoolId, first: u32) -> u64 {
+        self.inner.candidates(pool.0, first)
     }
 
     /// The backends of `pool` already tried for this request; empty (and

@@ -9,8 +9,10 @@
 //! | helper | what |
 //! |---|---|
 //! | [`RoundRobin`] | smooth weighted (nginx) or plain rotation, per worker |
+//! | [`Rotation`] | plain rotation over [`Candidates`](crate::Candidates), no stats |
 //! | [`SharedRotation`] | the same rotation driven by a cursor shared by every worker |
 //! | [`random_healthy`], [`weighted_random`] | uniform / weight-proportional random |
+//! | [`random_candidate`] | uniform random over [`Candidates`](crate::Candidates), no stats |
 //! | [`utilization_weighted`] | weight x spare capacity from the backends' load reports |
 //! | [`least_active`], [`least_connections`] | fewest requests in flight (per weight) |
 //! | [`p2c_least_loaded`] | power of two random choices over latency EWMA x in-flight |
@@ -27,10 +29,13 @@
 //! unhealthy in the stats (as long as another healthy backend remains), so
 //! every helper then skips them; [`PoolId::stats_for`](crate::PoolId::stats_for)
 //! does both steps. [`Maglev`] takes the list itself instead, so a retry
-//! does not rebuild its table.
+//! does not rebuild its table. [`PoolId::candidates`](crate::PoolId::candidates)
+//! applies the same rule on the host, for [`Rotation`] and
+//! [`random_candidate`]; [`mask`] has the pure functions behind them.
 
 mod least;
 mod maglev;
+pub mod mask;
 mod p2c;
 mod random;
 mod round_robin;
@@ -38,8 +43,10 @@ mod round_robin;
 pub use least::{least_active, least_connections};
 pub use maglev::{DEFAULT_TABLE_SIZE, Maglev};
 pub use p2c::p2c_least_loaded;
-pub use random::{Utilization, random_healthy, utilization_weighted, weighted_random};
-pub use round_robin::{RoundRobin, SharedRotation};
+pub use random::{
+    Utilization, random_candidate, random_healthy, utilization_weighted, weighted_random,
+};
+pub use round_robin::{Rotation, RoundRobin, SharedRotation};
 
 use crate::BackendStats;
 
@@ -81,14 +88,31 @@ pub fn by_stable_id(stats: &[BackendStats], stable_id: u64) -> Option<u32> {
 
 /// A 64-bit hash of a key (FNV-1a, then the murmur3 finalizer so that
 /// similar keys spread over every bit). Stable across processes, versions
-/// and platforms: consistent hashing in several proxies agrees.
+/// and platforms: consistent hashing in several proxies agrees. Equal to
+/// `finish_key_hash(fnv1a64(key))`: the host computes the first step
+/// ([`Request::key_hash`](crate::Request::key_hash)) without copying the
+/// key into the guest.
 pub fn hash_key(key: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in key {
-        h ^= u64::from(byte);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    mix64(h)
+    finish_key_hash(fnv1a64(key))
+}
+
+/// The hash of no bytes: the FNV-1a 64 offset basis.
+pub const FNV1A64_EMPTY: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// 64-bit FNV-1a of `bytes` (offset basis [`FNV1A64_EMPTY`], prime
+/// 0x100000001b3): what the host's `key-hash` returns for the same bytes,
+/// and how backends' stable ids are derived from their addresses.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(FNV1A64_EMPTY, |h, &byte| {
+        (h ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The last step of [`hash_key`]: scrambles an FNV-1a 64 hash (from
+/// [`fnv1a64`] or [`Request::key_hash`](crate::Request::key_hash)) with the
+/// murmur3 finalizer.
+pub fn finish_key_hash(fnv: u64) -> u64 {
+    mix64(fnv)
 }
 
 /// The murmur3 64-bit finalizer: a bijective scramble of every bit.
@@ -247,6 +271,7 @@ mod tests {
     fn hash_key_is_stable_and_spreads() {
         // Pinned: other proxies (and other versions) must agree.
         assert_eq!(hash_key(b""), mix64(0xcbf2_9ce4_8422_2325));
+        assert_eq!(hash_key(b"a"), mix64(0xaf63_dc4c_8601_ec8c));
         assert_ne!(hash_key(b"10.0.0.1"), hash_key(b"10.0.0.2"));
         let mut buckets = [0u32; 4];
         for i in 0..4000 {
@@ -256,6 +281,17 @@ mod tests {
             buckets.iter().all(|&n| (900..1100).contains(&n)),
             "{buckets:?}"
         );
+    }
+
+    #[test]
+    fn hash_key_splits_into_fnv_and_finish() {
+        assert_eq!(fnv1a64(b""), FNV1A64_EMPTY);
+        // The host's stable-id test pins the same value.
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        for key in ["", "10.0.0.1", "::1", "/video/1.mp4", "user-42"] {
+            let key = key.as_bytes();
+            assert_eq!(finish_key_hash(fnv1a64(key)), hash_key(key));
+        }
     }
 
     #[test]

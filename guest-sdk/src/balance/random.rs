@@ -1,6 +1,6 @@
 //! Random choices: uniform, by weight, and by weight x spare capacity.
 
-use crate::BackendStats;
+use crate::{BackendStats, Candidates};
 
 /// A uniformly random healthy backend (weights ignored), from one random
 /// number `r`; `None` when no backend is healthy.
@@ -14,6 +14,18 @@ pub fn random_healthy(stats: &[BackendStats], r: u64) -> Option<u32> {
         .filter(|b| b.healthy)
         .nth((r % healthy) as usize)
         .map(|b| b.index)
+}
+
+/// A uniformly random candidate from one random number `r` (the same
+/// choice [`random_healthy`] makes over [`PoolId::stats_for`] with the
+/// same `r`), without any stats; `None` when there is no candidate.
+///
+/// [`PoolId::stats_for`]: crate::PoolId::stats_for
+pub fn random_candidate(candidates: &mut Candidates<'_>, r: u64) -> Option<u32> {
+    match u64::from(candidates.count()) {
+        0 => None,
+        n => candidates.nth((r % n) as u32),
+    }
 }
 
 /// A random healthy backend, each with a probability proportional to its
@@ -106,6 +118,33 @@ mod tests {
 
     fn share(counts: &[usize], i: usize) -> f64 {
         counts[i] as f64 / counts.iter().sum::<usize>() as f64
+    }
+
+    #[test]
+    fn random_candidate_picks_as_random_healthy_does() {
+        let mut stats = pool(70);
+        for i in [2, 40, 64, 69] {
+            stats[i].healthy = false;
+        }
+        let mask = |range: std::ops::Range<usize>| {
+            stats[range.clone()]
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.healthy)
+                .fold(0u64, |m, (i, _)| m | 1 << i)
+        };
+        let words = [mask(0..64), mask(64..70)];
+        let mut candidates = Candidates::from_words(70, &words);
+        let mut rng = Rng(3);
+        for _ in 0..500 {
+            let r = rng.next();
+            assert_eq!(
+                random_candidate(&mut candidates, r),
+                random_healthy(&stats, r)
+            );
+        }
+        let mut none = Candidates::from_words(70, &[]);
+        assert_eq!(random_candidate(&mut none, 7), None);
     }
 
     #[test]

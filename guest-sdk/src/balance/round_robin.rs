@@ -1,8 +1,42 @@
-//! Round robin: per worker ([`RoundRobin`]) or over a cursor shared by
-//! every worker ([`SharedRotation`]).
+//! Round robin: per worker ([`RoundRobin`], or [`Rotation`] without
+//! stats) or over a cursor shared by every worker ([`SharedRotation`]).
 
 use super::fingerprint;
-use crate::BackendStats;
+use crate::{BackendStats, Candidates};
+
+/// Plain round robin over [`Candidates`]: every candidate gets one turn,
+/// in pool order, whatever its weight. Unlike [`RoundRobin`] it needs no
+/// stats (no list crosses into the guest), only the host's candidate mask,
+/// so it is the cheapest balancing there is.
+///
+/// The state is one cursor, the backend picked last: each pick takes the
+/// first candidate after it (wrapping around). An unhealthy backend is
+/// skipped and rejoins at its place in the order when it recovers; a retry
+/// takes the next untried backend. Per worker, like [`RoundRobin`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rotation {
+    last: Option<u32>,
+}
+
+impl Rotation {
+    /// A rotation that starts at the first candidate.
+    pub const fn new() -> Self {
+        Rotation { last: None }
+    }
+
+    /// The next candidate's index, or `None` when there is no candidate
+    /// (no healthy backend); then the cursor stays where it was.
+    pub fn pick(&mut self, candidates: &mut Candidates<'_>) -> Option<u32> {
+        let next = candidates.next_after(self.last)?;
+        self.last = Some(next);
+        Some(next)
+    }
+
+    /// The backend picked last, if any.
+    pub fn last(&self) -> Option<u32> {
+        self.last
+    }
+}
 
 /// Weighted round robin over the healthy backends of a pool.
 ///
@@ -146,6 +180,41 @@ fn cumulative(stats: &[BackendStats], mut point: u64) -> Option<u32> {
 mod tests {
     use super::super::testing::*;
     use super::*;
+
+    #[test]
+    fn rotation_takes_turns_over_candidates() {
+        let mut rotation = Rotation::new();
+        let mut all = Candidates::from_words(3, &[0b111]);
+        let seq: Vec<_> = (0..4).map(|_| rotation.pick(&mut all).unwrap()).collect();
+        assert_eq!(seq, [0, 1, 2, 0]);
+        // Backend 1 down: skipped; back: rejoins in order.
+        let mut two = Candidates::from_words(3, &[0b101]);
+        assert_eq!(rotation.pick(&mut two), Some(2));
+        assert_eq!(rotation.pick(&mut two), Some(0));
+        assert_eq!(rotation.pick(&mut all), Some(1));
+        // None healthy: no pick, the cursor stays.
+        assert_eq!(rotation.pick(&mut Candidates::from_words(3, &[0])), None);
+        assert_eq!(rotation.last(), Some(1));
+        // The pool shrank under the cursor: start over.
+        let mut small = Candidates::from_words(1, &[1]);
+        assert_eq!(rotation.pick(&mut all), Some(2));
+        assert_eq!(rotation.pick(&mut small), Some(0));
+    }
+
+    #[test]
+    fn rotation_matches_unweighted_round_robin_while_healthy() {
+        let mut rotation = Rotation::new();
+        let mut rr = RoundRobin::unweighted();
+        let stats = vec![
+            backend(0, true, 3, 0),
+            backend(1, true, 1, 0),
+            backend(2, true, 2, 0),
+        ];
+        let mut c = Candidates::from_words(3, &[0b111]);
+        for _ in 0..9 {
+            assert_eq!(rotation.pick(&mut c), rr.pick(&stats));
+        }
+    }
 
     fn picks(rr: &mut RoundRobin, stats: &[BackendStats], n: usize) -> Vec<Option<u32>> {
         (0..n).map(|_| rr.pick(stats)).collect()

@@ -13,6 +13,7 @@ use wasmtime::component::Resource;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
 use super::counters::{COUNTER_SLOTS, SharedCounters};
+use super::derived::{self, header_str};
 use crate::pool::{BackendPool, now_ms};
 
 wasmtime::component::bindgen!({
@@ -23,7 +24,9 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use self::wasmroute::policy::types::{BackendLoad, BackendStats, HeaderEdit, Method};
+pub use self::wasmroute::policy::types::{
+    BackendLoad, BackendStats, HeaderEdit, Method, RequestKey,
+};
 
 /// Names of generated items used elsewhere, kept in one place.
 pub mod exports {
@@ -256,11 +259,7 @@ impl self::wasmroute::policy::host::HostRequest for HostState {
     }
 
     fn authority(&mut self, _: Resource<RequestHandle>) -> Option<String> {
-        let head = &self.view().head;
-        match head.uri.authority() {
-            Some(authority) => Some(authority.as_str().to_owned()),
-            None => header_str(&head.headers, "host").map(str::to_owned),
-        }
+        derived::authority(&self.view().head).map(str::to_owned)
     }
 
     fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Option<String> {
@@ -301,14 +300,21 @@ impl self::wasmroute::policy::host::HostRequest for HostState {
         self.view().tried.clone()
     }
 
+    fn key_hash(&mut self, _: Resource<RequestHandle>, key: RequestKey) -> Option<u64> {
+        derived::key_hash(self.view(), &key)
+    }
+
+    fn candidates(&mut self, _: Resource<RequestHandle>, pool: u32, first: u32) -> u64 {
+        match self.pools.get(pool as usize) {
+            Some(backends) => derived::candidates(backends, pool, &self.view().tried, first),
+            None => 0,
+        }
+    }
+
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
         // Borrow handles are never owned by the guest; nothing to free.
         Ok(())
     }
-}
-
-fn header_str<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The value of cookie `name` across every `Cookie` header.

@@ -12,6 +12,7 @@
 //!   next decision instantiates a fresh one ([`worker`]).
 
 mod counters;
+mod derived;
 mod host;
 mod wasi;
 mod worker;

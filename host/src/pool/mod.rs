@@ -170,9 +170,19 @@ impl Backend {
 }
 
 /// 64-bit FNV-1a: tiny, fixed and documented, so every proxy process (and
-/// every version) derives the same stable id from the same address.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+/// every version) derives the same stable id from the same address. Also
+/// the hash of `request.key-hash` (`policy::derived`).
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
+    fnv1a64_extend(FNV1A64_OFFSET, bytes)
+}
+
+/// The FNV-1a 64 offset basis: the hash of no bytes.
+pub(crate) const FNV1A64_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Continues the FNV-1a 64 hash `hash` over `bytes` (start from
+/// [`FNV1A64_OFFSET`]): hashing in pieces gives the hash of the whole.
+pub(crate) fn fnv1a64_extend(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |hash, &b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }

@@ -25,6 +25,12 @@
 //!   the pool's healthy set changes (about 1 ms at the default size, a few
 //!   ms at 65537: keep `decision_timeout` above that).
 //!
+//! Cost: the host hashes the key (`request.key-hash`), and on a first
+//! attempt the table needs only the pool's health mask
+//! (`request.candidates`); the stats (stable ids, weights) are read once
+//! per instance. No string or list crosses into the guest per decision
+//! except on a retry.
+//!
 //! Any other key is an error at init.
 
 use wasmroute_policy::balance::{DEFAULT_TABLE_SIZE, Maglev};
@@ -56,12 +62,10 @@ impl Policy for ConsistentHash {
     }
 
     fn decide(&mut self, req: &Request) -> Decision {
+        // The host hashes the key and, on a first attempt, the table needs
+        // only the pool's health mask: no string or list crosses over.
         let hash = self.key.hash(req);
-        let stats = self.pool.stats();
-        match self
-            .table
-            .pick_avoiding(&stats, hash, &req.tried_in(self.pool))
-        {
+        match self.table.pick_for(self.pool, req, hash) {
             Some(backend) => Decision::forward(self.pool, backend),
             None => Decision::no_backend(),
         }

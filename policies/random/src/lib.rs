@@ -15,7 +15,7 @@
 //!
 //! Any other key is an error at init.
 
-use wasmroute_policy::balance::{random_healthy, weighted_random};
+use wasmroute_policy::balance::{random_candidate, weighted_random};
 use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy, random};
 
 struct Random {
@@ -34,11 +34,11 @@ impl Policy for Random {
     }
 
     fn decide(&mut self, req: &Request) -> Decision {
-        let stats = self.pool.stats_for(req);
         let pick = if self.weighted {
-            weighted_random(&stats, random())
+            weighted_random(&self.pool.stats_for(req), random())
         } else {
-            random_healthy(&stats, random())
+            // Health is all it needs: the host's candidate mask, no stats.
+            random_candidate(&mut self.pool.candidates(req), random())
         };
         match pick {
             Some(backend) => Decision::forward(self.pool, backend),

@@ -8,6 +8,10 @@
 //! yet. The rotation is per worker thread (see `shared-round-robin` for one
 //! rotation across workers).
 //!
+//! Cost: it asks the host only for the pool's size and its candidate mask
+//! (healthy, untried backends as bits), never for stats or strings: the
+//! cheapest decision a policy can make.
+//!
 //! `policy_config` keys:
 //! - `pool` (string, optional): the pool to balance over, one of the
 //!   listener's `pools`. Default: the listener's first pool.
@@ -17,12 +21,12 @@
 //! Build: `cargo policies` (writes `target/policies/round-robin.wasm`), or
 //! `cargo build --release --target wasm32-wasip2 -p round-robin`.
 
-use wasmroute_policy::balance::RoundRobin;
+use wasmroute_policy::balance::Rotation;
 use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy};
 
 struct RoundRobinPolicy {
     pool: PoolId,
-    rotation: RoundRobin,
+    rotation: Rotation,
 }
 
 impl Policy for RoundRobinPolicy {
@@ -30,12 +34,12 @@ impl Policy for RoundRobinPolicy {
         ctx.config().deny_unknown_keys(&["pool"])?;
         Ok(RoundRobinPolicy {
             pool: ctx.config_pool("pool")?,
-            rotation: RoundRobin::unweighted(),
+            rotation: Rotation::new(),
         })
     }
 
     fn decide(&mut self, req: &Request) -> Decision {
-        match self.rotation.pick(&self.pool.stats_for(req)) {
+        match self.rotation.pick(&mut self.pool.candidates(req)) {
             Some(backend) => Decision::forward(self.pool, backend),
             None => Decision::no_backend(),
         }

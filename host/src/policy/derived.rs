@@ -1,0 +1,259 @@
+//! Answers the host computes for a policy so that nothing but a number
+//! crosses into the guest: `request.key-hash` (a hash of a request part)
+//! and `request.candidates` (the backends a request may go to, as a
+//! bitmask). See `wit/policy.wit`. Neither allocates.
+
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
+
+use super::host::{RequestKey, RequestView, find_cookie};
+use crate::pool::{BackendPool, FNV1A64_OFFSET, fnv1a64_extend};
+
+/// The authority the client addressed, as the `authority` accessor returns
+/// it: the URI's (HTTP/2 `:authority`), else the `Host` header.
+pub fn authority(head: &http::request::Parts) -> Option<&str> {
+    match head.uri.authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => header_str(&head.headers, "host"),
+    }
+}
+
+/// The first value of header `name`, when present and valid UTF-8.
+pub fn header_str<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// FNV-1a 64 of the bytes the string accessor matching `key` returns;
+/// `None` exactly when that accessor returns none.
+pub fn key_hash(view: &RequestView, key: &RequestKey) -> Option<u64> {
+    let head = &view.head;
+    let text = match key {
+        RequestKey::ClientIp => return Some(ip_hash(view.client_ip)),
+        RequestKey::Path => head.uri.path(),
+        RequestKey::Host => authority(head)?,
+        RequestKey::Header(name) => header_str(&head.headers, name)?,
+        RequestKey::Cookie(name) => find_cookie(&head.headers, name)?,
+    };
+    Some(fnv1a64_extend(FNV1A64_OFFSET, text.as_bytes()))
+}
+
+/// FNV-1a 64 of the IP address's text (`IpAddr`'s `Display`, which the
+/// `client-ip` accessor returns), without a buffer on the heap: an IPv4
+/// address is written into a stack buffer by hand (`core::fmt` took about
+/// 0.1 us of a decision), an IPv6 one is hashed as `Display` writes it.
+fn ip_hash(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut text = [0u8; 15];
+            let len = ipv4_text(v4.octets(), &mut text);
+            fnv1a64_extend(FNV1A64_OFFSET, &text[..len])
+        }
+        IpAddr::V6(v6) => {
+            let mut hasher = FnvWriter(FNV1A64_OFFSET);
+            // Writing into the hasher cannot fail.
+            let _ = write!(hasher, "{v6}");
+            hasher.0
+        }
+    }
+}
+
+/// Writes `a.b.c.d` (decimal, no leading zeros) into `out`; returns the
+/// length.
+fn ipv4_text(octets: [u8; 4], out: &mut [u8; 15]) -> usize {
+    let mut len = 0;
+    for (i, octet) in octets.into_iter().enumerate() {
+        if i > 0 {
+            out[len] = b'.';
+            len += 1;
+        }
+        let digits = [octet / 100, octet / 10 % 10, octet % 10];
+        let skip = match octet {
+            100.. => 0,
+            10.. => 1,
+            _ => 2,
+        };
+        for digit in &digits[skip..] {
+            out[len] = b'0' + digit;
+            len += 1;
+        }
+    }
+    len
+}
+
+/// A `fmt::Write` sink that folds everything written into an FNV-1a 64
+/// hash.
+struct FnvWriter(u64);
+
+impl fmt::Write for FnvWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 = fnv1a64_extend(self.0, s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The `candidates` bitmask of `pool` (the listener's pool `pool_id`) for a
+/// request that tried `tried` (pool, backend) pairs: bit `i` for backend
+/// `first + i` when it is healthy and untried, or healthy when every
+/// healthy backend of the pool was tried.
+pub fn candidates(pool: &BackendPool, pool_id: u32, tried: &[(u32, u32)], first: u32) -> u64 {
+    let backends = &pool.backends;
+    let start = first as usize;
+    if start >= backends.len() {
+        return 0;
+    }
+    let healthy = |i: usize| backends[i].stats.healthy();
+    let tried_here = |i: usize| tried.contains(&(pool_id, i as u32));
+    // Only when this pool has tried backends and one healthy backend is
+    // still fresh are the tried ones left out (the SDK's `balance::avoid`).
+    let skip_tried = tried.iter().any(|&(p, _)| p == pool_id)
+        && (0..backends.len()).any(|i| healthy(i) && !tried_here(i));
+    let end = backends.len().min(start + 64);
+    (start..end)
+        .filter(|&i| healthy(i) && !(skip_tried && tried_here(i)))
+        .fold(0, |mask, i| mask | 1 << (i - start))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::{BackendConfig, PoolConfig};
+    use crate::pool::fnv1a64;
+
+    fn pool(size: u16) -> BackendPool {
+        let config = PoolConfig {
+            name: "web".into(),
+            backends: (0..size)
+                .map(|i| BackendConfig {
+                    address: format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
+                    weight: 1,
+                })
+                .collect(),
+            ..PoolConfig::default()
+        };
+        BackendPool::new(&config, None)
+    }
+
+    fn view(ip: &str, headers: &[(&str, &str)]) -> RequestView {
+        let mut builder = http::Request::builder().uri("/a/b?q=1");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let (head, ()) = builder.body(()).unwrap().into_parts();
+        RequestView::new(head, ip.parse().unwrap(), false, None)
+    }
+
+    #[test]
+    fn key_hash_is_fnv_of_each_accessor_value() {
+        let v = view(
+            "10.1.2.3",
+            &[
+                ("host", "example.com"),
+                ("x-user", "ann"),
+                ("cookie", "a=1; s=\"x y\""),
+            ],
+        );
+        let fnv = |s: &str| Some(fnv1a64(s.as_bytes()));
+        assert_eq!(key_hash(&v, &RequestKey::ClientIp), fnv("10.1.2.3"));
+        assert_eq!(key_hash(&v, &RequestKey::Path), fnv("/a/b"));
+        assert_eq!(key_hash(&v, &RequestKey::Host), fnv("example.com"));
+        let header = |name: &str| RequestKey::Header(name.into());
+        assert_eq!(key_hash(&v, &header("X-User")), fnv("ann"));
+        assert_eq!(key_hash(&v, &RequestKey::Cookie("s".into())), fnv("x y"));
+        assert_eq!(key_hash(&v, &RequestKey::Cookie("a".into())), fnv("1"));
+    }
+
+    #[test]
+    fn key_hash_is_none_when_the_value_is_absent() {
+        let mut v = view("10.1.2.3", &[]);
+        assert_eq!(key_hash(&v, &RequestKey::Host), None);
+        assert_eq!(key_hash(&v, &RequestKey::Header("x-user".into())), None);
+        assert_eq!(key_hash(&v, &RequestKey::Cookie("s".into())), None);
+        // Not valid UTF-8: the `header` accessor says none, and so does this.
+        v.head
+            .headers
+            .insert("x-bin", http::HeaderValue::from_bytes(b"\xff").unwrap());
+        assert_eq!(key_hash(&v, &RequestKey::Header("x-bin".into())), None);
+    }
+
+    #[test]
+    fn ipv4_text_is_display() {
+        let mut out = [0; 15];
+        for octets in [
+            [0, 0, 0, 0],
+            [255, 255, 255, 255],
+            [10, 0, 100, 7],
+            [1, 22, 9, 199],
+        ] {
+            let len = ipv4_text(octets, &mut out);
+            assert_eq!(&out[..len], IpAddr::from(octets).to_string().as_bytes());
+        }
+        for n in 0..=255u8 {
+            let ip = IpAddr::from([n, n.wrapping_mul(7), 99, n / 3]);
+            assert_eq!(ip_hash(ip), fnv1a64(ip.to_string().as_bytes()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn key_hash_of_ipv6_and_uri_authority() {
+        let v = view("::ffff:10.0.0.1", &[]);
+        assert_eq!(
+            key_hash(&v, &RequestKey::ClientIp),
+            Some(fnv1a64(v.client_ip.to_string().as_bytes()))
+        );
+        let v = view("2001:db8::1", &[]);
+        assert_eq!(
+            key_hash(&v, &RequestKey::ClientIp),
+            Some(fnv1a64(b"2001:db8::1"))
+        );
+        let mut v = view("::1", &[("host", "header.example")]);
+        v.head.uri = "http://uri.example:8080/x".parse().unwrap();
+        assert_eq!(
+            key_hash(&v, &RequestKey::Host),
+            Some(fnv1a64(b"uri.example:8080"))
+        );
+        assert_eq!(authority(&v.head), Some("uri.example:8080"));
+    }
+
+    #[test]
+    fn candidates_are_the_healthy_untried_backends() {
+        let p = pool(5);
+        assert_eq!(candidates(&p, 0, &[], 0), 0b11111);
+        p.backends[1].stats.set_healthy(false);
+        p.backends[3].stats.set_ejected(true);
+        assert_eq!(candidates(&p, 0, &[], 0), 0b10101);
+        assert_eq!(candidates(&p, 0, &[(0, 0)], 0), 0b10100);
+        // Another pool's tries do not count.
+        assert_eq!(candidates(&p, 0, &[(1, 0), (1, 2)], 0), 0b10101);
+        // An unhealthy backend stays out even when tried.
+        assert_eq!(candidates(&p, 0, &[(0, 1), (0, 4)], 0), 0b00101);
+    }
+
+    #[test]
+    fn candidates_count_tried_again_when_all_healthy_were_tried() {
+        let p = pool(3);
+        p.backends[2].stats.set_healthy(false);
+        assert_eq!(candidates(&p, 0, &[(0, 0), (0, 1)], 0), 0b011);
+        assert_eq!(candidates(&p, 2, &[(2, 0), (2, 1)], 0), 0b011);
+        p.backends[0].stats.set_healthy(false);
+        p.backends[1].stats.set_healthy(false);
+        assert_eq!(candidates(&p, 0, &[(0, 0)], 0), 0);
+    }
+
+    #[test]
+    fn candidates_window_by_first() {
+        let p = pool(130);
+        p.backends[65].stats.set_healthy(false);
+        assert_eq!(candidates(&p, 0, &[], 0), u64::MAX);
+        assert_eq!(candidates(&p, 0, &[], 64), u64::MAX & !0b10);
+        assert_eq!(candidates(&p, 0, &[], 128), 0b11);
+        assert_eq!(candidates(&p, 0, &[], 3), u64::MAX & !(1 << 62));
+        assert_eq!(candidates(&p, 0, &[], 127), 0b111);
+        assert_eq!(candidates(&p, 0, &[], 130), 0);
+        assert_eq!(candidates(&p, 0, &[], u32::MAX), 0);
+        // A fresh backend beyond the window still makes tried ones skipped.
+        assert_eq!(candidates(&p, 0, &[(0, 129)], 128), 0b01);
+        assert_eq!(candidates(&pool(0), 0, &[], 0), 0);
+    }
+}
