@@ -115,8 +115,6 @@ pub fn candidates(pool: &BackendPool, pool_id: u32, tried: &[(u32, u32)], first:
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::config::{BackendConfig, PoolConfig};
     use crate::pool::fnv1a64;
@@ -246,9 +244,9 @@ mod tests {
         let p = pool(130);
         p.backends[65].stats.set_healthy(false);
         assert_eq!(candidates(&p, 0, &[], 0), u64::MAX);
-        assert_eq!(candidates(&p, 0, &[], 64), u64::MAX & !0b10);
+        assert_eq!(candidates(&p, 0, &[], 64), !0b10);
         assert_eq!(candidates(&p, 0, &[], 128), 0b11);
-        assert_eq!(candidates(&p, 0, &[], 3), u64::MAX & !(1 << 62));
+        assert_eq!(candidates(&p, 0, &[], 3), !(1 << 62));
         assert_eq!(candidates(&p, 0, &[], 127), 0b111);
         assert_eq!(candidates(&p, 0, &[], 130), 0);
         assert_eq!(candidates(&p, 0, &[], u32::MAX), 0);
