@@ -10,7 +10,8 @@ use crate::{PoolId, Request};
 ///
 /// The host answers with 64 backends per call as a bitmask, so nothing but
 /// numbers crosses into the guest: for a pool of up to 64 backends building
-/// the set costs two host calls (pool size and one mask) and no allocation.
+/// the set costs one host call and no allocation (the pool's size is asked
+/// once per instance, see [`PoolId::size`]).
 /// Larger pools fetch each further group of 64 only when a method needs it.
 /// The set is a snapshot: build it once per decision.
 ///

@@ -146,9 +146,29 @@ impl PoolId {
     }
 
     /// Number of backends in the pool (0 for an unknown pool). Allocates
-    /// nothing; use it when the stats are not needed.
+    /// nothing; use it when the stats are not needed. Asked of the host
+    /// once per pool and instance, then remembered: an instance's pools
+    /// never change (see `init` in `wit/policy.wit`).
     pub fn size(self) -> u32 {
-        bindings::host::pool_size(self.0)
+        /// Pools whose size is remembered (a listener has a handful).
+        const REMEMBERED: usize = 64;
+        const UNKNOWN: u32 = u32::MAX;
+        thread_local! {
+            static SIZES: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let index = self.0 as usize;
+        if index >= REMEMBERED {
+            return bindings::host::pool_size(self.0);
+        }
+        SIZES.with_borrow_mut(|sizes| {
+            if sizes.len() <= index {
+                sizes.resize(index + 1, UNKNOWN);
+            }
+            if sizes[index] == UNKNOWN {
+                sizes[index] = bindings::host::pool_size(self.0);
+            }
+            sizes[index]
+        })
     }
 
     /// Live stats of every backend of the pool, in pool order (index `i` of

@@ -8,8 +8,8 @@
 //! yet. The rotation is per worker thread (see `shared-round-robin` for one
 //! rotation across workers).
 //!
-//! Cost: it asks the host only for the pool's size and its candidate mask
-//! (healthy, untried backends as bits), never for stats or strings: the
+//! Cost: one host call per decision, for the pool's candidate mask
+//! (healthy, untried backends as bits), never stats or strings: the
 //! cheapest decision a policy can make.
 //!
 //! `policy_config` keys:
