@@ -33,7 +33,6 @@ use super::client::{self, UpstreamBody};
 use super::headers;
 use super::retry::{self, AttemptError};
 use crate::config::OnError;
-use crate::health::passive::Failure;
 use crate::listener::{ListenerHandle, ListenerState};
 use crate::policy::{self, Decision, DecisionError, HeaderEdit, RequestView};
 use crate::pool::Backend;
@@ -264,20 +263,7 @@ async fn forward(
     let started = Instant::now();
     let timeout = backend.upstream.response_timeout;
     let sent = tokio::time::timeout(timeout, client::send(backend, request)).await;
-    let (mut response, connection) = match sent {
-        Ok(Ok(sent)) => sent,
-        Ok(Err(error)) => {
-            let error = AttemptError::from(error);
-            guard.record_error(error.failure());
-            tracing::warn!(backend = %backend.address, ?error, "backend request failed");
-            return Err(error);
-        }
-        Err(_) => {
-            guard.record_error(Failure::Timeout);
-            tracing::warn!(backend = %backend.address, ?timeout, "backend response timeout");
-            return Err(AttemptError::Timeout(timeout));
-        }
-    };
+    let (mut response, connection) = retry::settle(sent, &guard, timeout)?;
     guard.record_response(started.elapsed(), response.status());
     take_load_report(&mut response, backend);
 

@@ -32,6 +32,7 @@ use super::body::ProxyBody;
 use super::client::SendError;
 use super::proxy::local;
 use crate::health::passive::Failure;
+use crate::pool::ActiveRequest;
 
 /// Why an attempt produced no response.
 #[derive(Debug)]
@@ -90,6 +91,31 @@ impl From<SendError> for AttemptError {
         match error {
             SendError::Connect(text) => AttemptError::Connect(text),
             SendError::Broken(text) => AttemptError::Broken(text),
+        }
+    }
+}
+
+/// The outcome of an attempt bounded by the pool's `response_timeout`
+/// (`Err(Elapsed)`: no response head in time), with a failure recorded
+/// against the backend of `guard` and logged.
+pub fn settle<T>(
+    sent: Result<Result<T, SendError>, tokio::time::error::Elapsed>,
+    guard: &ActiveRequest,
+    timeout: Duration,
+) -> Result<T, AttemptError> {
+    let backend = guard.backend();
+    match sent {
+        Ok(Ok(sent)) => Ok(sent),
+        Ok(Err(error)) => {
+            let error = AttemptError::from(error);
+            guard.record_error(error.failure());
+            tracing::warn!(backend = %backend.address, ?error, "backend request failed");
+            Err(error)
+        }
+        Err(_) => {
+            guard.record_error(Failure::Timeout);
+            tracing::warn!(backend = %backend.address, ?timeout, "backend response timeout");
+            Err(AttemptError::Timeout(timeout))
         }
     }
 }

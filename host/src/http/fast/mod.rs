@@ -250,20 +250,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
         let exchange = upstream::exchange(backend, &self.upstream_head, idempotent, |bytes| {
             response::rewrite(bytes, &rewrite, output)
         });
-        let (mut connection, meta) = match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(exchanged)) => exchanged,
-            Ok(Err(error)) => {
-                let error = AttemptError::from(error);
-                guard.record_error(error.failure());
-                tracing::warn!(backend = %backend.address, ?error, "backend request failed");
-                return Err(error);
-            }
-            Err(_) => {
-                guard.record_error(Failure::Timeout);
-                tracing::warn!(backend = %backend.address, ?timeout, "backend response timeout");
-                return Err(AttemptError::Timeout(timeout));
-            }
-        };
+        let exchanged = tokio::time::timeout(timeout, exchange).await;
+        let (mut connection, meta) = super::retry::settle(exchanged, &guard, timeout)?;
         guard.record_response(started.elapsed(), meta.status);
         if let Some(load) = meta.load {
             super::proxy::record_load_report(&load, backend);
