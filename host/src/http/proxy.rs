@@ -95,12 +95,8 @@ pub async fn handle(
     let mut retries: Option<u32> = None;
     let mut last_error: Option<AttemptError> = None;
     loop {
-        let (decided, result) = policy::decide(&state.policy, view);
-        view = decided;
-        let route = match result {
-            Ok(decision) => route_of(&state, decision, &view.tried),
-            Err(error) => on_decision_error(listener, &state, shared, error, &view.tried),
-        };
+        let route;
+        (view, route) = decide_route(listener, &state, shared, view);
         let (target, backend, request_edits, response_edits) = match route {
             Route::Local(response) => return response,
             Route::Exhausted => {
@@ -144,7 +140,23 @@ pub async fn handle(
     }
 }
 
-pub(super) fn route_of(state: &ListenerState, decision: Decision, tried: &[(u32, u32)]) -> Route {
+/// Asks the listener's policy where the request in `view` goes; a failed
+/// decision follows `on_error`. The view comes back with the route.
+pub(super) fn decide_route(
+    listener: &ListenerHandle,
+    state: &ListenerState,
+    shared: &ProxyShared,
+    view: RequestView,
+) -> (RequestView, Route) {
+    let (view, result) = policy::decide(&state.policy, view);
+    let route = match result {
+        Ok(decision) => route_of(state, decision, &view.tried),
+        Err(error) => on_decision_error(listener, state, shared, error, &view.tried),
+    };
+    (view, route)
+}
+
+fn route_of(state: &ListenerState, decision: Decision, tried: &[(u32, u32)]) -> Route {
     match decision {
         Decision::Forward(forward) => {
             // `policy::decide` has checked both indexes and health.
@@ -187,7 +199,7 @@ pub(super) fn route_of(state: &ListenerState, decision: Decision, tried: &[(u32,
     }
 }
 
-pub(super) fn on_decision_error(
+fn on_decision_error(
     listener: &ListenerHandle,
     state: &ListenerState,
     shared: &ProxyShared,

@@ -33,12 +33,12 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::body::ProxyBody;
-use super::proxy::{ConnInfo, ProxyShared, Route, on_decision_error, route_of, unavailable};
+use super::proxy::{ConnInfo, ProxyShared, Route, decide_route, unavailable};
 use super::retry::AttemptError;
 use super::{Drain, HEADER_READ_TIMEOUT};
 use crate::health::passive::Failure;
 use crate::listener::ListenerHandle;
-use crate::policy::{self, HeaderEdit, RequestView};
+use crate::policy::{HeaderEdit, RequestView};
 use crate::pool::Backend;
 use relay::RelayError;
 use request::{Parsed, RequestHead};
@@ -181,12 +181,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
         let mut budget: Option<u32> = None;
         let mut last_error: Option<AttemptError> = None;
         loop {
-            let (decided, result) = policy::decide(&state.policy, view);
-            view = decided;
-            let route = match result {
-                Ok(decision) => route_of(&state, decision, &view.tried),
-                Err(error) => on_decision_error(listener, &state, shared, error, &view.tried),
-            };
+            let route;
+            (view, route) = decide_route(listener, &state, shared, view);
             let (target, backend, edits) = match route {
                 Route::Local(response) => return self.write_local(response, bodiless, close).await,
                 Route::Exhausted => {
