@@ -131,11 +131,7 @@ async fn accept_loop(
             _ = stopped.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo {
-            peer,
-            tls: false,
-            server_name: None,
-        };
+        let conn = ConnInfo::new(peer);
         let drain = crate::http::Drain::new(graceful.watcher(), draining.subscribe());
         let frontend = handle.state().frontend.clone();
         let (handle, shared, builder) = (

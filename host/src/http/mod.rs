@@ -10,6 +10,7 @@ pub mod body;
 pub mod client;
 pub mod fast;
 pub mod headers;
+pub mod ip_text;
 pub mod proxy;
 pub mod retry;
 pub mod rewind;

@@ -31,6 +31,7 @@ use tokio::sync::broadcast;
 use super::body::{ProxyBody, UpstreamResponse};
 use super::client::{self, UpstreamBody};
 use super::headers;
+use super::ip_text::IpText;
 use super::retry::{self, AttemptError};
 use crate::config::OnError;
 use crate::listener::{ListenerHandle, ListenerState};
@@ -53,6 +54,21 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The SNI name the client sent.
     pub server_name: Option<Arc<str>>,
+    /// The client's IP address as text, for the forwarding headers.
+    pub ip_text: IpText,
+}
+
+impl ConnInfo {
+    /// A plain-text connection from `peer` (TLS sets `tls` and
+    /// `server_name` after its handshake).
+    pub fn new(peer: SocketAddr) -> ConnInfo {
+        ConnInfo {
+            peer,
+            tls: false,
+            server_name: None,
+            ip_text: IpText::new(peer.ip()),
+        }
+    }
 }
 
 /// Where a request goes after the decision.
@@ -274,7 +290,9 @@ async fn forward(
     let guard = backend.start_request();
     let started = Instant::now();
     let timeout = backend.upstream.response_timeout;
-    let sent = tokio::time::timeout(timeout, client::send(backend, request)).await;
+    let sent = tokio::time::timeout(timeout, client::send(backend, request))
+        .await
+        .ok();
     let (mut response, connection) = retry::settle(sent, &guard, timeout)?;
     guard.record_response(started.elapsed(), response.status());
     take_load_report(&mut response, backend);

@@ -96,23 +96,23 @@ impl From<SendError> for AttemptError {
 }
 
 /// The outcome of an attempt bounded by the pool's `response_timeout`
-/// (`Err(Elapsed)`: no response head in time), with a failure recorded
-/// against the backend of `guard` and logged.
+/// (`None`: no response head in time), with a failure recorded against the
+/// backend of `guard` and logged.
 pub fn settle<T>(
-    sent: Result<Result<T, SendError>, tokio::time::error::Elapsed>,
+    sent: Option<Result<T, SendError>>,
     guard: &ActiveRequest,
     timeout: Duration,
 ) -> Result<T, AttemptError> {
     let backend = guard.backend();
     match sent {
-        Ok(Ok(sent)) => Ok(sent),
-        Ok(Err(error)) => {
+        Some(Ok(sent)) => Ok(sent),
+        Some(Err(error)) => {
             let error = AttemptError::from(error);
             guard.record_error(error.failure());
             tracing::warn!(backend = %backend.address, ?error, "backend request failed");
             Err(error)
         }
-        Err(_) => {
+        None => {
             guard.record_error(Failure::Timeout);
             tracing::warn!(backend = %backend.address, ?timeout, "backend response timeout");
             Err(AttemptError::Timeout(timeout))

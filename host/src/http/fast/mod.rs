@@ -23,6 +23,7 @@ pub mod request;
 pub mod response;
 pub mod upstream;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,6 +32,7 @@ use http::{Response, StatusCode};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Sleep;
 
 use super::body::ProxyBody;
 use super::proxy::{ConnInfo, ProxyShared, Route, decide_route, unavailable};
@@ -57,6 +59,13 @@ pub struct ClientConnection<IO> {
     output: Vec<u8>,
     /// The upstream request head being sent.
     upstream_head: Vec<u8>,
+    /// Where the request head being parsed lies.
+    scratch: request::Scratch,
+    /// Bounds the wait for a request head ([`HEADER_READ_TIMEOUT`]).
+    head_timer: Pin<Box<Sleep>>,
+    /// Bounds the wait for a response head (the pool's
+    /// `response_timeout`).
+    response_timer: Pin<Box<Sleep>>,
 }
 
 /// What the connection does after a request.
@@ -95,6 +104,9 @@ pub async fn serve<IO>(
         input: BytesMut::with_capacity(READ_BUFFER),
         output: Vec::with_capacity(1024),
         upstream_head: Vec::with_capacity(1024),
+        scratch: request::Scratch::default(),
+        head_timer: Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)),
+        response_timer: Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)),
     };
     loop {
         match client.next_request(&mut drain).await {
@@ -131,8 +143,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
     /// connection.
     async fn next_request(&mut self, drain: &mut Drain) -> Next {
         let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+        // Each connection keeps its timers: moving a registered timer's
+        // deadline later costs no timer-wheel work, a new one per request
+        // did.
+        self.head_timer.as_mut().reset(deadline);
         loop {
-            match request::parse(&mut self.input) {
+            match request::parse(&mut self.input, &mut self.scratch) {
                 Parsed::Ready(head) => return Next::Request(head),
                 Parsed::Handoff => return Next::Handoff,
                 Parsed::Invalid(status) => return Next::Invalid(status),
@@ -145,18 +161,18 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
             if idle && drain.draining() {
                 return Next::Closed;
             }
-            let read = tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.input));
             let read = tokio::select! {
-                read = read => read,
-                () = drain.started(), if idle => return Next::Closed,
-            };
-            match read {
-                Ok(Ok(0)) | Ok(Err(_)) => return Next::Closed,
-                Ok(Ok(_)) => {}
-                Err(_) => {
+                biased;
+                read = self.io.read_buf(&mut self.input) => read,
+                () = self.head_timer.as_mut() => {
                     tracing::debug!(peer = %self.conn.peer, "request head timeout");
                     return Next::Closed;
                 }
+                () = drain.started(), if idle => return Next::Closed,
+            };
+            match read {
+                Ok(0) | Err(_) => return Next::Closed,
+                Ok(_) => {}
             }
         }
     }
@@ -246,7 +262,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
         let exchange = upstream::exchange(backend, &self.upstream_head, idempotent, |bytes| {
             response::rewrite(bytes, &rewrite, output)
         });
-        let exchanged = tokio::time::timeout(timeout, exchange).await;
+        let deadline = tokio::time::Instant::from_std(started) + timeout;
+        self.response_timer.as_mut().reset(deadline);
+        let exchanged = tokio::select! {
+            biased;
+            exchanged = exchange => Some(exchanged),
+            () = self.response_timer.as_mut() => None,
+        };
         let (mut connection, meta) = super::retry::settle(exchanged, &guard, timeout)?;
         guard.record_response(started.elapsed(), meta.status);
         if let Some(load) = meta.load {

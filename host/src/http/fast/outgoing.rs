@@ -8,7 +8,6 @@
 //! copy. The policy's request edits, when there are any, go through a
 //! header map (`headers::apply_edits`).
 
-use std::io::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -55,13 +54,13 @@ pub fn write_head(
         put_line(out, b"host", backend.authority.as_str().as_bytes());
     }
     let proto = if conn.tls { "https" } else { "http" };
-    let ip = conn.peer.ip();
+    let ip = conn.ip_text.as_bytes();
     list_line(out, headers, "x-forwarded-for", |out| {
-        let _ = write!(out, "{ip}");
+        out.extend_from_slice(ip)
     });
     put_line(out, b"x-forwarded-proto", proto.as_bytes());
     list_line(out, headers, "forwarded", |out| {
-        forwarded_element(out, ip, proto, host)
+        forwarded_element(out, conn.peer.ip(), ip, proto, host)
     });
     out.extend_from_slice(b"\r\n");
 }
@@ -90,11 +89,21 @@ fn list_line(
 
 /// `for=...;proto=...[;host=...]` (RFC 7239; the host only when it is a
 /// plain token).
-fn forwarded_element(out: &mut Vec<u8>, ip: IpAddr, proto: &str, host: Option<&HeaderValue>) {
-    let _ = match ip {
-        IpAddr::V4(ip) => write!(out, "for={ip};proto={proto}"),
-        IpAddr::V6(ip) => write!(out, "for=\"[{ip}]\";proto={proto}"),
+fn forwarded_element(
+    out: &mut Vec<u8>,
+    ip: IpAddr,
+    ip_text: &[u8],
+    proto: &str,
+    host: Option<&HeaderValue>,
+) {
+    let (open, close): (&[u8], &[u8]) = match ip {
+        IpAddr::V4(_) => (b"for=", b";proto="),
+        IpAddr::V6(_) => (b"for=\"[", b"]\";proto="),
     };
+    out.extend_from_slice(open);
+    out.extend_from_slice(ip_text);
+    out.extend_from_slice(close);
+    out.extend_from_slice(proto.as_bytes());
     let host = host.map(HeaderValue::as_bytes);
     if let Some(host) = host.filter(|h| h.iter().all(|&b| is_token_char(b))) {
         out.extend_from_slice(b";host=");
@@ -152,24 +161,34 @@ mod tests {
 
     fn head(text: &str) -> Parts {
         let mut buffer = bytes::BytesMut::from(text);
-        match super::super::request::parse(&mut buffer) {
+        let scratch = &mut super::super::request::Scratch::default();
+        match super::super::request::parse(&mut buffer, scratch) {
             super::super::request::Parsed::Ready(head) => head.parts,
             other => panic!("{other:?}"),
         }
     }
 
-    fn conn(tls: bool) -> ConnInfo {
-        ConnInfo {
-            peer: "192.0.2.7:5000".parse().unwrap(),
-            tls,
-            server_name: None,
-        }
+    fn written_from(peer: &str, parts: &Parts, tls: bool, edits: &[HeaderEdit]) -> String {
+        let mut conn = ConnInfo::new(peer.parse().unwrap());
+        conn.tls = tls;
+        let mut out = Vec::new();
+        write_head(&mut out, parts, &conn, &backend(), edits);
+        String::from_utf8(out).unwrap()
     }
 
     fn written(parts: &Parts, tls: bool, edits: &[HeaderEdit]) -> String {
-        let mut out = Vec::new();
-        write_head(&mut out, parts, &conn(tls), &backend(), edits);
-        String::from_utf8(out).unwrap()
+        written_from("192.0.2.7:5000", parts, tls, edits)
+    }
+
+    #[test]
+    fn an_ipv6_client_is_quoted_in_forwarded() {
+        let parts = head("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        let text = written_from("[2001:db8::7]:5000", &parts, false, &[]);
+        assert!(text.contains("x-forwarded-for: 2001:db8::7\r\n"), "{text}");
+        assert!(
+            text.contains("forwarded: for=\"[2001:db8::7]\";proto=http;host=h\r\n"),
+            "{text}"
+        );
     }
 
     #[test]

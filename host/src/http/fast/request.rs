@@ -8,6 +8,8 @@
 //! so far. A malformed head is [`Parsed::Invalid`]: 400 (431 when too
 //! large) and the connection is closed, nothing forwarded.
 
+use std::mem::MaybeUninit;
+
 use bytes::BytesMut;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri, Version, request::Parts};
@@ -49,25 +51,32 @@ pub struct RequestHead {
 }
 
 /// Where a header's name and value lie in the buffer.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Span {
     name: (usize, usize),
     value: (usize, usize),
 }
 
+/// Where the header lines of the request being parsed lie; kept by the
+/// connection so that parsing a head writes no more than its own lines.
+#[derive(Default)]
+pub struct Scratch {
+    spans: Vec<Span>,
+}
+
 /// Parses the request head at the start of `buffer`; a served request's
 /// head is split off the buffer (what follows it, a pipelined request,
 /// stays).
-pub fn parse(buffer: &mut BytesMut) -> Parsed {
+pub fn parse(buffer: &mut BytesMut, scratch: &mut Scratch) -> Parsed {
     if starts_like_h2(buffer) {
         return match buffer.len() >= H2_PREFACE.len() {
             true => Parsed::Handoff,
             false => Parsed::Partial,
         };
     }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    let len = match request.parse(buffer) {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match request.parse_with_uninit_headers(buffer, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buffer.len() > MAX_HEAD => {
             return Parsed::Invalid(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
@@ -86,20 +95,20 @@ pub fn parse(buffer: &mut BytesMut) -> Parsed {
         return Parsed::Handoff;
     }
     let mut close = false;
-    let mut spans = [Span::default(); MAX_HEADERS];
+    let spans = &mut scratch.spans;
+    spans.clear();
     let base = buffer.as_ptr() as usize;
     let offset = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
-    for (span, header) in spans.iter_mut().zip(request.headers.iter()) {
+    for header in request.headers.iter() {
         match served_header(header.name, header.value) {
             Some(closes) => close |= closes,
             None => return Parsed::Handoff,
         }
-        *span = Span {
+        spans.push(Span {
             name: offset(header.name.as_bytes()),
             value: offset(header.value),
-        };
+        });
     }
-    let count = request.headers.len();
     let method = offset(method.as_bytes());
     let path = offset(path.as_bytes());
     let head = buffer.split_to(len).freeze();
@@ -110,8 +119,8 @@ pub fn parse(buffer: &mut BytesMut) -> Parsed {
     let Ok(uri) = Uri::from_maybe_shared(slice(path)) else {
         return Parsed::Invalid(StatusCode::BAD_REQUEST);
     };
-    let mut map = HeaderMap::with_capacity(count);
-    for span in &spans[..count] {
+    let mut map = HeaderMap::with_capacity(spans.len());
+    for span in spans.iter() {
         let Ok(name) = HeaderName::from_bytes(&slice(span.name)) else {
             return Parsed::Invalid(StatusCode::BAD_REQUEST);
         };
@@ -166,7 +175,7 @@ mod tests {
 
     fn parse_str(text: &str) -> (Parsed, BytesMut) {
         let mut buffer = BytesMut::from(text);
-        (parse(&mut buffer), buffer)
+        (parse(&mut buffer, &mut Scratch::default()), buffer)
     }
 
     #[test]

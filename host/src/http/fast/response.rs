@@ -5,7 +5,7 @@
 //! edits nothing is allocated: header lines are copied from the backend's
 //! buffer into the client's output buffer.
 
-use std::io::Write as _;
+use std::mem::MaybeUninit;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
@@ -58,9 +58,14 @@ pub struct Rewrite<'a> {
 /// Parses the response head at the start of `bytes` and, when it is the
 /// final one, writes the client's head into `out`.
 pub fn rewrite(bytes: &[u8], how: &Rewrite<'_>, out: &mut Vec<u8>) -> HeadProgress<ResponseMeta> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let len = match response.parse(bytes) {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        bytes,
+        &mut headers,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return HeadProgress::Partial,
         Err(error) => return HeadProgress::Invalid(format!("invalid response head: {error}")),
@@ -83,8 +88,11 @@ pub fn rewrite(bytes: &[u8], how: &Rewrite<'_>, out: &mut Vec<u8>) -> HeadProgre
     let framing = scan.framing(how.method, status);
     let reusable = response.version == Some(1) && !scan.close && framing != Framing::Eof;
     out.clear();
-    let reason = response.reason.unwrap_or("");
-    let _ = write!(out, "HTTP/1.1 {} {reason}\r\n", status.as_str());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
     let mut load = None;
     let kept = headers.iter().filter(|h| {
         if how.load_header.as_str().eq_ignore_ascii_case(h.name) {
