@@ -127,6 +127,11 @@ impl<'a> Request<'a> {
         self.inner.candidates(pool.0, first)
     }
 
+    /// The host's `least-active` answer; see [`PoolId::least_active`].
+    pub(crate) fn least_active_in(&self, pool: PoolId, tie_breaker: u64) -> Option<u32> {
+        self.inner.least_active(pool.0, tie_breaker)
+    }
+
     /// The backends of `pool` already tried for this request; empty (and
     /// without a host call beyond [`attempt`](Self::attempt)) on the first
     /// attempt.

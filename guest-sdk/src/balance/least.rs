@@ -5,7 +5,9 @@ use std::cmp::Ordering;
 use crate::BackendStats;
 
 /// The healthy backend with the fewest requests in flight; `None` when no
-/// backend is healthy. Weights are not considered.
+/// backend is healthy. Weights are not considered. When the stats are not
+/// needed for anything else, [`PoolId::least_active`](crate::PoolId::least_active)
+/// gives the same answer without fetching them.
 ///
 /// Ties (common at low load, where every backend has 0 or 1 in flight) are
 /// broken by `tie_breaker`: the tied backends are taken in pool order and

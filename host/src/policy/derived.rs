@@ -1,7 +1,8 @@
 //! Answers the host computes for a policy so that nothing but a number
-//! crosses into the guest: `request.key-hash` (a hash of a request part)
-//! and `request.candidates` (the backends a request may go to, as a
-//! bitmask). See `wit/policy.wit`. Neither allocates.
+//! crosses into the guest: `request.key-hash` (a hash of a request part),
+//! `request.candidates` (the backends a request may go to, as a bitmask)
+//! and `request.least-active` (the least busy of them). See
+//! `wit/policy.wit`. None allocates.
 
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
@@ -96,21 +97,61 @@ impl fmt::Write for FnvWriter {
 /// `first + i` when it is healthy and untried, or healthy when every
 /// healthy backend of the pool was tried.
 pub fn candidates(pool: &BackendPool, pool_id: u32, tried: &[(u32, u32)], first: u32) -> u64 {
-    let backends = &pool.backends;
     let start = first as usize;
-    if start >= backends.len() {
+    if start >= pool.backends.len() {
         return 0;
     }
-    let healthy = |i: usize| backends[i].stats.healthy();
-    let tried_here = |i: usize| tried.contains(&(pool_id, i as u32));
+    let candidate = is_candidate(pool, pool_id, tried);
+    let end = pool.backends.len().min(start + 64);
+    (start..end)
+        .filter(|&i| candidate(i))
+        .fold(0, |mask, i| mask | 1 << (i - start))
+}
+
+/// `request.least-active`: the candidate (as [`candidates`] defines them)
+/// with the fewest requests in flight, ties taken in pool order and
+/// `tie_breaker % ties` selecting one.
+pub fn least_active(
+    pool: &BackendPool,
+    pool_id: u32,
+    tried: &[(u32, u32)],
+    tie_breaker: u64,
+) -> Option<u32> {
+    let candidate = is_candidate(pool, pool_id, tried);
+    let active = |i: usize| pool.backends[i].stats.active();
+    let mut fewest = u32::MAX;
+    let mut ties = 0u64;
+    for i in (0..pool.backends.len()).filter(|&i| candidate(i)) {
+        let active = active(i);
+        if active < fewest {
+            (fewest, ties) = (active, 1);
+        } else if active == fewest {
+            ties += 1;
+        }
+    }
+    let nth = tie_breaker.checked_rem(ties)?;
+    (0..pool.backends.len())
+        .filter(|&i| candidate(i) && active(i) == fewest)
+        .nth(nth as usize)
+        .map(|i| i as u32)
+}
+
+/// Whether backend `i` of `pool` is a candidate for a request that tried
+/// `tried`: healthy and untried, or healthy when every healthy backend of
+/// the pool was tried (the SDK's `balance::avoid`).
+fn is_candidate<'a>(
+    pool: &'a BackendPool,
+    pool_id: u32,
+    tried: &'a [(u32, u32)],
+) -> impl Fn(usize) -> bool + 'a {
+    let backends = &pool.backends;
+    let healthy = move |i: usize| backends[i].stats.healthy();
+    let tried_here = move |i: usize| tried.contains(&(pool_id, i as u32));
     // Only when this pool has tried backends and one healthy backend is
-    // still fresh are the tried ones left out (the SDK's `balance::avoid`).
+    // still fresh are the tried ones left out.
     let skip_tried = tried.iter().any(|&(p, _)| p == pool_id)
         && (0..backends.len()).any(|i| healthy(i) && !tried_here(i));
-    let end = backends.len().min(start + 64);
-    (start..end)
-        .filter(|&i| healthy(i) && !(skip_tried && tried_here(i)))
-        .fold(0, |mask, i| mask | 1 << (i - start))
+    move |i| healthy(i) && !(skip_tried && tried_here(i))
 }
 
 #[cfg(test)]
@@ -253,5 +294,49 @@ mod tests {
         // A fresh backend beyond the window still makes tried ones skipped.
         assert_eq!(candidates(&p, 0, &[(0, 129)], 128), 0b01);
         assert_eq!(candidates(&pool(0), 0, &[], 0), 0);
+    }
+
+    /// Puts `counts[i]` requests in flight on backend `i`.
+    fn in_flight(p: &BackendPool, counts: &[usize]) -> Vec<crate::pool::ActiveRequest> {
+        let backends = p.backends.iter().zip(counts);
+        let guards = backends.flat_map(|(b, &n)| (0..n).map(|_| b.start_request()));
+        guards.collect()
+    }
+
+    #[test]
+    fn least_active_picks_the_least_busy_candidate() {
+        let p = pool(4);
+        let _guards = in_flight(&p, &[3, 1, 0, 2]);
+        for tie_breaker in 0..4 {
+            assert_eq!(least_active(&p, 0, &[], tie_breaker), Some(2));
+        }
+        p.backends[2].stats.set_healthy(false);
+        assert_eq!(least_active(&p, 0, &[], 0), Some(1));
+        // A retry skips the tried backend while a fresh one is healthy...
+        assert_eq!(least_active(&p, 0, &[(0, 1)], 0), Some(3));
+        // ... and counts it again once every healthy one was tried.
+        assert_eq!(least_active(&p, 0, &[(0, 0), (0, 1), (0, 3)], 0), Some(1));
+        for b in &p.backends {
+            b.stats.set_healthy(false);
+        }
+        assert_eq!(least_active(&p, 0, &[], 0), None);
+        assert_eq!(least_active(&p, 7, &[], 0), None);
+        assert_eq!(least_active(&pool(0), 0, &[], 0), None);
+    }
+
+    #[test]
+    fn least_active_rotates_among_ties_in_pool_order() {
+        let p = pool(5);
+        let _guards = in_flight(&p, &[1, 4, 1, 0, 0]);
+        let picks: Vec<_> = (0..4).map(|t| least_active(&p, 0, &[], t)).collect();
+        assert_eq!(picks, [Some(3), Some(4), Some(3), Some(4)]);
+        assert_eq!(least_active(&p, 0, &[], u64::MAX), Some(4));
+        p.backends[3].stats.set_healthy(false);
+        p.backends[4].stats.set_healthy(false);
+        let picks: Vec<_> = (0..3).map(|t| least_active(&p, 0, &[], t)).collect();
+        assert_eq!(picks, [Some(0), Some(2), Some(0)]);
+        let p = pool(130);
+        assert_eq!(least_active(&p, 0, &[], 129), Some(129));
+        assert_eq!(least_active(&p, 0, &[], 130), Some(0));
     }
 }

@@ -311,6 +311,16 @@ impl self::wasmroute::policy::host::HostRequest for HostState {
         }
     }
 
+    fn least_active(
+        &mut self,
+        _: Resource<RequestHandle>,
+        pool: u32,
+        tie_breaker: u64,
+    ) -> Option<u32> {
+        let backends = self.pools.get(pool as usize)?;
+        derived::least_active(backends, pool, &self.view().tried, tie_breaker)
+    }
+
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
         // Borrow handles are never owned by the guest; nothing to free.
         Ok(())

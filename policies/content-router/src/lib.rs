@@ -11,9 +11,11 @@
 //! plays no part.
 //!
 //! Inside the chosen pool the backend with the fewest requests in flight
-//! wins, ties rotating (see [`least_active`]). A pool with no healthy
-//! backend answers `503 no healthy backend`: a request is never sent to
-//! another pool than the one it was routed to.
+//! wins, ties rotating; a retry goes to a backend of the pool it has not
+//! tried yet while one is healthy (see [`PoolId::least_active`], answered
+//! by the host so the pool's stats never cross into the guest). A pool with
+//! no healthy backend answers `503 no healthy backend`: a request is never
+//! sent to another pool than the one it was routed to.
 //!
 //! `policy_config` keys:
 //! - `<pool>_prefix` (string, optional) for every pool but the first: the
@@ -29,7 +31,6 @@
 //! Build: `cargo policies` (writes `target/policies/content-router.wasm`),
 //! or `cargo build --release --target wasm32-wasip2 -p content-router`.
 
-use wasmroute_policy::balance::least_active;
 use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy};
 
 struct ContentRouter {
@@ -89,7 +90,7 @@ impl Policy for ContentRouter {
             .header_pool(req)
             .unwrap_or_else(|| self.route(&req.path()));
         self.decisions = self.decisions.wrapping_add(1);
-        match least_active(&pool.stats(), self.decisions) {
+        match pool.least_active(req, self.decisions) {
             Some(backend) => Decision::forward(pool, backend),
             None => Decision::no_backend(),
         }
