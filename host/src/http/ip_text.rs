@@ -1,13 +1,14 @@
-//! A client's IP address as text, written once per connection so that the
-//! forwarding headers of each request copy bytes instead of formatting
-//! (`core::fmt` took about 0.3 us of every request).
+//! An IP address as text, without `core::fmt` for IPv4 and without the
+//! heap: written once per client connection for the forwarding headers
+//! (formatting them per request was about 2.5 % of the proxy's CPU time
+//! under load), and per call for a policy's `key-hash` of the client IP.
 
 use std::fmt;
 use std::io::Write as _;
 use std::net::IpAddr;
 
-/// Longest text of an [`IpAddr`]: an IPv6 address ending in an IPv4 one
-/// (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
+/// Room for the text of any [`IpAddr`] (at most 39 characters; 45 is
+/// RFC 4291's longest form, with an embedded IPv4 address).
 const MAX_LEN: usize = 45;
 
 /// The text `IpAddr`'s `Display` writes, kept inline.
@@ -21,11 +22,14 @@ impl IpText {
     /// Writes `ip` as `Display` does.
     pub fn new(ip: IpAddr) -> IpText {
         let mut bytes = [0; MAX_LEN];
-        let len = {
-            let mut rest = &mut bytes[..];
-            // Cannot fail: MAX_LEN is the longest text of an address.
-            let _ = write!(rest, "{ip}");
-            MAX_LEN - rest.len()
+        let len = match ip {
+            IpAddr::V4(v4) => write_ipv4(v4.octets(), &mut bytes),
+            IpAddr::V6(v6) => {
+                let mut rest = &mut bytes[..];
+                // Cannot fail: MAX_LEN holds any address.
+                let _ = write!(rest, "{v6}");
+                MAX_LEN - rest.len()
+            }
         };
         IpText {
             bytes,
@@ -37,6 +41,29 @@ impl IpText {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
+}
+
+/// Writes `a.b.c.d` (decimal, no leading zeros) into `out`; returns the
+/// length.
+fn write_ipv4(octets: [u8; 4], out: &mut [u8; MAX_LEN]) -> usize {
+    let mut len = 0;
+    for (i, octet) in octets.into_iter().enumerate() {
+        if i > 0 {
+            out[len] = b'.';
+            len += 1;
+        }
+        let digits = [octet / 100, octet / 10 % 10, octet % 10];
+        let skip = match octet {
+            100.. => 0,
+            10.. => 1,
+            _ => 2,
+        };
+        for digit in &digits[skip..] {
+            out[len] = b'0' + digit;
+            len += 1;
+        }
+    }
+    len
 }
 
 impl fmt::Debug for IpText {
@@ -68,6 +95,10 @@ mod tests {
                 ip.to_string().as_bytes(),
                 "{ip}"
             );
+        }
+        for n in 0..=255u8 {
+            let ip = IpAddr::from([n, n.wrapping_mul(7), n / 3, 255 - n]);
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
         }
     }
 }
