@@ -135,7 +135,9 @@ pub fn add_forwarded(
     }
 }
 
-fn is_token_char(b: u8) -> bool {
+/// A byte of an RFC 9110 token (or of a host with a port or IPv6
+/// brackets): `Forwarded` carries such a host unquoted.
+pub fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:[]".contains(&b)
 }
 

@@ -14,7 +14,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 
 use super::response::put_line;
-use crate::http::headers::{apply_edits, is_hop_by_hop_name};
+use crate::http::headers::{apply_edits, is_hop_by_hop_name, is_token_char};
 use crate::http::proxy::ConnInfo;
 use crate::policy::HeaderEdit;
 use crate::pool::Backend;
@@ -109,10 +109,6 @@ fn forwarded_element(
         out.extend_from_slice(b";host=");
         out.extend_from_slice(host);
     }
-}
-
-fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:[]".contains(&b)
 }
 
 /// The client's `Connection` header: the names it makes hop-by-hop.
