@@ -46,6 +46,15 @@ pub fn is_hop_by_hop_name(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
+/// The comma-separated tokens of a header value (`Connection`,
+/// `Transfer-Encoding`), trimmed, empty ones skipped.
+pub fn list_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
 /// True when the request asks for a protocol upgrade (WebSocket).
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")

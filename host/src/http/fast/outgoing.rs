@@ -14,7 +14,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 
 use super::response::put_line;
-use crate::http::headers::{apply_edits, is_hop_by_hop_name, is_token_char};
+use crate::http::headers::{apply_edits, is_hop_by_hop_name, is_token_char, list_tokens};
 use crate::http::proxy::ConnInfo;
 use crate::policy::HeaderEdit;
 use crate::pool::Backend;
@@ -129,10 +129,7 @@ impl<'h> Connection<'h> {
             return false;
         };
         values.iter().any(|value| {
-            value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+            list_tokens(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
         })
     }
 }

@@ -14,6 +14,8 @@ use bytes::BytesMut;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri, Version, request::Parts};
 
+use crate::http::headers::list_tokens;
+
 /// Most header lines in a request head (hyper's default too).
 pub const MAX_HEADERS: usize = 100;
 
@@ -153,7 +155,7 @@ fn served_header(name: &str, value: &[u8]) -> Option<bool> {
     }
     if name.eq_ignore_ascii_case("connection") {
         let mut close = false;
-        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        for token in list_tokens(value) {
             if token.eq_ignore_ascii_case(b"upgrade") {
                 return None;
             }

@@ -11,7 +11,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
 use super::upstream::HeadProgress;
-use crate::http::headers::{apply_edits, is_hop_by_hop_name};
+use crate::http::headers::{apply_edits, is_hop_by_hop_name, list_tokens};
 use crate::policy::HeaderEdit;
 
 /// Most header lines in a response head.
@@ -189,11 +189,11 @@ impl<'b> Scan<'b> {
                 scan.content_length = Some(length);
             } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
                 scan.chunked_or_coded = true;
-                scan.chunked = tokens(value)
+                scan.chunked = list_tokens(value)
                     .last()
                     .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
             } else if header.name.eq_ignore_ascii_case("connection") {
-                scan.close |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"close"));
+                scan.close |= list_tokens(value).any(|t| t.eq_ignore_ascii_case(b"close"));
                 scan.connection = Some(value);
             }
         }
@@ -218,16 +218,8 @@ impl<'b> Scan<'b> {
     /// Whether the backend's `Connection` header names `name`.
     fn names_in_connection(&self, name: &str) -> bool {
         self.connection
-            .is_some_and(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+            .is_some_and(|v| list_tokens(v).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
     }
-}
-
-/// The comma-separated tokens of a header value, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
