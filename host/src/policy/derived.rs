@@ -62,30 +62,43 @@ pub fn candidates(pool: &BackendPool, pool_id: u32, tried: &[(u32, u32)], first:
 
 /// `request.least-active`: the candidate (as [`candidates`] defines them)
 /// with the fewest requests in flight, ties taken in pool order and
-/// `tie_breaker % ties` selecting one.
+/// `tie_breaker % ties` selecting one. Allocates only for pools of more
+/// than 64 backends.
 pub fn least_active(
     pool: &BackendPool,
     pool_id: u32,
     tried: &[(u32, u32)],
     tie_breaker: u64,
 ) -> Option<u32> {
+    // Other workers change the counts and health meanwhile: both passes
+    // read one snapshot (on the stack up to 64 backends), or the tie
+    // counted in the first could be gone in the second.
+    const ON_STACK: usize = 64;
+    const NOT_A_CANDIDATE: u64 = u64::MAX;
+    let size = pool.backends.len();
+    let (mut stack, mut heap) = ([0u64; ON_STACK], Vec::new());
+    let loads: &mut [u64] = if size <= ON_STACK {
+        &mut stack[..size]
+    } else {
+        heap.resize(size, 0);
+        &mut heap
+    };
     let candidate = is_candidate(pool, pool_id, tried);
-    let active = |i: usize| pool.backends[i].stats.active();
-    let mut fewest = u32::MAX;
-    let mut ties = 0u64;
-    for i in (0..pool.backends.len()).filter(|&i| candidate(i)) {
-        let active = active(i);
-        if active < fewest {
-            (fewest, ties) = (active, 1);
-        } else if active == fewest {
-            ties += 1;
-        }
+    for (i, load) in loads.iter_mut().enumerate() {
+        *load = match candidate(i) {
+            true => u64::from(pool.backends[i].stats.active()),
+            false => NOT_A_CANDIDATE,
+        };
     }
-    let nth = tie_breaker.checked_rem(ties)?;
-    (0..pool.backends.len())
-        .filter(|&i| candidate(i) && active(i) == fewest)
-        .nth(nth as usize)
-        .map(|i| i as u32)
+    let fewest = loads
+        .iter()
+        .copied()
+        .min()
+        .filter(|&l| l != NOT_A_CANDIDATE)?;
+    let ties = loads.iter().filter(|&&l| l == fewest).count() as u64;
+    let nth = (tie_breaker % ties) as usize;
+    let mut tied = loads.iter().enumerate().filter(|&(_, &l)| l == fewest);
+    tied.nth(nth).map(|(i, _)| i as u32)
 }
 
 /// Whether backend `i` of `pool` is a candidate for a request that tried
