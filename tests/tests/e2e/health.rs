@@ -157,7 +157,10 @@ impl Load {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_backend_costs_no_client_errors_and_returns_after_rise_checks() {
     let mut web = Backend::start_many("web", 3).await.unwrap();
-    let extra = format!("{CHECKS}[pools.passive]\nejection_time = \"100ms\"\n");
+    // `rise = 5`: a proxy that put the backend back on its first passing
+    // check would send it traffic for 200 ms before the Up event.
+    let checks = CHECKS.replace("rise = 2", "rise = 5");
+    let extra = format!("{checks}[pools.passive]\nejection_time = \"100ms\"\n");
     let mut fx = proxy(&[&web[0], &web[1], &web[2]], &extra).await;
     let load = Load::start(fx.url("edge", "/"), 2, &["web-1", "web-2", "web-3"]);
     let names = ["web-1", "web-2", "web-3"];
@@ -204,9 +207,13 @@ async fn killed_backend_costs_no_client_errors_and_returns_after_rise_checks() {
     )
     .await
     .unwrap();
+    // The count is read when the test sees the Up event, a moment after the
+    // backend went back into rotation: the requests of that moment (a few
+    // at most; several were seen on a busy machine) are allowed, not the
+    // 200 ms of traffic that skipping `rise` would bring.
     let at_up = load.served_by("web-2");
     assert!(
-        at_up <= before + 2,
+        at_up <= before + 10,
         "web-2 got {} requests before it was up again",
         at_up - before
     );
