@@ -23,6 +23,17 @@ async fn proxy_to(backend: &Scripted) -> ProxyFixture {
         .unwrap()
 }
 
+/// Writes `requests` in one write and expects a 200 with each of `bodies`,
+/// in order.
+async fn pipeline(stream: &mut TcpStream, buffer: &mut Vec<u8>, requests: &[u8], bodies: &[&str]) {
+    stream.write_all(requests).await.unwrap();
+    for expected in bodies {
+        let (head, body) = read_response(stream, buffer, false).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, *expected);
+    }
+}
+
 /// Reads one response with a `Content-Length` (or none, for HEAD) from
 /// `stream`: its head and body.
 async fn read_response(
@@ -65,15 +76,14 @@ async fn one_connection_serves_pipelined_head_and_body_requests_in_order() {
     let fx = proxy_to(&backend).await;
     let mut stream = TcpStream::connect(fx.addr("edge")).await.unwrap();
     let mut buffer = Vec::new();
-    stream
-        .write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    for expected in ["GET /one 0", "GET /two 0"] {
-        let (head, body) = read_response(&mut stream, &mut buffer, false).await;
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert_eq!(body, expected);
-    }
+    let requests = b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n";
+    pipeline(
+        &mut stream,
+        &mut buffer,
+        requests,
+        &["GET /one 0", "GET /two 0"],
+    )
+    .await;
     stream
         .write_all(b"HEAD /three HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
@@ -84,15 +94,14 @@ async fn one_connection_serves_pipelined_head_and_body_requests_in_order() {
         "{head}"
     );
     // A body: the connection goes to hyper, with the bytes already read.
-    stream
-        .write_all(b"POST /four HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /five HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    for expected in ["POST /four 3", "GET /five 0"] {
-        let (head, body) = read_response(&mut stream, &mut buffer, false).await;
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert_eq!(body, expected);
-    }
+    let requests = b"POST /four HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /five HTTP/1.1\r\nHost: a\r\n\r\n";
+    pipeline(
+        &mut stream,
+        &mut buffer,
+        requests,
+        &["POST /four 3", "GET /five 0"],
+    )
+    .await;
     assert_eq!(backend.served(), 5);
     fx.shutdown().await.unwrap();
 }
