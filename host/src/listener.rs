@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::OnError;
-use crate::http::proxy::{ConnInfo, ProxyShared};
+use crate::http::{ConnInfo, ProxyShared};
 use crate::policy::BoundPolicy;
 
 /// What a request on a listener needs, replaced as a whole on reload.

@@ -32,6 +32,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::retry::{AttemptError, ClientFault};
 use crate::pool::{Backend, BackendPool};
 use crate::tls::upstream::{MaybeTls, tls_for_address};
 
@@ -47,15 +48,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Most idle connections kept per backend; more are closed.
 pub const MAX_IDLE: usize = 1024;
-
-/// Why a request got no response head.
-#[derive(Debug)]
-pub enum SendError {
-    /// No connection could be made: nothing reached the backend.
-    Connect(String),
-    /// The connection failed after the request was (maybe) sent.
-    Broken(String),
-}
 
 /// A connection that can wait in an [`IdleConnections`] queue.
 pub trait Reusable {
@@ -187,11 +179,13 @@ pub async fn close_idle_connections(pool: Arc<BackendPool>) {
 
 /// Sends `request` to `backend` on a pooled connection, or a new one, and
 /// returns the response head with the connection, to be given back to
-/// [`IdleConnections::put`] once the response body has been read.
+/// [`IdleConnections::put`] once the response body has been read. On a
+/// failure, the request comes back when nothing of it was sent (no
+/// connection could be made).
 pub async fn send(
     backend: &Backend,
     mut request: Request<UpstreamBody>,
-) -> Result<(Response<Incoming>, Connection), SendError> {
+) -> Result<(Response<Incoming>, Connection), (AttemptError, Option<Request<UpstreamBody>>)> {
     while let Some(mut connection) = backend.connections.take() {
         if connection.ready().await.is_err() {
             continue;
@@ -201,31 +195,43 @@ pub async fn send(
             Err(mut error) => match error.take_message() {
                 // Closed before the request was written: try another.
                 Some(unsent) => request = unsent,
-                None => return Err(SendError::Broken(error_chain(error.error()))),
+                None => return Err((failure(error.error()), None)),
             },
         }
     }
-    let mut connection = connect(backend).await?;
+    let mut connection = match connect(backend).await {
+        Ok(connection) => connection,
+        Err(error) => return Err((error, Some(request))),
+    };
     match connection.try_send_request(request).await {
         Ok(response) => Ok((response, connection)),
         Err(mut error) => {
             let text = error_chain(error.error());
             match error.take_message() {
-                Some(_) => Err(SendError::Connect(text)),
-                None => Err(SendError::Broken(text)),
+                Some(unsent) => Err((AttemptError::Connect(text), Some(unsent))),
+                None => Err((failure(error.error()), None)),
             }
         }
     }
 }
 
+/// Whose fault a failed exchange is: an error of the client's body
+/// (hyper's "user" errors: the client aborted its upload) is the client's.
+fn failure(error: &hyper::Error) -> AttemptError {
+    match error.is_user() {
+        true => AttemptError::Client(ClientFault::Aborted),
+        false => AttemptError::Broken(error_chain(error)),
+    }
+}
+
 /// Opens a new connection to `backend` within its pool's connect timeout.
-async fn connect(backend: &Backend) -> Result<Connection, SendError> {
+async fn connect(backend: &Backend) -> Result<Connection, AttemptError> {
     let timeout = backend.upstream.connect_timeout;
     let io = match tokio::time::timeout(timeout, open(backend)).await {
         Ok(Ok(io)) => io,
-        Ok(Err(error)) => return Err(SendError::Connect(error.to_string())),
+        Ok(Err(error)) => return Err(AttemptError::connect(&error, error.to_string())),
         Err(_) => {
-            return Err(SendError::Connect(format!(
+            return Err(AttemptError::Connect(format!(
                 "connect timed out after {timeout:?}"
             )));
         }
@@ -233,7 +239,7 @@ async fn connect(backend: &Backend) -> Result<Connection, SendError> {
     let (connection, driver) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
-        .map_err(|error| SendError::Connect(error_chain(&error)))?;
+        .map_err(|error| AttemptError::Connect(error_chain(&error)))?;
     let address = backend.address;
     tokio::spawn(async move {
         if let Err(error) = driver.with_upgrades().await {

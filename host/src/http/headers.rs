@@ -1,11 +1,21 @@
-//! Header rules of a reverse proxy: hop-by-hop headers are removed in both
-//! directions (RFC 9110 section 7.6.1), the client's identity is passed on
-//! in `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` (RFC 7239),
-//! and the client's `Host` is preserved.
+//! Header rules of a reverse proxy, for both codecs: hop-by-hop headers
+//! are removed in both directions (RFC 9110 section 7.6.1), the client's
+//! identity is passed on in `X-Forwarded-For`, `X-Forwarded-Proto` and
+//! `Forwarded` (RFC 7239), and the request's target and `Host` are checked
+//! before anything reads them ([`check_request`]): the policy routes on
+//! the same host the backend receives.
+//!
+//! `Connection` may make any header hop-by-hop except the ones that frame
+//! or address the message (`Host`, `Content-Length`,
+//! `Transfer-Encoding`): `Connection: close, host` must not strip the
+//! host the policy routed on.
 
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{StatusCode, Uri, Version};
 
 use crate::policy::HeaderEdit;
 
@@ -55,30 +65,45 @@ pub fn list_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
-/// True when the request asks for a protocol upgrade (WebSocket).
-pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+/// Whether a `Connection` header value names `name` as hop-by-hop, with
+/// the protected names never counted (see the module docs).
+pub fn connection_names(value: &[u8], name: &str) -> bool {
+    !is_protected(name) && list_tokens(value).any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
 }
 
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
+/// Headers that `Connection` cannot remove.
+fn is_protected(name: &str) -> bool {
+    ["host", "content-length", "transfer-encoding"]
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// True when the request asks for a protocol upgrade the proxy tunnels
+/// (WebSocket and the like; never `h2c`, which would take the connection
+/// out of the proxy's hands).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    let offers = headers.get_all(header::UPGRADE).iter();
+    let tunnelled = offers
+        .flat_map(|v| list_tokens(v.as_bytes()))
+        .any(|t| !t.eq_ignore_ascii_case(b"h2c"));
+    tunnelled
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| list_tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade")))
 }
 
 /// Removes hop-by-hop headers and every header the `Connection` header
-/// names. With `upgrade`, keeps `Upgrade` and sets `Connection: upgrade` so
-/// the upgrade handshake reaches the other side.
+/// names (but the protected ones). With `upgrade`, keeps `Upgrade` and
+/// sets `Connection: upgrade` so the upgrade handshake reaches the other
+/// side.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .flat_map(|v| list_tokens(v.as_bytes()))
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .filter(|name| !is_protected(name.as_str()))
         .collect();
     for name in named {
         if !(upgrade && name == header::UPGRADE) {
@@ -110,6 +135,87 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         headers.insert(header::UPGRADE, value);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// Longest request method accepted.
+pub const MAX_METHOD: usize = 32;
+
+/// Why a request head is refused before the policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The status the client gets.
+    pub status: StatusCode,
+    /// What was wrong, the body of the response.
+    pub reason: &'static str,
+}
+
+impl Refusal {
+    fn bad(reason: &'static str) -> Refusal {
+        Refusal {
+            status: StatusCode::BAD_REQUEST,
+            reason,
+        }
+    }
+}
+
+/// Checks a request head and puts its target in one form, for either
+/// codec, before the policy sees it:
+/// - a method of at most [`MAX_METHOD`] bytes;
+/// - at most one `Host`, and one in every HTTP/1.1 request (RFC 9112
+///   3.2), made only of authority characters;
+/// - an HTTP/1 request in absolute form: the URI's authority replaces
+///   `Host` (RFC 9112 3.2.2) and the target becomes origin form, so the
+///   policy, the forwarded `Host` and `Forwarded` agree;
+/// - HTTP/2: `:authority` and a `host` header that disagree are refused
+///   (RFC 9113 8.3.1).
+pub fn check_request(head: &mut Parts) -> Result<(), Refusal> {
+    if head.method.as_str().len() > MAX_METHOD {
+        return Err(Refusal::bad("request method too long"));
+    }
+    let mut hosts = head.headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Refusal::bad("more than one Host header"));
+    }
+    if host.is_some_and(|h| !h.as_bytes().iter().all(|&b| is_authority_char(b))) {
+        return Err(Refusal::bad("invalid Host header"));
+    }
+    let authority = head.uri.authority().map(|a| a.as_str());
+    match (head.version, authority) {
+        (Version::HTTP_2 | Version::HTTP_3, Some(authority)) => match host {
+            Some(host) if host.as_bytes() != authority.as_bytes() => {
+                Err(Refusal::bad("Host and :authority disagree"))
+            }
+            _ => Ok(()),
+        },
+        (Version::HTTP_2 | Version::HTTP_3, None) => Ok(()),
+        (_, Some(authority)) => {
+            let value = HeaderValue::from_str(authority)
+                .map_err(|_| Refusal::bad("invalid request target"))?;
+            head.headers.insert(header::HOST, value);
+            let path = std::mem::take(&mut head.uri).into_parts().path_and_query;
+            head.uri = Uri::from(path.unwrap_or_else(|| PathAndQuery::from_static("/")));
+            Ok(())
+        }
+        (Version::HTTP_11, None) if host.is_none() => Err(Refusal::bad("missing Host header")),
+        _ => Ok(()),
+    }
+}
+
+/// A `Content-Length` value: 1 to 19 digits and nothing else (no sign, no
+/// list, no blank inside), in either direction.
+pub fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+/// A byte of a URI authority (RFC 3986: unreserved, sub-delims, `:`, `@`,
+/// `%` and IPv6 brackets).
+fn is_authority_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%[]".contains(&b)
 }
 
 /// Adds the client's address and the original scheme and host. Values

@@ -1,16 +1,19 @@
-//! HTTP serving: one client connection, served by the HTTP/1.1 fast path
-//! ([`fast`]) for bodiless requests and by hyper ([`proxy::handle`]) for
-//! everything else (HTTP/2, bodies, upgrades).
+//! HTTP serving: one request pipeline ([`pipeline`]) and two codecs that
+//! move its bytes: the HTTP/1.1 fast codec ([`fast`]) for HTTP/1.1
+//! requests with or without bodies, and hyper's ([`proxy`]) for HTTP/2,
+//! WebSocket upgrades and HTTP/1.0. The header rules of both live in
+//! [`headers`], the upstream error and retry rules in [`retry`].
 //!
-//! Malformed HTTP/1 requests are answered with a 4xx (400, or 431 for
-//! oversized heads) and the connection is closed; nothing reaches the
-//! policy or a backend.
+//! Malformed or ambiguous requests are answered with a 4xx saying why
+//! (400, 417, or 431 for oversized heads) and the connection is closed;
+//! nothing reaches the policy or a backend.
 
 pub mod body;
 pub mod client;
 pub mod fast;
 pub mod headers;
 pub mod ip_text;
+pub mod pipeline;
 pub mod proxy;
 pub mod retry;
 pub mod rewind;
@@ -27,10 +30,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use crate::listener::ListenerHandle;
-use proxy::{ConnInfo, ProxyShared};
+pub use pipeline::{ConnInfo, ProxyShared};
 
 /// How long a client may take to send a request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a client may leave a response write waiting (the listener's
+/// `send_timeout` by default).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The connection builder used for every client connection of a listener.
 pub fn connection_builder() -> auto::Builder<TokioExecutor> {

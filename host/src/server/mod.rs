@@ -28,7 +28,7 @@ use runtime::Runtime;
 pub use watch::FileChange;
 
 use crate::config::Config;
-use crate::http::proxy::ProxyShared;
+use crate::http::ProxyShared;
 use crate::policy::PolicyEngine;
 
 /// How long file events must be quiet before they are acted on.

@@ -15,7 +15,7 @@ use super::watch::{FileChange, FileWatcher};
 use super::{Addresses, ServerEvent};
 use crate::config::{Config, ConfigError};
 use crate::health::HealthTasks;
-use crate::http::proxy::ProxyShared;
+use crate::http::ProxyShared;
 use crate::listener::{ListenerHandle, ListenerState, RunningListener};
 use crate::policy::{CompiledPolicy, PolicyEngine, SharedCounters};
 use crate::pool::BackendPool;

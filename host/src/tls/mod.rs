@@ -42,7 +42,7 @@ pub use acceptor::{HandshakeError, TlsConfigError, TlsTerminator};
 pub use resolver::SniResolver;
 
 use crate::config::{ListenerConfig, Protocol};
-use crate::http::proxy::{ConnInfo, ProxyShared};
+use crate::http::{ConnInfo, ProxyShared};
 use crate::listener::ListenerHandle;
 
 /// The crypto provider every TLS config of the proxy uses (see the module docs).

@@ -18,7 +18,7 @@ use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::http::body::ProxyBody;
-use crate::http::proxy::local;
+use crate::http::pipeline::local;
 
 /// Serves one plain connection with redirects to `https://...:port`.
 pub async fn serve_redirect<IO>(

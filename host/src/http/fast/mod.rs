@@ -1,22 +1,26 @@
-//! The HTTP/1.1 fast path: bodiless requests forwarded by the request's
-//! own task, bytes in and bytes out.
+//! The HTTP/1.1 fast codec: requests forwarded by the request's own task,
+//! bytes in and bytes out, through the one pipeline
+//! (`super::pipeline::process_request`).
 //!
 //! hyper serves HTTP/1 as two full state machines (the client connection
 //! and the upstream connection, each with its own task, header map and
-//! encoder) joined by a channel. An edge proxy's common request, a `GET`
-//! without a body on a keep-alive connection, needs much less: parse the
+//! encoder) joined by a channel. An edge proxy needs much less: parse the
 //! head once ([`request`]), let the policy decide, write the upstream head
-//! from the parsed one ([`outgoing`]), read the response head and rewrite
-//! it into the client's in one pass ([`response`]), and relay the body with
-//! its framing untouched ([`relay`]). Upstream connections are the
-//! backend's own ([`upstream`]), so no task or channel sits in between.
+//! from the parsed one ([`outgoing`]) with the body bytes already read,
+//! stream the rest of the body ([`body`]), read the response head and
+//! rewrite it into the client's in one pass ([`response`]), and relay the
+//! response body with its framing untouched ([`relay`]). Upstream
+//! connections are the backend's own ([`upstream`]), so no task or channel
+//! sits in between. Chunked bodies in both directions are checked by one
+//! strict scanner ([`chunked`]).
 //!
-//! Everything else (request bodies, `Expect`, upgrades, HTTP/1.0,
-//! `CONNECT`, absolute-form targets, HTTP/2) is handed to hyper together
-//! with the bytes already read ([`super::rewind::Rewind`]); the connection
-//! stays with hyper from then on. The decision, retry and on-error rules
-//! are the same as hyper's path (`super::proxy`).
+//! WebSocket upgrades, HTTP/1.0, `CONNECT`, `OPTIONS *` and HTTP/2 are
+//! handed to hyper together with the bytes already read
+//! ([`super::rewind::Rewind`]); the connection stays with hyper from then
+//! on. A connection keeps the fast path after requests with bodies.
 
+pub mod body;
+pub mod chunked;
 pub mod outgoing;
 pub mod relay;
 pub mod request;
@@ -25,7 +29,7 @@ pub mod upstream;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{Response, StatusCode};
@@ -35,16 +39,17 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
 use super::body::ProxyBody;
-use super::proxy::{ConnInfo, ProxyShared, Route, decide_route, unavailable};
-use super::retry::AttemptError;
-use super::{Drain, HEADER_READ_TIMEOUT};
+use super::pipeline::{Codec, ConnInfo, ProxyShared, Target, process_request, refused};
+use super::retry::{self, AttemptError};
+use super::{Drain, HEADER_READ_TIMEOUT, SEND_TIMEOUT};
 use crate::health::passive::Failure;
 use crate::listener::ListenerHandle;
-use crate::policy::{HeaderEdit, RequestView};
-use crate::pool::Backend;
+use crate::policy::RequestView;
+use body::{BodyState, Upload};
 use relay::RelayError;
 use request::{Parsed, RequestHead};
-use response::{Framing, Rewrite};
+use response::{Framing, ResponseMeta, Rewrite};
+use upstream::{Exchange, NoBody};
 
 /// Initial size of a client connection's read buffer.
 const READ_BUFFER: usize = 8 * 1024;
@@ -66,11 +71,15 @@ pub struct ClientConnection<IO> {
     /// Bounds the wait for a response head (the pool's
     /// `response_timeout`).
     response_timer: Pin<Box<Sleep>>,
+    /// The longest a write to the client may wait.
+    send_timeout: Duration,
 }
 
 /// What the connection does after a request.
-enum After {
+pub enum After {
+    /// Read the next request.
     KeepAlive,
+    /// Close the connection.
     Close,
 }
 
@@ -82,7 +91,7 @@ enum After {
 enum Next {
     Request(RequestHead),
     Handoff,
-    Invalid(StatusCode),
+    Invalid(StatusCode, &'static str),
     Closed,
 }
 
@@ -107,6 +116,7 @@ pub async fn serve<IO>(
         scratch: request::Scratch::default(),
         head_timer: Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)),
         response_timer: Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)),
+        send_timeout: SEND_TIMEOUT,
     };
     loop {
         match client.next_request(&mut drain).await {
@@ -125,10 +135,11 @@ pub async fn serve<IO>(
                 return super::serve_with_hyper(io, conn, listener, shared, builder, graceful)
                     .await;
             }
-            Next::Invalid(status) => {
-                tracing::debug!(peer = %client.conn.peer, %status, "malformed request head");
-                let response = super::proxy::local(status, "bad request\n");
-                let _ = client.write_local(response, false, true).await;
+            Next::Invalid(status, reason) => {
+                tracing::debug!(peer = %client.conn.peer, %status, reason, "request refused");
+                let _ = client
+                    .write_local(refused(status, reason), false, true)
+                    .await;
                 let _ = client.io.shutdown().await;
                 return;
             }
@@ -151,7 +162,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
             match request::parse(&mut self.input, &mut self.scratch) {
                 Parsed::Ready(head) => return Next::Request(head),
                 Parsed::Handoff => return Next::Handoff,
-                Parsed::Invalid(status) => return Next::Invalid(status),
+                Parsed::Invalid(status, reason) => return Next::Invalid(status, reason),
                 Parsed::Partial => {}
             }
             if self.input.capacity() - self.input.len() < 1024 {
@@ -177,134 +188,37 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
         }
     }
 
-    /// Decides and forwards one request, retrying like hyper's path.
+    /// Serves one request through the pipeline.
     async fn serve_request(
         &mut self,
         head: RequestHead,
         listener: &ListenerHandle,
         shared: &ProxyShared,
     ) -> After {
-        let state = listener.state();
-        let close = head.close;
-        let bodiless = head.parts.method == http::Method::HEAD;
-        let conn = &self.conn;
-        let mut view = RequestView::new(
-            head.parts,
-            conn.peer.ip(),
-            conn.tls,
-            conn.server_name.clone(),
-        );
-        let mut budget: Option<u32> = None;
-        let mut last_error: Option<AttemptError> = None;
-        loop {
-            let route;
-            (view, route) = decide_route(listener, &state, shared, view);
-            let (target, backend, edits) = match route {
-                Route::Local(response) => return self.write_local(response, bodiless, close).await,
-                Route::Exhausted => {
-                    let response = last_error.map_or_else(
-                        || unavailable("no healthy backend\n"),
-                        |error| error.response(),
-                    );
-                    return self.write_local(response, bodiless, close).await;
-                }
-                Route::Forward {
-                    target,
-                    backend,
-                    request_edits,
-                    response_edits,
-                } => (target, backend, (request_edits, response_edits)),
-            };
-            let retries = *budget.get_or_insert(backend.upstream.retries);
-            let error = match self.forward(&view, &backend, edits, close).await {
-                Ok(after) => return after,
-                Err(error) => error,
-            };
-            if (view.tried.len() as u32) < retries && error.retryable(&view.head.method) {
-                tracing::debug!(backend = %backend.address, attempt = view.tried.len() + 1, "retrying on another backend");
-                view.tried.push(target);
-                last_error = Some(error);
-                continue;
-            }
-            return self.write_local(error.response(), bodiless, close).await;
-        }
-    }
-
-    /// One attempt on `backend`: the request head goes out, the response
-    /// comes back to the client. `Err` only when nothing was sent to the
-    /// client yet.
-    async fn forward(
-        &mut self,
-        view: &RequestView,
-        backend: &Arc<Backend>,
-        (request_edits, response_edits): (Vec<HeaderEdit>, Vec<HeaderEdit>),
-        close: bool,
-    ) -> Result<After, AttemptError> {
-        let head = &view.head;
-        outgoing::write_head(
-            &mut self.upstream_head,
-            head,
-            &self.conn,
-            backend,
-            &request_edits,
-        );
-        let rewrite = Rewrite {
-            method: &head.method,
-            load_header: &backend.load_header,
-            edits: &response_edits,
+        let RequestHead {
+            parts,
             close,
+            body,
+            expect_continue,
+        } = head;
+        let conn = &self.conn;
+        let view = RequestView::new(parts, conn.peer.ip(), conn.tls, conn.server_name.clone());
+        let mut codec = FastCodec {
+            head_only: view.head.method == http::Method::HEAD,
+            close,
+            body: BodyState::new(body, expect_continue),
+            framing: body,
+            client: self,
         };
-        let output = &mut self.output;
-        let idempotent = super::retry::is_idempotent(&head.method);
-        let guard = backend.start_request();
-        let started = Instant::now();
-        let timeout = backend.upstream.response_timeout;
-        let exchange = upstream::exchange(backend, &self.upstream_head, idempotent, |bytes| {
-            response::rewrite(bytes, &rewrite, output)
-        });
-        let deadline = tokio::time::Instant::from_std(started) + timeout;
-        self.response_timer.as_mut().reset(deadline);
-        let exchanged = tokio::select! {
-            biased;
-            exchanged = exchange => Some(exchanged),
-            () = self.response_timer.as_mut() => None,
-        };
-        let (mut connection, meta) = super::retry::settle(exchanged, &guard, timeout)?;
-        guard.record_response(started.elapsed(), meta.status);
-        if let Some(load) = meta.load {
-            super::proxy::record_load_report(&load, backend);
-        }
-        let idle = backend.upstream.idle_timeout;
-        let relayed = relay::relay(&mut self.io, output, &mut connection, meta.framing, idle).await;
-        match relayed {
-            Ok(()) => {
-                if meta.reusable {
-                    backend.streams.put(connection);
-                }
-                Ok(match close || meta.framing == Framing::Eof {
-                    true => After::Close,
-                    false => After::KeepAlive,
-                })
-            }
-            Err(RelayError::Idle(timeout)) => {
-                tracing::warn!(backend = %backend.address, ?timeout, "backend response body idle timeout");
-                guard.record_late_failure(Failure::Idle);
-                Ok(After::Close)
-            }
-            Err(RelayError::Backend(reason)) => {
-                tracing::debug!(backend = %backend.address, %reason, "backend response body failed");
-                Ok(After::Close)
-            }
-            Err(RelayError::Client) => Ok(After::Close),
-        }
+        process_request(&mut codec, listener, shared, view).await
     }
 
-    /// Writes a response the proxy or a policy made (`bodiless`: the head
-    /// only, for a HEAD request).
+    /// Writes a response the proxy or a policy made (`head_only`: the
+    /// head only, for a HEAD request).
     async fn write_local(
         &mut self,
         response: Response<ProxyBody>,
-        bodiless: bool,
+        head_only: bool,
         close: bool,
     ) -> After {
         let (parts, body) = response.into_parts();
@@ -331,16 +245,167 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        if !bodiless {
+        if !head_only {
             out.extend_from_slice(&body);
         }
         let written = async {
             self.io.write_all(&self.output).await?;
             self.io.flush().await
         };
-        match (written.await, close) {
-            (Ok(()), false) => After::KeepAlive,
+        match (
+            tokio::time::timeout(self.send_timeout, written).await,
+            close,
+        ) {
+            (Ok(Ok(())), false) => After::KeepAlive,
             _ => After::Close,
         }
     }
+}
+
+/// One request on the fast path.
+struct FastCodec<'c, IO> {
+    client: &'c mut ClientConnection<IO>,
+    /// The client asked to close after this request.
+    close: bool,
+    /// A HEAD request: responses have no body.
+    head_only: bool,
+    framing: request::BodyFraming,
+    /// The request body's progress (`None`: no body).
+    body: Option<BodyState>,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Codec for FastCodec<'_, IO> {
+    type Done = After;
+
+    async fn attempt(
+        &mut self,
+        view: &mut RequestView,
+        target: Target,
+        _last: bool,
+    ) -> Result<After, AttemptError> {
+        self.forward(view, target).await
+    }
+
+    async fn respond(&mut self, response: Response<ProxyBody>) -> After {
+        // A body left unread cannot be skipped safely: close after.
+        let close = self.close || self.body.as_ref().is_some_and(|b| !b.done);
+        self.client
+            .write_local(response, self.head_only, close)
+            .await
+    }
+
+    fn body_sent(&self) -> bool {
+        self.body.as_ref().is_some_and(|b| b.sent)
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
+    /// One attempt on the target: the request goes out, the response
+    /// comes back to the client. `Err` only when nothing was sent to the
+    /// client yet.
+    async fn forward(&mut self, view: &RequestView, target: Target) -> Result<After, AttemptError> {
+        let backend = &target.backend;
+        let client = &mut *self.client;
+        let head = &view.head;
+        outgoing::write_head(
+            &mut client.upstream_head,
+            head,
+            &client.conn,
+            backend,
+            &target.request_edits,
+            self.framing,
+        );
+        let rewrite = Rewrite {
+            method: &head.method,
+            load_header: &backend.load_header,
+            edits: &target.response_edits,
+            close: self.close,
+        };
+        let output = &mut client.output;
+        let how = Exchange {
+            timeout: backend.upstream.response_timeout,
+            timer: client.response_timer.as_mut(),
+            parse: |bytes: &[u8]| response::rewrite(bytes, &rewrite, output),
+        };
+        let guard = backend.start_request();
+        let started = Instant::now();
+        let head_bytes = &mut client.upstream_head;
+        let exchanged = match &mut self.body {
+            None => {
+                let mut none = NoBody {
+                    idempotent: retry::is_idempotent(&head.method),
+                };
+                upstream::exchange(backend, head_bytes, &mut none, how).await
+            }
+            Some(state) => {
+                let mut upload = Upload {
+                    client: &mut client.io,
+                    input: &mut client.input,
+                    state,
+                    idle: backend.upstream.idle_timeout,
+                };
+                upstream::exchange(backend, head_bytes, &mut upload, how).await
+            }
+        };
+        let timeout = backend.upstream.response_timeout;
+        let (mut connection, meta) = retry::settle(Some(exchanged), &guard, timeout)?;
+        guard.record_response(started.elapsed(), meta.status);
+        if let Some(load) = &meta.load {
+            super::pipeline::record_load_report(load, backend);
+        }
+        // A backend that answered before the body was all sent leaves the
+        // rest of it unread: the client connection closes after.
+        let cut = self.body.as_ref().is_some_and(|b| !b.done);
+        if cut && !self.close && meta.framing != Framing::Eof {
+            close_in_head(&mut client.output);
+        }
+        let close = self.close || cut;
+        let limits = (backend.upstream.idle_timeout, client.send_timeout);
+        let output = &mut client.output;
+        let relayed = relay::relay(
+            &mut client.io,
+            output,
+            &mut connection,
+            meta.framing,
+            limits,
+        );
+        match relayed.await {
+            Ok(()) => {
+                if meta.reusable && !cut {
+                    backend.streams.put(connection);
+                }
+                Ok(after(close, &meta))
+            }
+            Err(RelayError::Invalid(reason)) => {
+                guard.record_late_failure(Failure::Broken);
+                Err(AttemptError::BadResponse(reason.into()))
+            }
+            Err(RelayError::Idle(timeout)) => {
+                tracing::warn!(backend = %backend.address, ?timeout, "backend response body idle timeout");
+                guard.record_late_failure(Failure::Idle);
+                Ok(After::Close)
+            }
+            Err(RelayError::Backend(reason)) => {
+                tracing::debug!(backend = %backend.address, %reason, "backend response body failed");
+                guard.record_late_failure(Failure::Broken);
+                Ok(After::Close)
+            }
+            Err(RelayError::Client) => Ok(After::Close),
+        }
+    }
+}
+
+/// Whether the connection stays open after a relayed response.
+fn after(close: bool, meta: &ResponseMeta) -> After {
+    match close || meta.framing == Framing::Eof {
+        true => After::Close,
+        false => After::KeepAlive,
+    }
+}
+
+/// Adds `connection: close` to the client's response head in `out`
+/// (which ends with the head's blank line).
+fn close_in_head(out: &mut Vec<u8>) {
+    out.truncate(out.len() - 2);
+    out.extend_from_slice(b"connection: close\r\n\r\n");
 }

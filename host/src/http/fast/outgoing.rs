@@ -3,19 +3,23 @@
 //! HTTP/1.1, `Host` kept (the backend's authority when the client sent
 //! none), hop-by-hop headers and those the client's `Connection` names
 //! dropped, `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` appended
-//! to (the same rules as `headers::add_forwarded`). The client's head is not
-//! modified, so a retry writes it again for another backend without a
-//! copy. The policy's request edits, when there are any, go through a
-//! header map (`headers::apply_edits`).
+//! to (the same rules as `headers::add_forwarded`). A chunked body keeps
+//! its coding (`Transfer-Encoding: chunked` is written again, the body is
+//! relayed as it came); `Expect` is dropped, since the proxy answers
+//! `100-continue` itself. The client's head is not modified, so a retry
+//! writes it again for another backend without a copy. The policy's
+//! request edits, when there are any, go through a header map
+//! (`headers::apply_edits`).
 
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 
+use super::request::BodyFraming;
 use super::response::put_line;
-use crate::http::headers::{apply_edits, is_hop_by_hop_name, is_token_char, list_tokens};
-use crate::http::proxy::ConnInfo;
+use crate::http::ConnInfo;
+use crate::http::headers::{apply_edits, connection_names, is_hop_by_hop_name, is_token_char};
 use crate::policy::HeaderEdit;
 use crate::pool::Backend;
 
@@ -26,6 +30,7 @@ pub fn write_head(
     conn: &ConnInfo,
     backend: &Backend,
     edits: &[HeaderEdit],
+    body: BodyFraming,
 ) {
     out.clear();
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -45,9 +50,16 @@ pub fn write_head(
     let connection = Connection::of(&head.headers);
     for (name, value) in headers {
         let name = name.as_str();
-        if !(is_hop_by_hop_name(name) || connection.names(name) || is_forwarding(name)) {
+        let dropped = is_hop_by_hop_name(name)
+            || connection.names(name)
+            || is_forwarding(name)
+            || name == "expect";
+        if !dropped {
             put_line(out, name.as_bytes(), value.as_bytes());
         }
+    }
+    if body == BodyFraming::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     let host = headers.get(header::HOST);
     if host.is_none() {
@@ -128,9 +140,9 @@ impl<'h> Connection<'h> {
         let Some(values) = &self.values else {
             return false;
         };
-        values.iter().any(|value| {
-            list_tokens(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
-        })
+        values
+            .iter()
+            .any(|value| connection_names(value.as_bytes(), name))
     }
 }
 
@@ -165,12 +177,35 @@ mod tests {
         let mut conn = ConnInfo::new(peer.parse().unwrap());
         conn.tls = tls;
         let mut out = Vec::new();
-        write_head(&mut out, parts, &conn, &backend(), edits);
+        write_head(&mut out, parts, &conn, &backend(), edits, BodyFraming::None);
         String::from_utf8(out).unwrap()
     }
 
     fn written(parts: &Parts, tls: bool, edits: &[HeaderEdit]) -> String {
         written_from("192.0.2.7:5000", parts, tls, edits)
+    }
+
+    #[test]
+    fn connection_cannot_drop_host_or_framing_and_chunked_is_rewritten() {
+        let parts = head(
+            "POST / HTTP/1.1\r\nHost: h\r\nConnection: close, host, content-length, x-a\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+        );
+        let mut conn = ConnInfo::new("192.0.2.7:5000".parse().unwrap());
+        conn.tls = false;
+        let mut out = Vec::new();
+        write_head(
+            &mut out,
+            &parts,
+            &conn,
+            &backend(),
+            &[],
+            BodyFraming::Chunked,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("host: h\r\n"), "{text}");
+        assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+        assert!(!text.contains("x-a") && !text.contains("expect"), "{text}");
+        assert!(!text.contains("connection"), "{text}");
     }
 
     #[test]
@@ -199,7 +234,10 @@ mod tests {
 
     #[test]
     fn a_missing_host_names_the_backend_and_edits_apply() {
-        let parts = head("GET / HTTP/1.1\r\nX-Old: 1\r\n\r\n");
+        // The fast path refuses HTTP/1.1 without Host; the writer still
+        // names the backend for a head that has none.
+        let mut parts = head("GET / HTTP/1.1\r\nHost: h\r\nX-Old: 1\r\n\r\n");
+        parts.headers.remove("host");
         let edits = [
             HeaderEdit::Set(("x-route".into(), "video".into())),
             HeaderEdit::Remove("x-old".into()),

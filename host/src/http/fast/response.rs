@@ -11,7 +11,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
 use super::upstream::HeadProgress;
-use crate::http::headers::{apply_edits, is_hop_by_hop_name, list_tokens};
+use crate::http::headers::{
+    apply_edits, connection_names, is_hop_by_hop_name, list_tokens, parse_content_length,
+};
 use crate::policy::HeaderEdit;
 
 /// Most header lines in a response head.
@@ -179,10 +181,7 @@ impl<'b> Scan<'b> {
         for header in headers {
             let value = header.value;
             if header.name.eq_ignore_ascii_case("content-length") {
-                let length = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .ok_or("invalid Content-Length")?;
+                let length = parse_content_length(value).ok_or("invalid Content-Length")?;
                 if scan.content_length.is_some_and(|l| l != length) {
                     return Err("conflicting Content-Length headers".into());
                 }
@@ -217,8 +216,7 @@ impl<'b> Scan<'b> {
 
     /// Whether the backend's `Connection` header names `name`.
     fn names_in_connection(&self, name: &str) -> bool {
-        self.connection
-            .is_some_and(|v| list_tokens(v).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+        self.connection.is_some_and(|v| connection_names(v, name))
     }
 }
 

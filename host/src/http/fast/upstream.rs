@@ -16,13 +16,19 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::time::Sleep;
 
-use crate::http::client::{Reusable, SendError, error_chain, open};
+use crate::http::client::{Reusable, error_chain, open};
+use crate::http::retry::AttemptError;
 use crate::pool::Backend;
 use crate::tls::upstream::MaybeTls;
 
 /// Read buffer of an upstream connection.
 const BUFFER: usize = 16 * 1024;
+
+/// Largest response head accepted from a backend, in bytes: past it the
+/// response is a 502, not a buffer that grows with what the backend sends.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// Stale pooled connections tried before a new one is opened.
 const STALE_TRIES: usize = 4;
@@ -77,60 +83,140 @@ pub enum HeadProgress<T> {
     Invalid(String),
 }
 
-/// Sends `head` to `backend` on a pooled connection or a new one and reads
-/// until `parse` finds the final response head; returns the connection
-/// with the head consumed from its buffer (body bytes that came with it
-/// stay there). `idempotent`: the request may go again on another
-/// connection when a pooled one turns out closed.
-pub async fn exchange<T>(
+/// The body of the request being sent, after its head.
+#[expect(
+    async_fn_in_trait,
+    reason = "implemented and called with concrete types only, whose futures are Send"
+)]
+pub trait RequestBody {
+    /// Whether the request can go again on another connection when a
+    /// pooled one turns out closed (idempotent, and nothing of a body
+    /// would be lost).
+    fn replayable(&self) -> bool;
+
+    /// Appends to `head` the body bytes that can go in the same write
+    /// (those already read from the client); called once a connection is
+    /// there, right before the head is written.
+    fn prefill(&mut self, head: &mut Vec<u8>);
+
+    /// Sends the rest of the body on `stream`.
+    async fn send_rest(&mut self, stream: &mut MaybeTls) -> Result<(), AttemptError>;
+}
+
+/// A request without a body.
+pub struct NoBody {
+    /// The method is idempotent.
+    pub idempotent: bool,
+}
+
+impl RequestBody for NoBody {
+    fn replayable(&self) -> bool {
+        self.idempotent
+    }
+
+    fn prefill(&mut self, _: &mut Vec<u8>) {}
+
+    async fn send_rest(&mut self, _: &mut MaybeTls) -> Result<(), AttemptError> {
+        Ok(())
+    }
+}
+
+/// What a round trip needs besides the connection and the request.
+pub struct Exchange<'a, P> {
+    /// The backend's pool's `response_timeout`.
+    pub timeout: std::time::Duration,
+    /// The connection's response timer: reset to `timeout` once the
+    /// request is sent (a slow upload does not eat into it).
+    pub timer: Pin<&'a mut Sleep>,
+    /// The response head parser.
+    pub parse: P,
+}
+
+/// Sends `head` and `body` to `backend` on a pooled connection or a new
+/// one and reads until the parser finds the final response head; returns
+/// the connection with the head consumed from its buffer (body bytes that
+/// came with it stay there). Nothing of the body is read from the client
+/// before a connection is there, so a connect failure leaves the request
+/// whole for another backend.
+pub async fn exchange<T, P: FnMut(&[u8]) -> HeadProgress<T>>(
     backend: &Backend,
-    head: &[u8],
-    idempotent: bool,
-    mut parse: impl FnMut(&[u8]) -> HeadProgress<T>,
-) -> Result<(RawConnection, T), SendError> {
+    head: &mut Vec<u8>,
+    body: &mut impl RequestBody,
+    mut how: Exchange<'_, P>,
+) -> Result<(RawConnection, T), AttemptError> {
+    let replayable = body.replayable();
+    if !replayable {
+        // Nothing else may go in the same write when a retry on a stale
+        // connection is possible; here it is not.
+        let mut connection = checkout(backend, replayable).await?;
+        body.prefill(head);
+        return match round_trip(&mut connection, head, body, &mut how).await {
+            Ok(value) => Ok((connection, value)),
+            Err(trip) => Err(trip.into_error()),
+        };
+    }
     for _ in 0..STALE_TRIES {
         let Some(mut connection) = backend.streams.take() else {
             break;
         };
-        // A request that must not go twice checks first that the backend
-        // has not closed the connection (one system call).
-        if !idempotent && connection.probe_closed() {
-            continue;
-        }
-        match round_trip(&mut connection, head, &mut parse).await {
+        match round_trip(&mut connection, head, body, &mut how).await {
             Ok(value) => return Ok((connection, value)),
-            Err(Trip::Silent(_)) if idempotent => continue,
-            Err(trip) => return Err(SendError::Broken(trip.into_text())),
+            Err(Trip::Silent(_)) => continue,
+            Err(trip) => return Err(trip.into_error()),
         }
     }
     let mut connection = connect(backend).await?;
-    match round_trip(&mut connection, head, &mut parse).await {
+    match round_trip(&mut connection, head, body, &mut how).await {
         Ok(value) => Ok((connection, value)),
-        Err(trip) => Err(SendError::Broken(trip.into_text())),
+        Err(trip) => Err(trip.into_error()),
     }
+}
+
+/// A pooled connection that a probe finds open (a request that must not
+/// go twice checks first that the backend has not closed it: one system
+/// call), or a new one.
+async fn checkout(backend: &Backend, replayable: bool) -> Result<RawConnection, AttemptError> {
+    for _ in 0..STALE_TRIES {
+        let Some(mut connection) = backend.streams.take() else {
+            break;
+        };
+        if replayable || !connection.probe_closed() {
+            return Ok(connection);
+        }
+    }
+    connect(backend).await
 }
 
 /// Why a round trip failed.
 enum Trip {
     /// The connection ended (or failed) before a single response byte.
     Silent(String),
-    /// It failed after some bytes, or sent an invalid head.
+    /// It failed after some bytes.
     Failed(String),
+    /// The response head was invalid or too large.
+    Invalid(String),
+    /// The request body failed on the client's side.
+    Body(AttemptError),
+    /// No response head within the response timeout.
+    Timeout(std::time::Duration),
 }
 
 impl Trip {
-    fn into_text(self) -> String {
+    fn into_error(self) -> AttemptError {
         match self {
-            Trip::Silent(text) => text,
-            Trip::Failed(text) => text,
+            Trip::Silent(text) | Trip::Failed(text) => AttemptError::Broken(text),
+            Trip::Invalid(text) => AttemptError::BadResponse(text),
+            Trip::Body(error) => error,
+            Trip::Timeout(timeout) => AttemptError::Timeout(timeout),
         }
     }
 }
 
-async fn round_trip<T>(
+async fn round_trip<T, P: FnMut(&[u8]) -> HeadProgress<T>>(
     connection: &mut RawConnection,
     head: &[u8],
-    parse: &mut impl FnMut(&[u8]) -> HeadProgress<T>,
+    body: &mut impl RequestBody,
+    how: &mut Exchange<'_, P>,
 ) -> Result<T, Trip> {
     let stream = &mut connection.stream;
     let written = async {
@@ -140,10 +226,13 @@ async fn round_trip<T>(
     if let Err(error) = written.await {
         return Err(Trip::Silent(error.to_string()));
     }
+    let sent = body.send_rest(&mut connection.stream).await;
+    let deadline = tokio::time::Instant::now() + how.timeout;
+    how.timer.as_mut().reset(deadline);
     let buffer = &mut connection.buffer;
     let mut received = false;
     loop {
-        match parse(buffer) {
+        match (how.parse)(buffer) {
             HeadProgress::Done { len, value } => {
                 let _ = buffer.split_to(len);
                 return Ok(value);
@@ -152,13 +241,27 @@ async fn round_trip<T>(
                 let _ = buffer.split_to(len);
                 continue;
             }
-            HeadProgress::Invalid(reason) => return Err(Trip::Failed(reason)),
+            HeadProgress::Invalid(reason) => return Err(Trip::Invalid(reason)),
+            HeadProgress::Partial if buffer.len() > MAX_RESPONSE_HEAD => {
+                return Err(Trip::Invalid("response head too large".into()));
+            }
             HeadProgress::Partial => {}
+        }
+        // A body that did not go out: the client's fault ends the attempt;
+        // a backend that stopped reading it may still have answered (413),
+        // so its response is read as usual.
+        if let Err(AttemptError::Client(fault)) = &sent {
+            return Err(Trip::Body(AttemptError::Client(*fault)));
         }
         if buffer.capacity() - buffer.len() < 1024 {
             buffer.reserve(BUFFER);
         }
-        match connection.stream.read_buf(buffer).await {
+        let read = tokio::select! {
+            biased;
+            read = connection.stream.read_buf(buffer) => read,
+            () = how.timer.as_mut() => return Err(Trip::Timeout(how.timeout)),
+        };
+        match read {
             Ok(0) if received => {
                 return Err(Trip::Failed(
                     "connection closed in the response head".into(),
@@ -173,15 +276,15 @@ async fn round_trip<T>(
 }
 
 /// A new connection within the pool's connect timeout.
-async fn connect(backend: &Backend) -> Result<RawConnection, SendError> {
+async fn connect(backend: &Backend) -> Result<RawConnection, AttemptError> {
     let timeout = backend.upstream.connect_timeout;
     match tokio::time::timeout(timeout, open(backend)).await {
         Ok(Ok(stream)) => Ok(RawConnection {
             stream,
             buffer: BytesMut::with_capacity(BUFFER),
         }),
-        Ok(Err(error)) => Err(SendError::Connect(error_chain(&error))),
-        Err(_) => Err(SendError::Connect(format!(
+        Ok(Err(error)) => Err(AttemptError::connect(&error, error_chain(&error))),
+        Err(_) => Err(AttemptError::Connect(format!(
             "connect timed out after {timeout:?}"
         ))),
     }
