@@ -211,3 +211,42 @@ pub async fn raw_exchange(
     };
     Ok(RawReply { bytes, closed })
 }
+
+/// Reads one response with a `Content-Length` (or none, for HEAD:
+/// `head_only`) from a raw keep-alive connection: its head and body, each
+/// read bounded by [`STEP`]. The bytes after it stay in `buffer`.
+pub async fn read_response(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    head_only: bool,
+) -> (String, String) {
+    let end = loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let n = tokio::time::timeout(STEP, stream.read_buf(buffer))
+            .await
+            .expect("a response head in time")
+            .expect("reading the response");
+        assert_ne!(n, 0, "the proxy closed the connection mid-response");
+    };
+    let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+    let length: usize = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, v)| {
+            v.trim().parse().expect("a numeric Content-Length")
+        });
+    let length = if head_only { 0 } else { length };
+    while buffer.len() < end + length {
+        let n = tokio::time::timeout(STEP, stream.read_buf(buffer))
+            .await
+            .expect("the response body in time")
+            .expect("reading the response body");
+        assert_ne!(n, 0, "the proxy closed the connection mid-body");
+    }
+    let body = String::from_utf8_lossy(&buffer[end..end + length]).into_owned();
+    buffer.drain(..end + length);
+    (head, body)
+}

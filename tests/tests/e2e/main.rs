@@ -5,7 +5,9 @@
 mod balancing;
 mod balancing_affinity;
 mod balancing_health;
+mod bodies;
 mod config_reload;
+mod edge_safety;
 mod fast_path;
 mod guests;
 mod harness;

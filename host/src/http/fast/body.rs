@@ -22,9 +22,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::chunked::ChunkScanner;
 use super::request::BodyFraming;
-use super::upstream::RequestBody;
+use super::upstream::{RawConnection, RequestBody};
 use crate::http::retry::{AttemptError, ClientFault};
-use crate::tls::upstream::MaybeTls;
 
 /// Longest pause of a client between two reads of its request body.
 pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -121,7 +120,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> RequestBody for Upload<'_, IO> {
         }
     }
 
-    async fn send_rest(&mut self, stream: &mut MaybeTls) -> Result<(), AttemptError> {
+    async fn send_rest(&mut self, connection: &mut RawConnection) -> Result<(), AttemptError> {
         loop {
             if let Some(fault) = self.state.error {
                 return Err(AttemptError::Client(fault));
@@ -131,7 +130,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> RequestBody for Upload<'_, IO> {
             }
             if !self.input.is_empty() {
                 self.state.expect_continue = false;
-                self.forward_buffered(stream).await?;
+                self.forward_buffered(connection).await?;
                 continue;
             }
             if std::mem::take(&mut self.state.expect_continue) && !self.state.sent {
@@ -140,14 +139,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> RequestBody for Upload<'_, IO> {
                     .await
                     .map_err(|_| AttemptError::Client(ClientFault::Aborted))?;
             }
-            self.read_client().await?;
+            self.read_client(connection).await?;
         }
     }
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Upload<'_, IO> {
     /// Sends the body bytes in the input buffer on to the backend.
-    async fn forward_buffered(&mut self, stream: &mut MaybeTls) -> Result<(), AttemptError> {
+    async fn forward_buffered(&mut self, upstream: &mut RawConnection) -> Result<(), AttemptError> {
+        let stream = &mut upstream.stream;
         let (take, end) = self
             .state
             .advance(self.input)
@@ -179,16 +179,30 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Upload<'_, IO> {
         Ok(())
     }
 
-    /// Reads more of the body from the client.
-    async fn read_client(&mut self) -> Result<(), AttemptError> {
+    /// Reads more of the body from the client, while watching the
+    /// backend: bytes from it (an early response) or its close end the
+    /// upload.
+    async fn read_client(&mut self, upstream: &mut RawConnection) -> Result<(), AttemptError> {
         if self.input.capacity() - self.input.len() < 1024 {
             self.input.reserve(READ_CHUNK);
         }
-        let read = tokio::time::timeout(CLIENT_BODY_TIMEOUT, self.client.read_buf(self.input));
-        match read.await {
+        if upstream.buffer.capacity() - upstream.buffer.len() < 1024 {
+            upstream.buffer.reserve(READ_CHUNK);
+        }
+        let read = async {
+            tokio::select! {
+                biased;
+                read = self.client.read_buf(self.input) => Some(read),
+                _ = upstream.stream.read_buf(&mut upstream.buffer) => None,
+            }
+        };
+        match tokio::time::timeout(CLIENT_BODY_TIMEOUT, read).await {
             Err(_) => Err(AttemptError::Client(ClientFault::Timeout)),
-            Ok(Ok(0) | Err(_)) => Err(AttemptError::Client(ClientFault::Aborted)),
-            Ok(Ok(_)) => Ok(()),
+            Ok(Some(Ok(0) | Err(_))) => Err(AttemptError::Client(ClientFault::Aborted)),
+            Ok(Some(Ok(_))) => Ok(()),
+            Ok(None) => Err(AttemptError::Broken(
+                "the backend answered or closed before the request body ended".into(),
+            )),
         }
     }
 }

@@ -99,8 +99,10 @@ pub trait RequestBody {
     /// there, right before the head is written.
     fn prefill(&mut self, head: &mut Vec<u8>);
 
-    /// Sends the rest of the body on `stream`.
-    async fn send_rest(&mut self, stream: &mut MaybeTls) -> Result<(), AttemptError>;
+    /// Sends the rest of the body on `connection`. A response that
+    /// arrives before the body has all been sent ends the upload (its
+    /// bytes are in the connection's buffer).
+    async fn send_rest(&mut self, connection: &mut RawConnection) -> Result<(), AttemptError>;
 }
 
 /// A request without a body.
@@ -116,7 +118,7 @@ impl RequestBody for NoBody {
 
     fn prefill(&mut self, _: &mut Vec<u8>) {}
 
-    async fn send_rest(&mut self, _: &mut MaybeTls) -> Result<(), AttemptError> {
+    async fn send_rest(&mut self, _: &mut RawConnection) -> Result<(), AttemptError> {
         Ok(())
     }
 }
@@ -226,7 +228,7 @@ async fn round_trip<T, P: FnMut(&[u8]) -> HeadProgress<T>>(
     if let Err(error) = written.await {
         return Err(Trip::Silent(error.to_string()));
     }
-    let sent = body.send_rest(&mut connection.stream).await;
+    let sent = body.send_rest(connection).await;
     let deadline = tokio::time::Instant::now() + how.timeout;
     how.timer.as_mut().reset(deadline);
     let buffer = &mut connection.buffer;
