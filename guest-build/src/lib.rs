@@ -79,6 +79,7 @@ pub fn build(packages: &[String], out_dir: &Path) -> Result<Vec<BuiltPolicy>, St
         return Ok(Vec::new());
     }
     let guest_target = target_root().join("wasm-guests");
+    ensure_target(&guest_target)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
@@ -130,6 +131,63 @@ pub fn build(packages: &[String], out_dir: &Path) -> Result<Vec<BuiltPolicy>, St
             })
         })
         .collect()
+}
+
+/// Makes sure the toolchain has the [`TARGET`] standard library: a
+/// toolchain that rustup installed before `rust-toolchain.toml` listed the
+/// target lacks it, and rustup adds listed targets only when it installs a
+/// toolchain. When it is missing, `rustup target add` runs once (build
+/// scripts that race for it take turns through a lock folder).
+fn ensure_target(guest_target: &Path) -> Result<(), String> {
+    if target_installed() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(guest_target).map_err(|e| format!("{}: {e}", guest_target.display()))?;
+    let lock = guest_target.join(".rustup-target-lock");
+    let mut waited = 0;
+    while std::fs::create_dir(&lock).is_err() {
+        // Another build script is adding it (bounded: 10 minutes).
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        waited += 1;
+        if waited > 2400 {
+            let _ = std::fs::remove_dir(&lock);
+        }
+    }
+    let result = match target_installed() {
+        true => Ok(()),
+        false => add_target(),
+    };
+    let _ = std::fs::remove_dir(&lock);
+    result
+}
+
+/// Whether the sysroot of the compiler cargo uses holds the target.
+fn target_installed() -> bool {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let Ok(output) = Command::new(rustc).args(["--print", "sysroot"]).output() else {
+        return false;
+    };
+    let sysroot = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(TARGET)
+        .join("lib")
+        .is_dir()
+}
+
+fn add_target() -> Result<(), String> {
+    eprintln!("the toolchain lacks {TARGET}: running `rustup target add {TARGET}`");
+    let output = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .output()
+        .map_err(|e| format!("the toolchain lacks {TARGET} and rustup could not run: {e}"))?;
+    match output.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "the toolchain lacks {TARGET} and `rustup target add {TARGET}` failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )),
+    }
 }
 
 /// Fails unless the file is a WebAssembly component (not a core module).
