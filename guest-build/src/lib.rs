@@ -142,7 +142,8 @@ fn ensure_target(guest_target: &Path) -> Result<(), String> {
     if target_installed() {
         return Ok(());
     }
-    std::fs::create_dir_all(guest_target).map_err(|e| format!("{}: {e}", guest_target.display()))?;
+    std::fs::create_dir_all(guest_target)
+        .map_err(|e| format!("{}: {e}", guest_target.display()))?;
     let lock = guest_target.join(".rustup-target-lock");
     let mut waited = 0;
     while std::fs::create_dir(&lock).is_err() {

@@ -20,6 +20,7 @@
 //! on. A connection keeps the fast path after requests with bodies.
 
 pub mod body;
+pub mod buffers;
 pub mod chunked;
 pub mod outgoing;
 pub mod relay;
@@ -31,7 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Response, StatusCode};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
@@ -46,26 +47,19 @@ use crate::health::passive::Failure;
 use crate::listener::ListenerHandle;
 use crate::policy::RequestView;
 use body::{BodyState, Upload};
+use buffers::Buffers;
 use relay::RelayError;
 use request::{Parsed, RequestHead};
 use response::{Framing, ResponseMeta, Rewrite};
 use upstream::{Exchange, NoBody};
 
-/// Initial size of a client connection's read buffer.
-const READ_BUFFER: usize = 8 * 1024;
-
 /// One client connection on the fast path.
 pub struct ClientConnection<IO> {
     io: IO,
     conn: ConnInfo,
-    /// Bytes read from the client and not parsed yet.
-    input: BytesMut,
-    /// The client's next response head (and the first body bytes).
-    output: Vec<u8>,
-    /// The upstream request head being sent.
-    upstream_head: Vec<u8>,
-    /// Where the request head being parsed lies.
-    scratch: request::Scratch,
+    /// Lent by the worker's pool while the connection works; empty while
+    /// it is idle ([`buffers`]).
+    bufs: Buffers,
     /// Bounds the wait for a request head ([`HEADER_READ_TIMEOUT`]).
     head_timer: Pin<Box<Sleep>>,
     /// Bounds the wait for a response head (the pool's
@@ -110,10 +104,7 @@ pub async fn serve<IO>(
     let mut client = ClientConnection {
         io,
         conn,
-        input: BytesMut::with_capacity(READ_BUFFER),
-        output: Vec::with_capacity(1024),
-        upstream_head: Vec::with_capacity(1024),
-        scratch: request::Scratch::default(),
+        bufs: Buffers::default(),
         head_timer: Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)),
         response_timer: Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)),
         send_timeout: SEND_TIMEOUT,
@@ -127,10 +118,8 @@ pub async fn serve<IO>(
                 }
             }
             Next::Handoff => {
-                let ClientConnection {
-                    io, conn, input, ..
-                } = client;
-                let io = super::rewind::Rewind::new(input.freeze(), io);
+                let ClientConnection { io, conn, bufs, .. } = client;
+                let io = super::rewind::Rewind::new(bufs.input.freeze(), io);
                 let graceful = drain.graceful;
                 return super::serve_with_hyper(io, conn, listener, shared, builder, graceful)
                     .await;
@@ -159,22 +148,26 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
         // did.
         self.head_timer.as_mut().reset(deadline);
         loop {
-            match request::parse(&mut self.input, &mut self.scratch) {
+            let bufs = &mut self.bufs;
+            match request::parse(&mut bufs.input, &mut bufs.scratch) {
                 Parsed::Ready(head) => return Next::Request(head),
                 Parsed::Handoff => return Next::Handoff,
                 Parsed::Invalid(status, reason) => return Next::Invalid(status, reason),
                 Parsed::Partial => {}
             }
-            if self.input.capacity() - self.input.len() < 1024 {
-                self.input.reserve(READ_BUFFER);
-            }
-            let idle = self.input.is_empty();
+            let idle = bufs.input.is_empty();
             if idle && drain.draining() {
                 return Next::Closed;
             }
+            if idle {
+                // Nothing to hold on to: the buffers go back to the pool.
+                buffers::release(bufs);
+            } else if bufs.input.capacity() - bufs.input.len() < 1024 {
+                bufs.input.reserve(buffers::READ_BUFFER);
+            }
             let read = tokio::select! {
                 biased;
-                read = self.io.read_buf(&mut self.input) => read,
+                read = read_some(&mut self.io, bufs, idle) => read,
                 () = self.head_timer.as_mut() => {
                     tracing::debug!(peer = %self.conn.peer, "request head timeout");
                     return Next::Closed;
@@ -226,7 +219,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
             ProxyBody::Local(bytes) => bytes.unwrap_or_default(),
             ProxyBody::Upstream(_) => Bytes::new(),
         };
-        let out = &mut self.output;
+        let out = &mut self.bufs.output;
         out.clear();
         use std::io::Write as _;
         let _ = write!(
@@ -249,7 +242,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
             out.extend_from_slice(&body);
         }
         let written = async {
-            self.io.write_all(&self.output).await?;
+            self.io.write_all(&self.bufs.output).await?;
             self.io.flush().await
         };
         match (
@@ -306,9 +299,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
     async fn forward(&mut self, view: &RequestView, target: Target) -> Result<After, AttemptError> {
         let backend = &target.backend;
         let client = &mut *self.client;
+        let bufs = &mut client.bufs;
         let head = &view.head;
         outgoing::write_head(
-            &mut client.upstream_head,
+            &mut bufs.upstream_head,
             head,
             &client.conn,
             backend,
@@ -321,7 +315,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
             edits: &target.response_edits,
             close: self.close,
         };
-        let output = &mut client.output;
+        let output = &mut bufs.output;
         let how = Exchange {
             timeout: backend.upstream.response_timeout,
             timer: client.response_timer.as_mut(),
@@ -329,7 +323,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
         };
         let guard = backend.start_request();
         let started = Instant::now();
-        let head_bytes = &mut client.upstream_head;
+        let head_bytes = &mut bufs.upstream_head;
         let exchanged = match &mut self.body {
             None => {
                 let mut none = NoBody {
@@ -340,7 +334,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
             Some(state) => {
                 let mut upload = Upload {
                     client: &mut client.io,
-                    input: &mut client.input,
+                    input: &mut bufs.input,
                     state,
                     idle: backend.upstream.idle_timeout,
                 };
@@ -357,11 +351,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
         // rest of it unread: the client connection closes after.
         let cut = self.body.as_ref().is_some_and(|b| !b.done);
         if cut && !self.close && meta.framing != Framing::Eof {
-            close_in_head(&mut client.output);
+            close_in_head(&mut client.bufs.output);
         }
         let close = self.close || cut;
         let limits = (backend.upstream.idle_timeout, client.send_timeout);
-        let output = &mut client.output;
+        let output = &mut client.bufs.output;
         let relayed = relay::relay(
             &mut client.io,
             output,
@@ -392,6 +386,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
             }
             Err(RelayError::Client) => Ok(After::Close),
         }
+    }
+}
+
+/// Reads from the client: into the connection's buffers when it has
+/// some, else through the pool ([`buffers::read_idle`]).
+async fn read_some<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    bufs: &mut Buffers,
+    idle: bool,
+) -> std::io::Result<usize> {
+    match idle {
+        true => buffers::read_idle(io, bufs).await,
+        false => io.read_buf(&mut bufs.input).await,
     }
 }
 
