@@ -46,7 +46,7 @@ pub struct Buffers {
 }
 
 impl Buffers {
-    fn new() -> Buffers {
+    fn allocated() -> Buffers {
         Buffers {
             input: BytesMut::with_capacity(READ_BUFFER),
             output: Vec::with_capacity(1024),
@@ -68,7 +68,7 @@ thread_local! {
 /// A set from this thread's pool, or a new one.
 fn take() -> Buffers {
     POOL.with(|pool| pool.borrow_mut().pop())
-        .unwrap_or_else(Buffers::new)
+        .unwrap_or_else(Buffers::allocated)
 }
 
 /// Gives `buffers` back to this thread's pool (their contents are gone).
