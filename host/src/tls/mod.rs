@@ -74,11 +74,13 @@ impl Frontend {
         })
     }
 
-    /// Serves one accepted connection until it closes.
+    /// Serves one accepted connection until it closes. The redirect and
+    /// TLS paths are boxed (once per connection): a plain connection's
+    /// task then carries neither hyper's nor rustls' state inline.
     pub async fn serve(
         self,
         stream: TcpStream,
-        mut conn: ConnInfo,
+        conn: ConnInfo,
         listener: Arc<ListenerHandle>,
         shared: Arc<ProxyShared>,
         builder: &auto::Builder<TokioExecutor>,
@@ -89,27 +91,41 @@ impl Frontend {
                 crate::http::serve_connection(stream, conn, listener, shared, builder, drain).await;
             }
             Frontend::RedirectToHttps(port) => {
-                redirect::serve_redirect(stream, port, builder, drain.graceful).await;
+                Box::pin(redirect::serve_redirect(stream, port, builder, drain.graceful)).await;
             }
             Frontend::Tls(tls) => {
-                let stream = match tls.handshake(stream).await {
-                    Ok(stream) => stream,
-                    Err(error) => return acceptor::log_failure(&listener.name, conn.peer, &error),
-                };
-                let (server_name, alpn) = acceptor::negotiated(&stream);
-                tracing::trace!(
-                    listener = %listener.name,
-                    peer = %conn.peer,
-                    sni = server_name.as_deref(),
-                    alpn = alpn.map(String::from_utf8_lossy).as_deref(),
-                    "TLS handshake done"
-                );
-                conn.tls = true;
-                conn.server_name = server_name;
-                crate::http::serve_connection(stream, conn, listener, shared, builder, drain).await;
+                let served = serve_tls(tls, stream, conn, listener, shared, builder, drain);
+                Box::pin(served).await;
             }
         }
     }
+}
+
+/// The TLS handshake, then HTTP over the TLS stream.
+async fn serve_tls(
+    tls: Arc<TlsTerminator>,
+    stream: TcpStream,
+    mut conn: ConnInfo,
+    listener: Arc<ListenerHandle>,
+    shared: Arc<ProxyShared>,
+    builder: &auto::Builder<TokioExecutor>,
+    drain: crate::http::Drain,
+) {
+    let stream = match tls.handshake(stream).await {
+        Ok(stream) => stream,
+        Err(error) => return acceptor::log_failure(&listener.name, conn.peer, &error),
+    };
+    let (server_name, alpn) = acceptor::negotiated(&stream);
+    tracing::trace!(
+        listener = %listener.name,
+        peer = %conn.peer,
+        sni = server_name.as_deref(),
+        alpn = alpn.map(String::from_utf8_lossy).as_deref(),
+        "TLS handshake done"
+    );
+    conn.tls = true;
+    conn.server_name = server_name;
+    crate::http::serve_connection(stream, conn, listener, shared, builder, drain).await;
 }
 
 /// Every certificate and key file the config's listeners use, in order.
