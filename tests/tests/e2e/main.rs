@@ -11,6 +11,7 @@ mod guests;
 mod harness;
 mod health;
 mod hot_reload;
+mod listener_burst;
 mod protocol;
 mod retries;
 mod routing;
