@@ -10,6 +10,7 @@ mod fast_path;
 mod guests;
 mod harness;
 mod health;
+mod health_return;
 mod hot_reload;
 mod listener_burst;
 mod protocol;
