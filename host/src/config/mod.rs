@@ -23,6 +23,8 @@
 //! policy = "content-router"     # <policies.dir>/<policy>.wasm
 //! pools = ["web", "video"]      # defined pools; the first is the default
 //! on_error = "fallback"         # fallback (default) | reject
+//! backlog = 4096                # listen queue, 1..=65535; applies when bound
+//! send_timeout = "60s"          # longest stall writing to a client; > 0
 //! [listeners.policy_config]     # optional free-form table for the policy
 //! video_prefix = "/video"
 //! [[listeners.certificates]]    # https only, and required there

@@ -65,6 +65,15 @@ pub struct ListenerConfig {
     /// `http` only: answer every request with a 301 to
     /// `https://<host>[:port]<path>` instead of proxying it. Default none.
     pub redirect_to_https: Option<u16>,
+    /// The listen queue length asked of the kernel (which caps it at
+    /// `net.core.somaxconn`). Applies when the socket is bound: at start,
+    /// or on a reload that changes the listener's address. Default 4096;
+    /// 1..=65535.
+    pub backlog: u32,
+    /// The longest a write of response bytes to the client may stall (the
+    /// client not reading) before the connection is closed. Default 60s;
+    /// more than zero. A reload applies it to the next request.
+    pub send_timeout: Duration,
 }
 
 /// What an `https` listener does with an SNI name none of its

@@ -64,6 +64,10 @@ pub(super) struct RawListener {
     pub unknown_sni: Option<UnknownSni>,
     /// `http` only: the port of the https side to redirect to.
     pub redirect_to_https: Option<u16>,
+    /// The listen queue length; any integer here, the range is checked in
+    /// `validate` (so a negative number gets the same reason as 0).
+    pub backlog: Option<i64>,
+    pub send_timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,6 +9,14 @@
 //! contain it. The whole probe (connect included) must finish within
 //! `timeout`. An HTTP probe's response may carry the pool's load header;
 //! it updates the backend's utilization like a proxied response does.
+//!
+//! The checker also ends a passive ejection early: `rise` passing checks
+//! in a row, each run entirely while the backend was ejected, let it back
+//! in long before its ejection time is over ([`ReturnStreak`]). Envoy does
+//! the same on a single passing check by default; asking for `rise` uses
+//! the pool's own measure of how much evidence makes a backend trusted
+//! again, so one lucky probe of a flapping backend is not enough (and
+//! `rise = 1` behaves like Envoy).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +84,37 @@ impl RiseFall {
     }
 }
 
+/// Counts the passing checks in a row that ran while the backend was
+/// ejected (from before the probe started until after it ended), so that
+/// a probe that was under way when the ejection began does not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReturnStreak {
+    passes: u32,
+    rise: u32,
+}
+
+impl ReturnStreak {
+    /// A streak that is complete at `rise` passes.
+    pub fn new(rise: u32) -> ReturnStreak {
+        ReturnStreak {
+            passes: 0,
+            rise: rise.max(1),
+        }
+    }
+
+    /// Feeds one check result; `ejected_throughout` says whether the
+    /// backend was ejected for the whole check. True when this check
+    /// completes `rise` passes in a row during the ejection.
+    pub fn observe(&mut self, ejected_throughout: bool, passed: bool) -> bool {
+        if !(ejected_throughout && passed) {
+            self.passes = 0;
+            return false;
+        }
+        self.passes = self.passes.saturating_add(1);
+        self.passes >= self.rise
+    }
+}
+
 /// Checks one backend until aborted.
 pub(super) async fn check_backend(
     backend: Arc<Backend>,
@@ -87,7 +126,9 @@ pub(super) async fn check_backend(
     tokio::time::sleep(rng.below(config.jitter)).await;
     let stats = &backend.stats;
     let mut machine = RiseFall::new(stats.check_up(), config.rise, config.fall);
+    let mut return_streak = ReturnStreak::new(config.rise);
     loop {
+        let ejected_before = stats.ejected();
         let result = match tokio::time::timeout(config.timeout, probe(&backend, &config)).await {
             Ok(result) => result,
             Err(_) => Err(format!("no answer within {:?}", config.timeout)),
@@ -117,19 +158,40 @@ pub(super) async fn check_backend(
         if stats.check_up() != machine.is_up() {
             stats.set_healthy(machine.is_up());
         }
-        if passed && Outlier::ejection_over(stats, now_ms()) {
-            outlier.release(
-                stats,
-                backend.address,
-                "ejection time over and the health check passed",
-            );
-        }
+        let streak_complete = return_streak.observe(ejected_before && stats.ejected(), passed);
+        end_ejection(&backend, &outlier, &config, passed, streak_complete);
         if let Err(reason) = &result {
             tracing::debug!(%pool, backend = %backend.address, %reason, "health check failed");
         }
         let jitter = config.jitter;
         let wait = (config.interval + rng.below(jitter)).saturating_sub(jitter / 2);
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// Lets an ejected backend back in after a passing check: when its
+/// ejection time is over, or when `streak_complete` (`rise` passes in a
+/// row during the ejection) ends it early.
+fn end_ejection(
+    backend: &Backend,
+    outlier: &Outlier,
+    config: &HealthConfig,
+    passed: bool,
+    streak_complete: bool,
+) {
+    let stats = &backend.stats;
+    if !passed || !stats.ejected() {
+        return;
+    }
+    if Outlier::ejection_over(stats, now_ms()) {
+        let why = "ejection time over and the health check passed";
+        outlier.release(stats, backend.address, why);
+    } else if streak_complete {
+        let why = format!(
+            "{} passing health checks in a row since the ejection",
+            config.rise
+        );
+        outlier.release(stats, backend.address, &why);
     }
 }
 
@@ -266,6 +328,29 @@ mod tests {
         let mut m = RiseFall::new(true, 1, 1);
         assert_eq!(m.observe(false), Some(false));
         assert_eq!(m.observe(true), Some(true));
+    }
+
+    #[test]
+    fn rise_passes_during_the_ejection_complete_the_return_streak() {
+        let mut streak = ReturnStreak::new(3);
+        assert!(!streak.observe(false, true), "not ejected: nothing to end");
+        assert!(!streak.observe(true, true));
+        assert!(!streak.observe(true, true));
+        assert!(!streak.observe(true, false), "a failure starts over");
+        assert!(!streak.observe(true, true));
+        assert!(!streak.observe(true, true));
+        assert!(streak.observe(true, true), "3 in a row");
+        // A probe that began before the ejection does not count, and breaks
+        // the streak like a failure.
+        let mut streak = ReturnStreak::new(2);
+        assert!(!streak.observe(true, true));
+        assert!(!streak.observe(false, true));
+        assert!(!streak.observe(true, true));
+        assert!(streak.observe(true, true));
+        assert!(
+            ReturnStreak::new(1).observe(true, true),
+            "rise = 1: at once"
+        );
     }
 
     #[test]

@@ -21,6 +21,9 @@
 pub mod active;
 pub mod passive;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -41,7 +44,8 @@ pub enum HealthChange {
     Up,
     /// Passive checking ejected it.
     Ejected,
-    /// Its ejection is over.
+    /// Its ejection is over: its time is up, or `rise` passing active
+    /// checks in a row ended it early.
     Returned,
 }
 

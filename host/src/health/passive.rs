@@ -17,9 +17,12 @@
 //! - **cap**: at most `max_ejected_percent` of the pool's backends (rounded
 //!   down) are ejected at once; a backend that would go over the cap stays
 //!   in (logged once) so a pool-wide blip does not black-hole the pool.
-//! - **return**: once its ejection time is over, a backend returns: at
-//!   once when the pool has no active check (the pool's sweeper task does
-//!   it), else at the first passing active check after that time.
+//! - **return**: when the pool has no active check, a backend returns
+//!   once its ejection time is over (the pool's sweeper task does it).
+//!   With one, the checker lets it back in at the first passing check
+//!   after that time, or earlier: `rise` passing checks in a row during
+//!   the ejection end it (`active::ReturnStreak`), so a backend that was
+//!   restarted is back within a few intervals, not after `ejection_time`.
 //!
 //! Cost on the request path: a success is one relaxed load (and a store
 //! only when a failure streak ends); a failure is one `fetch_add`, plus the
@@ -300,8 +303,8 @@ impl Outlier {
         self.announce(address, HealthChange::Ejected, reason);
     }
 
-    /// Lets an ejected backend back in (its time is over, and the active
-    /// check passed when there is one).
+    /// Lets an ejected backend back in (its time is over, or its active
+    /// checks passed; see the module docs), logged and announced.
     pub fn release(&self, stats: &BackendStats, address: SocketAddr, why: &str) {
         if !stats.ejected() {
             return;

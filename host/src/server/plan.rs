@@ -156,6 +156,7 @@ pub fn bind_listener(
     Ok(ListenerState {
         policy: Arc::new(bound),
         on_error: listener.on_error,
+        send_timeout: listener.send_timeout,
         frontend,
     })
 }

@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::plan::{self, Plan, Reusable};
 use super::watch::{FileChange, FileWatcher};
 use super::{Addresses, ServerEvent};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::health::HealthTasks;
 use crate::http::ProxyShared;
 use crate::listener::{ListenerHandle, ListenerState, RunningListener};
@@ -121,7 +121,7 @@ impl Runtime {
         .await
         .map_err(|e| format!("planning the config panicked: {e}"))?
         .map_err(|errors| join_lines(&errors))?;
-        let sockets = self.bind_sockets(&plan.config).await?;
+        let sockets = self.bind_sockets(&plan.config)?;
         self.watch(&plan.config);
         self.certificates = Some(certificates);
         self.commit(plan, sockets);
@@ -139,28 +139,39 @@ impl Runtime {
         })
     }
 
-    /// Binds the sockets of listeners that are new or moved.
-    async fn bind_sockets(&self, config: &Config) -> Result<HashMap<String, TcpListener>, String> {
+    /// Binds the sockets of listeners that are new or moved; a listener
+    /// whose address is unchanged keeps its socket (and its `backlog`).
+    fn bind_sockets(&self, config: &Config) -> Result<HashMap<String, TcpListener>, String> {
         let mut sockets = HashMap::new();
         for (index, listener) in config.listeners.iter().enumerate() {
-            let kept = self
-                .serving
-                .as_ref()
-                .and_then(|s| s.listeners.get(&listener.name))
-                .is_some_and(|(address, _)| *address == listener.address);
-            if kept {
+            if let Some(running) = self.kept_listener(listener) {
+                if running.backlog != listener.backlog {
+                    tracing::info!(
+                        listener = %listener.name, bound = running.backlog, asked = listener.backlog,
+                        "backlog changed; it applies when the socket is bound again (new address or restart)"
+                    );
+                }
                 continue;
             }
-            let socket = TcpListener::bind(listener.address).await.map_err(|e| {
-                format!(
-                    "{}: listeners[{index}].address: cannot listen on {}: {e}",
-                    config.file.display(),
-                    listener.address
-                )
-            })?;
+            let socket =
+                crate::listener::bind(listener.address, listener.backlog).map_err(|e| {
+                    format!(
+                        "{}: listeners[{index}].address: cannot listen on {}: {e}",
+                        config.file.display(),
+                        listener.address
+                    )
+                })?;
             sockets.insert(listener.name.clone(), socket);
         }
         Ok(sockets)
+    }
+
+    /// The running listener that keeps its socket for `listener` (same
+    /// name, same address).
+    fn kept_listener(&self, listener: &ListenerConfig) -> Option<&RunningListener> {
+        let serving = self.serving.as_ref()?;
+        let (address, running) = serving.listeners.get(&listener.name)?;
+        (*address == listener.address).then_some(running)
     }
 
     fn commit(&mut self, plan: Plan, mut sockets: HashMap<String, TcpListener>) {
@@ -177,7 +188,8 @@ impl Runtime {
                         tokio::spawn(previous.drain(super::DRAIN_GRACE));
                     }
                     let handle = Arc::new(ListenerHandle::new(&config.name, state));
-                    match RunningListener::start(socket, handle, Arc::clone(&self.shared)) {
+                    let shared = Arc::clone(&self.shared);
+                    match RunningListener::start(socket, config.backlog, handle, shared) {
                         Ok(running) => running,
                         Err(error) => {
                             tracing::error!(listener = %config.name, %error, "cannot start listener");

@@ -313,6 +313,26 @@ fn unknown_protocol_and_on_error() {
 }
 
 #[test]
+fn bad_backlogs() {
+    let key = "listeners[0].backlog";
+    for value in ["0", "-1", "65536", "4294967296"] {
+        let text = minimal_with("policy =", &format!("backlog = {value}\npolicy ="));
+        let shown = assert_key(&text, key);
+        assert!(shown.contains("from 1 to 65535"), "{value}: {shown}");
+    }
+    let text = minimal_with("policy =", "backlog = \"4096\"\npolicy =");
+    assert_key(&text, key);
+}
+
+#[test]
+fn bad_send_timeouts() {
+    for value in ["\"0s\"", "\"5\"", "5"] {
+        let text = minimal_with("policy =", &format!("send_timeout = {value}\npolicy ="));
+        assert_key(&text, "listeners[0].send_timeout");
+    }
+}
+
+#[test]
 fn policy_config_is_free_form() {
     let text = minimal_with(
         "\n[[pools]]",

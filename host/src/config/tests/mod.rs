@@ -211,6 +211,8 @@ fn minimal_config_gets_defaults() {
     let edge = &config.listeners[0];
     assert_eq!(edge.protocol, Protocol::Http);
     assert_eq!(edge.on_error, OnError::Fallback);
+    assert_eq!(edge.backlog, 4096);
+    assert_eq!(edge.send_timeout, Duration::from_secs(60));
     assert_eq!(config.pools[0].backends[0].weight, 1);
     assert_eq!(config.pools[0].upstream, UpstreamConfig::default());
     assert_eq!(config.pools[0].passive, Some(PassiveConfig::default()));
@@ -281,7 +283,7 @@ fn other_values_and_forms() {
     )
     .replace(
         "pools = [\"web\"]",
-        "pools = [\"web\"]\nprotocol = \"tcp\"\non_error = \"reject\"",
+        "pools = [\"web\"]\nprotocol = \"tcp\"\non_error = \"reject\"\nbacklog = 65535\nsend_timeout = \"1.5s\"",
     );
     let config = parse_ok(&text);
     assert_eq!(config.policies.dir, Path::new("/abs/p"));
@@ -289,6 +291,11 @@ fn other_values_and_forms() {
     assert_eq!(config.policies.decision_timeout, Duration::from_micros(250));
     assert_eq!(config.listeners[0].protocol, Protocol::Tcp);
     assert_eq!(config.listeners[0].on_error, OnError::Reject);
+    assert_eq!(config.listeners[0].backlog, 65535);
+    assert_eq!(
+        config.listeners[0].send_timeout,
+        Duration::from_millis(1500)
+    );
 }
 
 #[test]

@@ -30,6 +30,13 @@ const MAX_MEMORY_LIMIT: u64 = 4 << 30;
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// nginx and HAProxy ask for about as much; Linux caps it at
+/// `net.core.somaxconn` (4096 by default since 5.4).
+const DEFAULT_BACKLOG: u32 = 4096;
+/// The largest `somaxconn` of kernels before 5.4 (a 16-bit field); a
+/// larger queue only hides an accept loop that cannot keep up.
+const MAX_BACKLOG: u32 = 65535;
+const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most `retries` a pool may ask for.
 const MAX_RETRIES: u32 = 10;
 /// Stands in for an address that did not parse; never returned.
@@ -182,6 +189,12 @@ impl<'a> Checker<'a> {
         let certificates = self.certificates(&key, raw);
         let (handshake_timeout, unknown_sni) = self.tls_options(&key, raw);
         let redirect_to_https = self.redirect(&key, raw);
+        let backlog = self.backlog(&format!("{key}.backlog"), raw.backlog);
+        let send_timeout = self.duration(
+            &format!("{key}.send_timeout"),
+            raw.send_timeout.as_ref(),
+            DEFAULT_SEND_TIMEOUT,
+        );
         ListenerConfig {
             name: raw.name.clone(),
             address,
@@ -194,6 +207,25 @@ impl<'a> Checker<'a> {
             handshake_timeout,
             unknown_sni,
             redirect_to_https,
+            backlog,
+            send_timeout,
+        }
+    }
+
+    /// `backlog`: 1..=[`MAX_BACKLOG`]; [`DEFAULT_BACKLOG`] when absent.
+    fn backlog(&mut self, key: &str, raw: Option<i64>) -> u32 {
+        let Some(value) = raw else {
+            return DEFAULT_BACKLOG;
+        };
+        match u32::try_from(value) {
+            Ok(backlog @ 1..=MAX_BACKLOG) => backlog,
+            _ => {
+                self.error(
+                    key,
+                    format!("{value}: must be a listen queue length from 1 to {MAX_BACKLOG}"),
+                );
+                DEFAULT_BACKLOG
+            }
         }
     }
 
