@@ -35,10 +35,6 @@ pub use pipeline::{ConnInfo, ProxyShared};
 /// How long a client may take to send a request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long a client may leave a response write waiting (the listener's
-/// `send_timeout` by default).
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// The connection builder used for every client connection of a listener.
 pub fn connection_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -91,7 +91,13 @@ impl Frontend {
                 crate::http::serve_connection(stream, conn, listener, shared, builder, drain).await;
             }
             Frontend::RedirectToHttps(port) => {
-                Box::pin(redirect::serve_redirect(stream, port, builder, drain.graceful)).await;
+                Box::pin(redirect::serve_redirect(
+                    stream,
+                    port,
+                    builder,
+                    drain.graceful,
+                ))
+                .await;
             }
             Frontend::Tls(tls) => {
                 let served = serve_tls(tls, stream, conn, listener, shared, builder, drain);

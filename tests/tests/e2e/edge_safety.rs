@@ -259,3 +259,41 @@ async fn client_faults_never_count_against_a_backend() {
     assert!(ejections.is_empty(), "{ejections:?}");
     fx.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_after_send_timeout() {
+    let backend = Backend::start("web").await.unwrap();
+    let config = ConfigBuilder::new()
+        .listener(
+            ListenerSpec::new("edge", "round-robin", &["web"]).extra("send_timeout = \"300ms\""),
+        )
+        .pool(PoolSpec::new("web", &[&backend]));
+    let fx = ProxyFixture::start(&config, &[("round-robin", bundled("round-robin"))])
+        .await
+        .unwrap();
+    const TOTAL: usize = 64 * 1024 * 1024;
+    let mut stream = TcpStream::connect(fx.addr("edge")).await.unwrap();
+    let request = format!("GET /download?bytes={TOTAL} HTTP/1.1\r\nHost: a\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // The stall is the stimulus: the client reads nothing for well over
+    // the send timeout, while the socket buffers fill.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mut received = 0usize;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(STEP, stream.read(&mut chunk)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => received += n,
+            Err(_) => panic!("the proxy kept the stalled connection open"),
+        }
+    }
+    assert!(
+        received < TOTAL,
+        "the response was cut: {received} of {TOTAL} bytes"
+    );
+    // Nothing of the stalled response is still held against the backend.
+    let client = Client::http1();
+    let reply = client.get(&fx.url("edge", "/")).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    fx.shutdown().await.unwrap();
+}

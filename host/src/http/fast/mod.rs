@@ -42,7 +42,7 @@ use tokio::time::Sleep;
 use super::body::ProxyBody;
 use super::pipeline::{Codec, ConnInfo, ProxyShared, Target, process_request, refused};
 use super::retry::{self, AttemptError};
-use super::{Drain, HEADER_READ_TIMEOUT, SEND_TIMEOUT};
+use super::{Drain, HEADER_READ_TIMEOUT};
 use crate::health::passive::Failure;
 use crate::listener::ListenerHandle;
 use crate::policy::RequestView;
@@ -107,7 +107,9 @@ pub async fn serve<IO>(
         bufs: Buffers::default(),
         head_timer: Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)),
         response_timer: Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)),
-        send_timeout: SEND_TIMEOUT,
+        // The listener's at accept time; a reload applies to new
+        // connections.
+        send_timeout: listener.state().send_timeout,
     };
     loop {
         match client.next_request(&mut drain).await {
