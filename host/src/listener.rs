@@ -13,31 +13,16 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
-use crate::config::OnError;
+pub use crate::http::state::{ListenerHandle, ListenerState};
 use crate::http::{ConnInfo, ProxyShared};
-use crate::policy::BoundPolicy;
-
-/// What a request on a listener needs, replaced as a whole on reload.
-#[derive(Debug)]
-pub struct ListenerState {
-    /// The policy bound to this listener's pools and `policy_config`.
-    pub policy: Arc<BoundPolicy>,
-    /// What to do when a decision fails.
-    pub on_error: OnError,
-    /// The longest a write to the client may stall (`send_timeout`).
-    pub send_timeout: Duration,
-    /// Plain, TLS (with its certificates) or redirect; read once per
-    /// accepted connection, so new certificates serve the next one.
-    pub frontend: crate::tls::Frontend,
-}
+use crate::tls::{Frontend, TlsTerminator};
 
 /// A listening socket on `address` with a listen queue of `backlog`
 /// connections (the kernel caps it at `net.core.somaxconn`), with
@@ -53,46 +38,6 @@ pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
     socket.listen(backlog)
-}
-
-/// A listener as requests see it.
-#[derive(Debug)]
-pub struct ListenerHandle {
-    /// The listener's name in the config.
-    pub name: String,
-    state: ArcSwap<ListenerState>,
-    decision_errors: AtomicU64,
-}
-
-impl ListenerHandle {
-    /// A handle serving `state`.
-    pub fn new(name: &str, state: ListenerState) -> ListenerHandle {
-        ListenerHandle {
-            name: name.to_owned(),
-            state: ArcSwap::from_pointee(state),
-            decision_errors: AtomicU64::new(0),
-        }
-    }
-
-    /// The current state (one atomic load and a reference count).
-    pub fn state(&self) -> Arc<ListenerState> {
-        self.state.load_full()
-    }
-
-    /// Replaces the state for every following request.
-    pub fn replace_state(&self, state: ListenerState) {
-        self.state.store(Arc::new(state));
-    }
-
-    /// Counts a failed decision.
-    pub fn count_decision_error(&self) {
-        self.decision_errors.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Failed decisions since the listener started.
-    pub fn decision_errors(&self) -> u64 {
-        self.decision_errors.load(Ordering::Relaxed)
-    }
 }
 
 /// A listener whose accept loop is running.
@@ -175,9 +120,7 @@ async fn accept_loop(
             Arc::clone(&builder),
         );
         tokio::spawn(async move {
-            frontend
-                .serve(stream, conn, handle, shared, &builder, drain)
-                .await;
+            serve_accepted(frontend, stream, conn, handle, shared, &builder, drain).await;
         });
     }
     drop(socket);
@@ -185,6 +128,66 @@ async fn accept_loop(
     // in-flight request.
     draining.send_replace(true);
     tokio::join!(graceful.shutdown(), draining.closed());
+}
+
+/// Serves one accepted connection until it closes, as the listener's
+/// frontend says. The redirect and TLS paths are boxed (once per
+/// connection): a plain connection's task then carries neither hyper's nor
+/// rustls' state inline.
+async fn serve_accepted(
+    frontend: Frontend,
+    stream: TcpStream,
+    conn: ConnInfo,
+    listener: Arc<ListenerHandle>,
+    shared: Arc<ProxyShared>,
+    builder: &auto::Builder<TokioExecutor>,
+    drain: crate::http::Drain,
+) {
+    match frontend {
+        Frontend::Plain => {
+            crate::http::serve_connection(stream, conn, listener, shared, builder, drain).await;
+        }
+        Frontend::RedirectToHttps(port) => {
+            Box::pin(crate::http::redirect::serve_redirect(
+                stream,
+                port,
+                builder,
+                drain.graceful,
+            ))
+            .await;
+        }
+        Frontend::Tls(tls) => {
+            let served = serve_tls(tls, stream, conn, listener, shared, builder, drain);
+            Box::pin(served).await;
+        }
+    }
+}
+
+/// The TLS handshake, then HTTP over the TLS stream.
+async fn serve_tls(
+    tls: Arc<TlsTerminator>,
+    stream: TcpStream,
+    mut conn: ConnInfo,
+    listener: Arc<ListenerHandle>,
+    shared: Arc<ProxyShared>,
+    builder: &auto::Builder<TokioExecutor>,
+    drain: crate::http::Drain,
+) {
+    let stream = match tls.handshake(stream).await {
+        Ok(stream) => stream,
+        Err(error) => return crate::tls::acceptor::log_failure(&listener.name, conn.peer, &error),
+    };
+    let (server_name, alpn) = crate::tls::acceptor::negotiated(&stream);
+    tracing::trace!(
+        listener = %listener.name,
+        peer = %conn.peer,
+        sni = server_name.as_deref(),
+        alpn = alpn.map(String::from_utf8_lossy).as_deref(),
+        "TLS handshake done"
+    );
+    conn.tls = true;
+    conn.server_name = server_name;
+    crate::http::serve_connection(stream, conn, listener, shared, builder, drain).await;
 }
 
 #[cfg(test)]

@@ -28,8 +28,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::HealthChange;
-use super::passive::Outlier;
 use crate::config::HealthConfig;
+use crate::pool::outlier::Outlier;
 use crate::pool::{Backend, now_ms};
 
 /// How much of a check response body is searched for `expect_body`.
@@ -195,15 +195,21 @@ fn end_ejection(
     }
 }
 
-/// One probe; Err is why it failed.
+/// One probe; Err is why it failed. A TCP check only connects; an HTTP
+/// check speaks to the backend as requests do (over TLS for a pool with
+/// `[pools.tls]`).
 async fn probe(backend: &Backend, config: &HealthConfig) -> Result<(), String> {
-    let stream = TcpStream::connect(backend.address)
+    let Some(path) = &config.path else {
+        return TcpStream::connect(backend.address)
+            .await
+            .map(drop)
+            .map_err(|e| format!("connect: {e}"));
+    };
+    let stream = backend
+        .conns
+        .open()
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let Some(path) = &config.path else {
-        return Ok(());
-    };
-    let _ = stream.set_nodelay(true);
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake: {e}"))?;

@@ -1,5 +1,6 @@
 //! Backend health: active checks ([`active`]) and passive ejection
-//! ([`passive`]), both feeding `BackendStats::healthy`, which is what
+//! ([`passive`], which lives with the pool's signals in
+//! `crate::pool::outlier` since every request feeds it), both feeding `BackendStats::healthy`, which is what
 //! policies see (`backend-stats.healthy` and `.ejected`) and what
 //! `policy::decide` enforces.
 //!
@@ -10,8 +11,9 @@
 //! backend when the pool has `[pools.health]`, and one sweeper task when
 //! it has passive checking but no active check (it returns backends whose
 //! ejection time is over); plus one task per used pool that closes its
-//! backends' stale keep-alive connections (`http::client`). [`HealthTasks`] owns them; the server starts a
-//! new set on every config commit and drops (aborts) the previous one.
+//! backends' stale keep-alive connections (`crate::pool`). [`HealthTasks`]
+//! owns them; the server starts a new set on every config commit and drops
+//! (aborts) the previous one.
 //! Pools are rebuilt on a reload but keep their backends' stats by
 //! address, so a reload keeps up/down and ejection state; only the
 //! checkers' streak counters start over.
@@ -19,7 +21,7 @@
 //! The full reference, with the state machine, is `docs/config.md`.
 
 pub mod active;
-pub mod passive;
+pub use crate::pool::outlier as passive;
 
 #[cfg(test)]
 mod tests;
@@ -31,23 +33,9 @@ use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+pub use crate::events::HealthChange;
+use crate::events::ServerEvent;
 use crate::pool::BackendPool;
-use crate::server::ServerEvent;
-
-/// A change of a backend's health, as announced in
-/// [`ServerEvent::BackendHealth`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthChange {
-    /// `fall` failing active checks in a row: down.
-    Down,
-    /// `rise` passing active checks in a row: up.
-    Up,
-    /// Passive checking ejected it.
-    Ejected,
-    /// Its ejection is over: its time is up, or `rise` passing active
-    /// checks in a row ended it early.
-    Returned,
-}
 
 /// The health tasks of one committed config; aborted when dropped.
 #[derive(Debug, Default)]
@@ -74,9 +62,7 @@ impl HealthTasks {
                 .iter()
                 .any(|l| l.pools.contains(&pool_config.name));
             if used {
-                tasks.spawn(crate::http::client::close_idle_connections(Arc::clone(
-                    pool,
-                )));
+                tasks.spawn(crate::pool::close_idle_connections(Arc::clone(pool)));
             }
             match (&pool_config.health, used) {
                 (Some(health), true) => {

@@ -11,10 +11,10 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::HealthChange;
 use super::active::check_backend;
-use super::passive::Failure;
 use crate::config::{BackendConfig, HealthConfig, PassiveConfig, PoolConfig};
+use crate::events::ServerEvent;
+use crate::pool::outlier::Failure;
 use crate::pool::{BackendPool, now_ms};
-use crate::server::ServerEvent;
 
 /// Longer than any test here may take, so only the checks can end it.
 const EJECTION: Duration = Duration::from_secs(60);

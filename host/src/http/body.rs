@@ -24,9 +24,9 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use super::client::Connection;
-use crate::health::passive::Failure;
 use crate::pool::ActiveRequest;
+use crate::pool::outlier::Failure;
+use crate::upstream::Connection;
 
 /// The error type of [`ProxyBody`].
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -123,7 +123,7 @@ impl Drop for UpstreamResponse {
         if let Some(connection) = self.connection.take()
             && (self.ended || self.body.is_end_stream())
         {
-            self.guard.backend().connections.put(connection);
+            self.guard.backend().conns.hyper.put(connection);
         }
     }
 }

@@ -12,11 +12,12 @@ pub mod body;
 pub mod client;
 pub mod fast;
 pub mod headers;
-pub mod ip_text;
 pub mod pipeline;
 pub mod proxy;
+pub mod redirect;
 pub mod retry;
 pub mod rewind;
+pub mod state;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,8 +30,8 @@ use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use crate::listener::ListenerHandle;
 pub use pipeline::{ConnInfo, ProxyShared};
+use state::ListenerHandle;
 
 /// How long a client may take to send a request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);

@@ -30,13 +30,13 @@ use tokio::sync::broadcast;
 
 use super::body::ProxyBody;
 use super::headers;
-use super::ip_text::IpText;
 use super::retry::AttemptError;
+use super::state::{ListenerHandle, ListenerState};
 use crate::config::OnError;
-use crate::listener::{ListenerHandle, ListenerState};
+use crate::events::ServerEvent;
+use crate::ip_text::IpText;
 use crate::policy::{self, Decision, DecisionError, HeaderEdit, RequestView};
 use crate::pool::Backend;
-use crate::server::ServerEvent;
 
 /// What every request of a server shares.
 pub struct ProxyShared {

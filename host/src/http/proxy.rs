@@ -24,13 +24,14 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use super::body::{ProxyBody, UpstreamResponse};
-use super::client::{self, UpstreamBody};
+use super::client;
 use super::headers;
 use super::pipeline::{Codec, ConnInfo, ProxyShared, Target, local, process_request, refused};
 use super::retry::{self, AttemptError};
-use crate::listener::ListenerHandle;
+use crate::http::state::ListenerHandle;
 use crate::policy::RequestView;
 use crate::pool::Backend;
+use crate::upstream::UpstreamBody;
 
 /// Handles one request from a client through the pipeline.
 pub async fn handle(

@@ -32,8 +32,8 @@ use http::{Method, StatusCode, request::Parts};
 
 use super::body::ProxyBody;
 use super::pipeline::local;
-use crate::health::passive::Failure;
 use crate::pool::ActiveRequest;
+use crate::pool::outlier::Failure;
 
 /// Whose fault a failed attempt is. Only a backend's fault counts against
 /// it (error rate, passive health).

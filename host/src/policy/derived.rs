@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use super::host::{RequestKey, RequestView, find_cookie};
-use crate::http::ip_text::IpText;
+use crate::ip_text::IpText;
 use crate::pool::{BackendPool, FNV1A64_OFFSET, fnv1a64_extend};
 
 /// The authority the client addressed, as the `authority` accessor returns

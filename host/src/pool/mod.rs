@@ -6,6 +6,7 @@
 //! whose address is unchanged carry their stats over, so a reload does not
 //! reset least-connections or latency state.
 
+pub mod outlier;
 mod signals;
 
 use std::net::SocketAddr;
@@ -17,9 +18,9 @@ use http::HeaderName;
 use http::uri::Authority;
 
 use crate::config::{BackendConfig, PoolConfig, UpstreamConfig};
-use crate::health::passive::{Failure, Outlier, OutlierState};
-use crate::http::client::{Connection, IdleConnections};
-use crate::http::fast::upstream::RawConnection;
+use crate::upstream::tls::UpstreamTlsPlan;
+use crate::upstream::{Connections, IDLE_TIMEOUT};
+use outlier::{Failure, Outlier, OutlierState};
 pub use signals::{ERROR_BUCKET_MS, ErrorWindow, Load, LoadReport, now_ms, parse_load};
 
 /// Weight of a new sample in the latency EWMA (1/5).
@@ -129,11 +130,9 @@ pub struct Backend {
     pub upstream: UpstreamConfig,
     /// The pool's passive health checking, fed by every request's outcome.
     pub outlier: Arc<Outlier>,
-    /// Keep-alive connections of hyper's client waiting for the next
-    /// request (HTTP/2 clients, requests with bodies, upgrades).
-    pub connections: IdleConnections<Connection>,
-    /// Keep-alive connections of the HTTP/1 fast path (`http::fast`).
-    pub streams: IdleConnections<RawConnection>,
+    /// Its connections: idle ones of each kind, and how to open one
+    /// (plain, or TLS for a pool with `[pools.tls]`).
+    pub conns: Connections,
 }
 
 impl Backend {
@@ -142,6 +141,7 @@ impl Backend {
         pool: &PoolConfig,
         stats: Arc<BackendStats>,
         outlier: Arc<Outlier>,
+        tls: &UpstreamTlsPlan,
     ) -> Backend {
         let authority = Authority::try_from(config.address.to_string())
             .expect("a socket address is a valid authority");
@@ -154,8 +154,7 @@ impl Backend {
             load_header: pool.load_header.clone(),
             upstream: pool.upstream,
             outlier,
-            connections: IdleConnections::default(),
-            streams: IdleConnections::default(),
+            conns: Connections::new(config.address, tls.for_address(config.address)),
         }
     }
 
@@ -271,9 +270,18 @@ pub struct BackendPool {
 }
 
 impl BackendPool {
-    /// Builds a pool, reusing the stats of `previous`'s backends that have
-    /// the same address.
+    /// Builds a pool of plain-TCP backends; see [`BackendPool::build`].
     pub fn new(config: &PoolConfig, previous: Option<&BackendPool>) -> BackendPool {
+        BackendPool::build(config, previous, &UpstreamTlsPlan::default())
+    }
+
+    /// Builds a pool, reusing the stats of `previous`'s backends that have
+    /// the same address; each backend speaks TLS as `tls` says.
+    pub fn build(
+        config: &PoolConfig,
+        previous: Option<&BackendPool>,
+        tls: &UpstreamTlsPlan,
+    ) -> BackendPool {
         let stats: Vec<Arc<BackendStats>> = config
             .backends
             .iter()
@@ -296,7 +304,13 @@ impl BackendPool {
             .iter()
             .zip(stats)
             .map(|(backend, stats)| {
-                Arc::new(Backend::new(backend, config, stats, Arc::clone(&outlier)))
+                Arc::new(Backend::new(
+                    backend,
+                    config,
+                    stats,
+                    Arc::clone(&outlier),
+                    tls,
+                ))
             })
             .collect();
         BackendPool {
@@ -341,6 +355,19 @@ impl BackendPool {
         (0..n)
             .map(|offset| (start + offset) % n)
             .find(|&i| self.backends[i].stats.healthy() && !tried.contains(&(pool, i as u32)))
+    }
+}
+
+/// Closes the stale idle connections of `pool`'s backends every quarter
+/// of [`IDLE_TIMEOUT`], forever (the pool's tasks abort it).
+pub async fn close_idle_connections(pool: Arc<BackendPool>) {
+    let mut ticks = tokio::time::interval(IDLE_TIMEOUT / 4);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        for backend in &pool.backends {
+            backend.conns.sweep();
+        }
     }
 }
 

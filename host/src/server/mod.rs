@@ -15,7 +15,7 @@ mod watch;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+pub use crate::events::ServerEvent;
 pub use plan::{Plan, Reusable};
 use runtime::Runtime;
 pub use watch::FileChange;
@@ -35,55 +36,6 @@ use crate::policy::PolicyEngine;
 const DEBOUNCE: Duration = Duration::from_millis(75);
 /// How long a drain waits for in-flight requests.
 const DRAIN_GRACE: Duration = Duration::from_secs(30);
-
-/// Something that happened to the server, for operators' tooling and tests.
-#[derive(Debug, Clone)]
-pub enum ServerEvent {
-    /// A module version is now serving (at start, after a file change, or
-    /// after a config reload that compiled it).
-    PolicyLoaded {
-        /// Policy name (file stem).
-        policy: String,
-        /// Its version number.
-        version: u64,
-    },
-    /// A module was refused; the previous version keeps serving.
-    PolicyRejected {
-        /// The refused file.
-        file: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// A new config is serving.
-    ConfigReloaded,
-    /// A config was refused; the previous one keeps serving.
-    ConfigRejected {
-        /// `FILE: key: reason` lines.
-        reason: String,
-    },
-    /// A backend's health changed: its active check took it down or
-    /// brought it up, or passive checking ejected it or let it back in
-    /// (also logged, once per change, with the reason).
-    BackendHealth {
-        /// The pool.
-        pool: String,
-        /// The backend's address.
-        backend: SocketAddr,
-        /// What changed.
-        change: crate::health::HealthChange,
-        /// Why.
-        reason: String,
-    },
-    /// A decision trapped, timed out or was invalid; `on_error` handled it.
-    DecisionFailed {
-        /// The listener.
-        listener: String,
-        /// The policy.
-        policy: String,
-        /// Why.
-        reason: String,
-    },
-}
 
 enum Command {
     Reload(oneshot::Sender<Result<(), String>>),

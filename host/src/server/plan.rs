@@ -17,7 +17,7 @@ use crate::listener::ListenerState;
 use crate::policy::{BoundPolicy, CompiledPolicy, PolicyEngine, PolicyLimits, SharedCounters};
 use crate::pool::BackendPool;
 use crate::tls::Frontend;
-use crate::tls::upstream::UpstreamTlsPlan;
+use crate::upstream::tls::UpstreamTlsPlan;
 
 /// Everything a config needs, ready to be committed.
 pub struct Plan {
@@ -33,8 +33,6 @@ pub struct Plan {
     pub counters: HashMap<String, Arc<SharedCounters>>,
     /// Listener states in config order.
     pub listeners: Vec<ListenerState>,
-    /// TLS to backends, registered on commit.
-    pub upstream_tls: UpstreamTlsPlan,
 }
 
 /// The parts of the running server a plan may reuse.
@@ -86,7 +84,7 @@ impl Plan {
                 let previous = reuse.pools.and_then(|p| p.get(&pool.name)).map(Arc::as_ref);
                 (
                     pool.name.clone(),
-                    Arc::new(BackendPool::new(pool, previous)),
+                    Arc::new(BackendPool::build(pool, previous, &upstream_tls)),
                 )
             })
             .collect();
@@ -118,7 +116,6 @@ impl Plan {
             pools,
             counters,
             listeners,
-            upstream_tls,
         })
     }
 }

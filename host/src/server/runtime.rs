@@ -215,7 +215,6 @@ impl Runtime {
         }
         // The previous config's checkers were stopped with its `Serving`
         // above; the new pools share their backends' stats.
-        plan.upstream_tls.register();
         let health = HealthTasks::start(&plan.config, &plan.pools, &self.events);
         self.serving = Some(Serving {
             config: plan.config,

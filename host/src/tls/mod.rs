@@ -8,8 +8,11 @@
 //!   wildcard, default), per `unknown_sni`;
 //! - [`acceptor`]: the rustls server config and the handshake under
 //!   `handshake_timeout`;
-//! - [`redirect`]: the `301` listener;
-//! - [`upstream`]: TLS to a pool's backends (`[pools.tls]`).
+//! - the `301` redirect listener is HTTP's (`crate::http::redirect`), TLS
+//!   to backends the upstream layer's (`crate::upstream::tls`); serving an
+//!   accepted connection is the listener's (`crate::listener`).
+//!
+//! This module reads the config only: nothing above it.
 //!
 //! Why rustls with the **ring** provider rather than aws-lc-rs: ring builds
 //! with just a C compiler, while aws-lc-rs needs cmake (and NASM on some
@@ -28,22 +31,14 @@
 
 pub mod acceptor;
 pub mod certs;
-pub mod redirect;
 pub mod resolver;
-pub mod upstream;
 
 use std::sync::Arc;
-
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
 
 pub use acceptor::{HandshakeError, TlsConfigError, TlsTerminator};
 pub use resolver::SniResolver;
 
 use crate::config::{ListenerConfig, Protocol};
-use crate::http::{ConnInfo, ProxyShared};
-use crate::listener::ListenerHandle;
 
 /// The crypto provider every TLS config of the proxy uses (see the module docs).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -73,65 +68,6 @@ impl Frontend {
             None => Frontend::Plain,
         })
     }
-
-    /// Serves one accepted connection until it closes. The redirect and
-    /// TLS paths are boxed (once per connection): a plain connection's
-    /// task then carries neither hyper's nor rustls' state inline.
-    pub async fn serve(
-        self,
-        stream: TcpStream,
-        conn: ConnInfo,
-        listener: Arc<ListenerHandle>,
-        shared: Arc<ProxyShared>,
-        builder: &auto::Builder<TokioExecutor>,
-        drain: crate::http::Drain,
-    ) {
-        match self {
-            Frontend::Plain => {
-                crate::http::serve_connection(stream, conn, listener, shared, builder, drain).await;
-            }
-            Frontend::RedirectToHttps(port) => {
-                Box::pin(redirect::serve_redirect(
-                    stream,
-                    port,
-                    builder,
-                    drain.graceful,
-                ))
-                .await;
-            }
-            Frontend::Tls(tls) => {
-                let served = serve_tls(tls, stream, conn, listener, shared, builder, drain);
-                Box::pin(served).await;
-            }
-        }
-    }
-}
-
-/// The TLS handshake, then HTTP over the TLS stream.
-async fn serve_tls(
-    tls: Arc<TlsTerminator>,
-    stream: TcpStream,
-    mut conn: ConnInfo,
-    listener: Arc<ListenerHandle>,
-    shared: Arc<ProxyShared>,
-    builder: &auto::Builder<TokioExecutor>,
-    drain: crate::http::Drain,
-) {
-    let stream = match tls.handshake(stream).await {
-        Ok(stream) => stream,
-        Err(error) => return acceptor::log_failure(&listener.name, conn.peer, &error),
-    };
-    let (server_name, alpn) = acceptor::negotiated(&stream);
-    tracing::trace!(
-        listener = %listener.name,
-        peer = %conn.peer,
-        sni = server_name.as_deref(),
-        alpn = alpn.map(String::from_utf8_lossy).as_deref(),
-        "TLS handshake done"
-    );
-    conn.tls = true;
-    conn.server_name = server_name;
-    crate::http::serve_connection(stream, conn, listener, shared, builder, drain).await;
 }
 
 /// Every certificate and key file the config's listeners use, in order.

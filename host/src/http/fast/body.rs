@@ -22,8 +22,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::chunked::ChunkScanner;
 use super::request::BodyFraming;
-use super::upstream::{RawConnection, RequestBody};
+use super::upstream::RequestBody;
 use crate::http::retry::{AttemptError, ClientFault};
+use crate::upstream::RawConnection;
 
 /// Longest pause of a client between two reads of its request body.
 pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(30);

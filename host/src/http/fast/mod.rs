@@ -43,9 +43,9 @@ use super::body::ProxyBody;
 use super::pipeline::{Codec, ConnInfo, ProxyShared, Target, process_request, refused};
 use super::retry::{self, AttemptError};
 use super::{Drain, HEADER_READ_TIMEOUT};
-use crate::health::passive::Failure;
-use crate::listener::ListenerHandle;
+use crate::http::state::ListenerHandle;
 use crate::policy::RequestView;
+use crate::pool::outlier::Failure;
 use body::{BodyState, Upload};
 use buffers::Buffers;
 use relay::RelayError;
@@ -374,7 +374,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
         match relayed.await {
             Ok(()) => {
                 if meta.reusable && !cut {
-                    backend.streams.put(connection);
+                    backend.conns.raw.put(connection);
                 }
                 Ok(after(close, &meta))
             }

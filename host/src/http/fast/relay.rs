@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::chunked::ChunkScanner;
 use super::response::Framing;
-use super::upstream::RawConnection;
+use crate::upstream::RawConnection;
 
 /// How a relay ended badly.
 #[derive(Debug)]

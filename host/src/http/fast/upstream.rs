@@ -12,16 +12,14 @@
 //! common request pays no system call for the check.
 
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Sleep;
 
-use crate::http::client::{Reusable, error_chain, open};
 use crate::http::retry::AttemptError;
 use crate::pool::Backend;
-use crate::tls::upstream::MaybeTls;
+use crate::upstream::{RawConnection, Reusable, error_chain};
 
 /// Read buffer of an upstream connection.
 const BUFFER: usize = 16 * 1024;
@@ -32,38 +30,6 @@ pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// Stale pooled connections tried before a new one is opened.
 const STALE_TRIES: usize = 4;
-
-/// One upstream HTTP/1.1 connection of the fast path.
-pub struct RawConnection {
-    /// The stream to the backend.
-    pub stream: MaybeTls,
-    /// Bytes read from the backend and not consumed yet.
-    pub buffer: BytesMut,
-}
-
-impl Reusable for RawConnection {
-    /// Bytes left over from the last response: the backend broke the
-    /// protocol, the connection cannot carry another request.
-    fn is_closed(&mut self) -> bool {
-        !self.buffer.is_empty()
-    }
-
-    /// Polls a read once with a no-op waker: pending means open and quiet;
-    /// end of stream, an error or unexpected bytes mean it cannot carry
-    /// another request.
-    fn probe_closed(&mut self) -> bool {
-        if self.is_closed() {
-            return true;
-        }
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut byte = [0u8; 1];
-        let mut probe = ReadBuf::new(&mut byte);
-        !matches!(
-            Pin::new(&mut self.stream).poll_read(&mut cx, &mut probe),
-            Poll::Pending
-        )
-    }
-}
 
 /// How far a response head has arrived, as told by the caller's parser.
 pub enum HeadProgress<T> {
@@ -158,7 +124,7 @@ pub async fn exchange<T, P: FnMut(&[u8]) -> HeadProgress<T>>(
         };
     }
     for _ in 0..STALE_TRIES {
-        let Some(mut connection) = backend.streams.take() else {
+        let Some(mut connection) = backend.conns.raw.take() else {
             break;
         };
         match round_trip(&mut connection, head, body, &mut how).await {
@@ -179,7 +145,7 @@ pub async fn exchange<T, P: FnMut(&[u8]) -> HeadProgress<T>>(
 /// call), or a new one.
 async fn checkout(backend: &Backend, replayable: bool) -> Result<RawConnection, AttemptError> {
     for _ in 0..STALE_TRIES {
-        let Some(mut connection) = backend.streams.take() else {
+        let Some(mut connection) = backend.conns.raw.take() else {
             break;
         };
         if replayable || !connection.probe_closed() {
@@ -280,7 +246,7 @@ async fn round_trip<T, P: FnMut(&[u8]) -> HeadProgress<T>>(
 /// A new connection within the pool's connect timeout.
 async fn connect(backend: &Backend) -> Result<RawConnection, AttemptError> {
     let timeout = backend.upstream.connect_timeout;
-    match tokio::time::timeout(timeout, open(backend)).await {
+    match tokio::time::timeout(timeout, backend.conns.open()).await {
         Ok(Ok(stream)) => Ok(RawConnection {
             stream,
             buffer: BytesMut::with_capacity(BUFFER),

@@ -3,22 +3,21 @@
 //! configured CA (or the system's roots) under the configured server name
 //! (sent as SNI), or its IP address when no name is configured.
 //!
-//! The settings live in a process-wide registry keyed by backend address,
-//! replaced on every config commit ([`UpstreamTlsPlan::register`]) and read
-//! once per *new* upstream connection (`http::client`); pooled connections
-//! never look it up. One address therefore speaks one protocol: a config
-//! that puts an address in two pools with different `tls` settings is
-//! refused. Pooled connections belong to a backend of one committed config,
-//! so a reload that changes a pool's TLS settings starts new connections.
+//! The settings are built (and checked) while a config is planned
+//! ([`UpstreamTlsPlan`]) and handed to each backend when its pool is built
+//! (`crate::pool`), so a new connection reads them from its own backend:
+//! no process-wide table. One address speaks one protocol: a config that
+//! puts an address in two pools with different `tls` settings is refused.
+//! Pooled connections belong to a backend of one committed config, so a
+//! reload that changes a pool's TLS settings starts new connections.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use arc_swap::ArcSwap;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -27,8 +26,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::TlsConfigError;
 use crate::config::{Config, UpstreamTlsConfig};
+use crate::tls::TlsConfigError;
 
 /// How to speak TLS to one backend.
 pub struct BackendTls {
@@ -36,12 +35,8 @@ pub struct BackendTls {
     server_name: ServerName<'static>,
 }
 
-type Registry = HashMap<SocketAddr, Arc<BackendTls>>;
-
-static REGISTRY: LazyLock<ArcSwap<Registry>> = LazyLock::new(ArcSwap::default);
-
 /// The TLS settings of a config's backends, built (and checked) while
-/// planning, registered when the plan is committed.
+/// planning, handed to the backends when their pools are built.
 #[derive(Default, Clone)]
 pub struct UpstreamTlsPlan {
     /// `None`: the address speaks plain HTTP.
@@ -91,20 +86,10 @@ impl UpstreamTlsPlan {
         }
     }
 
-    /// Makes these settings the ones new upstream connections use.
-    /// Addresses not in this plan keep theirs (another server in the
-    /// process may use them).
-    pub fn register(&self) {
-        REGISTRY.rcu(|current| {
-            let mut map = Registry::clone(current);
-            for (address, tls) in &self.by_address {
-                match tls {
-                    Some(tls) => map.insert(*address, Arc::clone(tls)),
-                    None => map.remove(address),
-                };
-            }
-            map
-        });
+    /// How to speak to `address` (`None`: plain TCP, or not in the
+    /// config).
+    pub fn for_address(&self, address: SocketAddr) -> Option<Arc<BackendTls>> {
+        self.by_address.get(&address).cloned().flatten()
     }
 }
 
@@ -139,7 +124,7 @@ fn client_config(
         None => system_roots().map_err(|reason| error("ca", reason))?,
     };
     let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
-    let mut config = ClientConfig::builder_with_provider(super::provider())
+    let mut config = ClientConfig::builder_with_provider(crate::tls::provider())
         .with_protocol_versions(&versions)
         .map_err(|e| error("ca", format!("TLS setup failed: {e}")))?
         .with_root_certificates(roots)
@@ -175,9 +160,12 @@ fn system_roots() -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// The TLS settings registered for a backend address (`None`: plain).
-pub fn tls_for_address(address: SocketAddr) -> Option<Arc<BackendTls>> {
-    REGISTRY.load().get(&address).cloned()
+impl std::fmt::Debug for BackendTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BackendTls {

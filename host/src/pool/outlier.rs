@@ -38,10 +38,9 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast};
 
-use super::HealthChange;
 use crate::config::PassiveConfig;
+use crate::events::{HealthChange, ServerEvent};
 use crate::pool::{BackendStats, ERROR_BUCKET_MS, now_ms};
-use crate::server::ServerEvent;
 
 /// Per-backend passive-health state, kept in [`BackendStats`] so it
 /// survives a config reload like the other signals.

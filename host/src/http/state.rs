@@ -1,0 +1,69 @@
+//! What every request on a listener reads: the policy bound to its pools,
+//! `on_error`, `send_timeout` and its frontend ([`ListenerState`]), behind
+//! a handle that a reload swaps atomically ([`ListenerHandle`]), so
+//! in-flight requests finish on what they started with and the next
+//! request sees the new state. The listener layer (`crate::listener`)
+//! builds and swaps it; the pipeline only reads it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::config::OnError;
+use crate::policy::BoundPolicy;
+
+/// What a request on a listener needs, replaced as a whole on reload.
+#[derive(Debug)]
+pub struct ListenerState {
+    /// The policy bound to this listener's pools and `policy_config`.
+    pub policy: Arc<BoundPolicy>,
+    /// What to do when a decision fails.
+    pub on_error: OnError,
+    /// The longest a write to the client may stall (`send_timeout`).
+    pub send_timeout: Duration,
+    /// Plain, TLS (with its certificates) or redirect; read once per
+    /// accepted connection, so new certificates serve the next one.
+    pub frontend: crate::tls::Frontend,
+}
+
+/// A listener as requests see it.
+#[derive(Debug)]
+pub struct ListenerHandle {
+    /// The listener's name in the config.
+    pub name: String,
+    state: ArcSwap<ListenerState>,
+    decision_errors: AtomicU64,
+}
+
+impl ListenerHandle {
+    /// A handle serving `state`.
+    pub fn new(name: &str, state: ListenerState) -> ListenerHandle {
+        ListenerHandle {
+            name: name.to_owned(),
+            state: ArcSwap::from_pointee(state),
+            decision_errors: AtomicU64::new(0),
+        }
+    }
+
+    /// The current state (one atomic load and a reference count).
+    pub fn state(&self) -> Arc<ListenerState> {
+        self.state.load_full()
+    }
+
+    /// Replaces the state for every following request.
+    pub fn replace_state(&self, state: ListenerState) {
+        self.state.store(Arc::new(state));
+    }
+
+    /// Counts a failed decision.
+    pub fn count_decision_error(&self) {
+        self.decision_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed decisions since the listener started.
+    pub fn decision_errors(&self) -> u64 {
+        self.decision_errors.load(Ordering::Relaxed)
+    }
+}

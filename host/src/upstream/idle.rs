@@ -1,0 +1,128 @@
+//! The idle keep-alive connections of one backend: a lock-free queue
+//! ([`IdleConnections`]) per connection kind. A request pops one, and
+//! gives it back when its response has been read to the end; no lock, no
+//! hashing and no lookup by address on the request path, and a backend
+//! that a reload replaces takes its idle connections with it.
+//!
+//! Idle connections live at most [`IDLE_TIMEOUT`]: a checkout skips older
+//! ones and the pool's sweeper ([`IdleConnections::sweep`]) closes them
+//! when there is no traffic. At most [`MAX_IDLE`] are kept per backend.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::SegQueue;
+
+/// How long a connection may stay idle in a backend's pool.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most idle connections kept per backend; more are closed.
+pub const MAX_IDLE: usize = 1024;
+
+/// A connection that can wait in an [`IdleConnections`] queue.
+pub trait Reusable {
+    /// Whether it is known to be unusable, checked without blocking or a
+    /// system call (on every checkout and return).
+    fn is_closed(&mut self) -> bool;
+
+    /// [`is_closed`](Self::is_closed), and whether the peer closed it,
+    /// at the cost of a system call (by the idle sweeper).
+    fn probe_closed(&mut self) -> bool {
+        self.is_closed()
+    }
+}
+
+struct Idle<C> {
+    connection: C,
+    since: Instant,
+}
+
+/// The idle keep-alive connections of one backend, of one kind: hyper's
+/// ([`Connection`]) or the fast path's (`super::fast::upstream`).
+pub struct IdleConnections<C> {
+    queue: SegQueue<Idle<C>>,
+    len: AtomicUsize,
+}
+
+impl<C> Default for IdleConnections<C> {
+    fn default() -> Self {
+        IdleConnections {
+            queue: SegQueue::new(),
+            len: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for IdleConnections<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdleConnections")
+            .field("len", &self.len.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl<C: Reusable> IdleConnections<C> {
+    /// The oldest idle connection that is still open and fresh.
+    pub fn take(&self) -> Option<C> {
+        while let Some(mut idle) = self.pop() {
+            if idle.usable() {
+                return Some(idle.connection);
+            }
+        }
+        None
+    }
+
+    /// Keeps `connection` for the next request (closes it when the pool
+    /// is full or the backend closed it). The cap is checked without a
+    /// lock, so racing workers may overshoot it by a few.
+    pub fn put(&self, mut connection: C) {
+        if !connection.is_closed() && self.len() < MAX_IDLE {
+            self.push(Idle {
+                connection,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Closes the connections idle for longer than [`IDLE_TIMEOUT`] or
+    /// closed by the backend; keeps the others, in order.
+    pub fn sweep(&self) {
+        for _ in 0..self.len() {
+            match self.pop() {
+                Some(mut idle) => {
+                    if idle.usable() && !idle.connection.probe_closed() {
+                        self.push(idle);
+                    }
+                }
+                None => return,
+            }
+        }
+    }
+
+    fn pop(&self) -> Option<Idle<C>> {
+        let idle = self.queue.pop()?;
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        Some(idle)
+    }
+
+    fn push(&self, idle: Idle<C>) {
+        self.len.fetch_add(1, Ordering::Relaxed);
+        self.queue.push(idle);
+    }
+
+    /// How many connections are idle.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether no connection is idle.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<C: Reusable> Idle<C> {
+    fn usable(&mut self) -> bool {
+        !self.connection.is_closed() && self.since.elapsed() < IDLE_TIMEOUT
+    }
+}

@@ -1,0 +1,96 @@
+//! Connections from the proxy to backends, for both codecs: each
+//! backend's [`Connections`] owns its idle keep-alive queues ([`idle`]),
+//! how to open a new connection (TCP, then TLS for a pool with
+//! `[pools.tls]`: [`tls`], set per backend when its pool is built, never
+//! looked up in a process-wide table) and the two connection kinds: the
+//! fast codec's byte streams ([`RawConnection`]) and hyper's client
+//! connections ([`Connection`]).
+//!
+//! This layer knows sockets and TLS only: nothing of requests, pools or
+//! policies.
+
+pub mod idle;
+pub mod raw;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use tokio::net::TcpStream;
+
+pub use idle::{IDLE_TIMEOUT, IdleConnections, MAX_IDLE, Reusable};
+pub use raw::RawConnection;
+pub use tls::{BackendTls, MaybeTls};
+
+/// The body of an upstream request sent by hyper's client: the client's
+/// body, streamed, or nothing (a bodiless request, which a retry can send
+/// again).
+pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
+/// The sending half of one hyper upstream connection.
+pub type Connection = http1::SendRequest<UpstreamBody>;
+
+impl Reusable for Connection {
+    fn is_closed(&mut self) -> bool {
+        http1::SendRequest::is_closed(self)
+    }
+}
+
+/// One backend's connections: where they go, how they are opened, and
+/// the idle ones of each kind.
+#[derive(Debug)]
+pub struct Connections {
+    /// The backend's address.
+    pub address: SocketAddr,
+    /// How to speak TLS to it (`None`: plain TCP).
+    pub tls: Option<Arc<BackendTls>>,
+    /// Idle connections of hyper's client (HTTP/2 clients, upgrades and
+    /// HTTP/1.0 requests, through hyper's codec).
+    pub hyper: IdleConnections<Connection>,
+    /// Idle byte streams of the fast codec.
+    pub raw: IdleConnections<RawConnection>,
+}
+
+impl Connections {
+    /// No connection yet to `address`, which speaks `tls`.
+    pub fn new(address: SocketAddr, tls: Option<Arc<BackendTls>>) -> Connections {
+        Connections {
+            address,
+            tls,
+            hyper: IdleConnections::default(),
+            raw: IdleConnections::default(),
+        }
+    }
+
+    /// A new stream: TCP (no Nagle), then TLS when the backend has it.
+    pub async fn open(&self) -> std::io::Result<MaybeTls> {
+        let tcp = TcpStream::connect(self.address).await?;
+        tcp.set_nodelay(true)?;
+        match &self.tls {
+            None => Ok(MaybeTls::Plain(tcp)),
+            Some(tls) => tls.connect(tcp).await,
+        }
+    }
+
+    /// Closes the stale idle connections of both kinds.
+    pub fn sweep(&self) {
+        self.hyper.sweep();
+        self.raw.sweep();
+    }
+}
+
+/// An error with its sources, one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
