@@ -1,6 +1,12 @@
 //! The fast codec's upstream connection: a byte stream to the backend and
 //! its read buffer.
+//!
+//! An idle pooled connection holds no read buffer: [`RawConnection::park`]
+//! gives an empty one to the worker thread's pool before the connection
+//! waits, and [`RawConnection::unpark`] takes one when a request uses it
+//! (no lock: thread-local, at most [`POOL_MAX`] kept per thread).
 
+use std::cell::RefCell;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
@@ -15,6 +21,50 @@ pub struct RawConnection {
     pub stream: MaybeTls,
     /// Bytes read from the backend and not consumed yet.
     pub buffer: BytesMut,
+}
+
+/// Size of a read buffer.
+pub const BUFFER: usize = 16 * 1024;
+
+/// Most spare read buffers kept per worker thread.
+pub const POOL_MAX: usize = 256;
+
+thread_local! {
+    static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+impl RawConnection {
+    /// A new connection over `stream`, with a read buffer.
+    pub fn new(stream: MaybeTls) -> RawConnection {
+        let mut connection = RawConnection {
+            stream,
+            buffer: BytesMut::new(),
+        };
+        connection.unpark();
+        connection
+    }
+
+    /// Gives the (empty) read buffer back before the connection idles.
+    pub fn park(&mut self) {
+        if self.buffer.is_empty() && self.buffer.capacity() <= 4 * BUFFER {
+            let buffer = std::mem::take(&mut self.buffer);
+            SPARE.with(|spare| {
+                let mut spare = spare.borrow_mut();
+                if spare.len() < POOL_MAX && buffer.capacity() > 0 {
+                    spare.push(buffer);
+                }
+            });
+        }
+    }
+
+    /// Makes sure the connection has a read buffer.
+    pub fn unpark(&mut self) {
+        if self.buffer.capacity() == 0 {
+            self.buffer = SPARE
+                .with(|spare| spare.borrow_mut().pop())
+                .unwrap_or_else(|| BytesMut::with_capacity(BUFFER));
+        }
+    }
 }
 
 impl Reusable for RawConnection {

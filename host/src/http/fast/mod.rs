@@ -374,6 +374,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
         match relayed.await {
             Ok(()) => {
                 if meta.reusable && !cut {
+                    connection.park();
                     backend.conns.raw.put(connection);
                 }
                 Ok(after(close, &meta))

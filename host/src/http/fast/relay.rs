@@ -68,7 +68,7 @@ pub async fn relay<C: AsyncWrite + Unpin>(
             };
         }
         if buffer.capacity() - buffer.len() < 4096 {
-            buffer.reserve(16 * 1024);
+            buffer.reserve(crate::upstream::raw::BUFFER);
         }
         let read = tokio::time::timeout(idle, upstream.stream.read_buf(buffer)).await;
         match read {

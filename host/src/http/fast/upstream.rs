@@ -13,16 +13,12 @@
 
 use std::pin::Pin;
 
-use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Sleep;
 
 use crate::http::retry::AttemptError;
 use crate::pool::Backend;
 use crate::upstream::{RawConnection, Reusable, error_chain};
-
-/// Read buffer of an upstream connection.
-const BUFFER: usize = 16 * 1024;
 
 /// Largest response head accepted from a backend, in bytes: past it the
 /// response is a 502, not a buffer that grows with what the backend sends.
@@ -186,6 +182,7 @@ async fn round_trip<T, P: FnMut(&[u8]) -> HeadProgress<T>>(
     body: &mut impl RequestBody,
     how: &mut Exchange<'_, P>,
 ) -> Result<T, Trip> {
+    connection.unpark();
     let stream = &mut connection.stream;
     let written = async {
         stream.write_all(head).await?;
@@ -222,7 +219,7 @@ async fn round_trip<T, P: FnMut(&[u8]) -> HeadProgress<T>>(
             return Err(Trip::Body(AttemptError::Client(*fault)));
         }
         if buffer.capacity() - buffer.len() < 1024 {
-            buffer.reserve(BUFFER);
+            buffer.reserve(crate::upstream::raw::BUFFER);
         }
         let read = tokio::select! {
             biased;
@@ -247,10 +244,7 @@ async fn round_trip<T, P: FnMut(&[u8]) -> HeadProgress<T>>(
 async fn connect(backend: &Backend) -> Result<RawConnection, AttemptError> {
     let timeout = backend.upstream.connect_timeout;
     match tokio::time::timeout(timeout, backend.conns.open()).await {
-        Ok(Ok(stream)) => Ok(RawConnection {
-            stream,
-            buffer: BytesMut::with_capacity(BUFFER),
-        }),
+        Ok(Ok(stream)) => Ok(RawConnection::new(stream)),
         Ok(Err(error)) => Err(AttemptError::connect(&error, error_chain(&error))),
         Err(_) => Err(AttemptError::Connect(format!(
             "connect timed out after {timeout:?}"
