@@ -1,4 +1,4 @@
-//! The `wasmroute check --config FILE` contract (DESIGN.md section 5): exit
+//! The `wasmroute check --config FILE` contract (the contract in docs/config.md): exit
 //! 1 with one `FILE: key: reason` line per error on stderr, exit 0 and a
 //! short OK line for a valid config.
 

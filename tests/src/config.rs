@@ -1,4 +1,4 @@
-//! A small builder for `wasmroute.toml` (DESIGN.md section 5). Listener
+//! A small builder for `wasmroute.toml` (the contract in docs/config.md). Listener
 //! addresses are always `127.0.0.1:0`; the proxy reports the bound port.
 
 use std::fmt::Write;

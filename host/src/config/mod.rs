@@ -1,6 +1,6 @@
 //! The config file: format, defaults and validation.
 //!
-//! A config is one TOML file (see DESIGN.md section 5). [`Config::load`]
+//! A config is one TOML file (reference: docs/config.md). [`Config::load`]
 //! reads, parses and validates it and returns either a complete [`Config`],
 //! with every default filled in, or [`ConfigErrors`] listing *every*
 //! problem found, each as one `FILE: key: reason` line, where `key` is a

@@ -1,6 +1,6 @@
 //! The Wasm policy runtime.
 //!
-//! Rules (DESIGN.md sections 2 and 3), and where each is kept:
+//! Rules (the cost model in docs/architecture.md), and where each is kept:
 //! - one [`wasmtime::Engine`] per server, `concurrency_support(false)`,
 //!   epoch interruption driven by a 1 ms ticker thread ([`PolicyEngine`]);
 //! - modules are compiled off the request path into a [`CompiledPolicy`]
@@ -11,6 +11,7 @@
 //!   store for every decision; an instance that trapped is dropped and the
 //!   next decision instantiates a fresh one ([`worker`]).
 
+mod cache;
 mod counters;
 mod derived;
 mod host;
@@ -79,6 +80,7 @@ pub enum DecisionError {
 pub struct PolicyEngine {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
+    compiled: cache::ComponentCache,
 }
 
 impl PolicyEngine {
@@ -97,6 +99,7 @@ impl PolicyEngine {
         Ok(PolicyEngine {
             engine,
             linker: Arc::new(linker),
+            compiled: cache::ComponentCache::default(),
         })
     }
 
@@ -114,7 +117,14 @@ impl PolicyEngine {
         digest: [u8; 32],
     ) -> Result<CompiledPolicy, PolicyError> {
         let compile_error = |e: wasmtime::Error| PolicyError::Compile(format!("{e:#}"));
-        let component = Component::new(&self.engine, bytes).map_err(compile_error)?;
+        let component = match self.compiled.get(&digest) {
+            Some(component) => component,
+            None => {
+                let component = Component::new(&self.engine, bytes).map_err(compile_error)?;
+                self.compiled.insert(digest, &component);
+                component
+            }
+        };
         let mut linker = Linker::clone(&self.linker);
         wasi::link(&mut linker, &self.engine, &component).map_err(compile_error)?;
         let instance_pre = linker.instantiate_pre(&component).map_err(compile_error)?;
@@ -324,6 +334,18 @@ mod tests {
                 panic!("{name}: {error}");
             }
         }
+    }
+
+    #[test]
+    fn a_module_compiled_before_is_not_compiled_again() {
+        let engine = PolicyEngine::new().unwrap();
+        let (name, bytes) = crate::bundled::POLICIES[0];
+        let first = engine.compile(name, bytes).unwrap();
+        assert_eq!(engine.compiled.len(), 1);
+        let again = engine.compile(name, bytes).unwrap();
+        assert_eq!(engine.compiled.len(), 1, "served from the cache");
+        assert_ne!(first.version, again.version, "still a new version");
+        assert_eq!(first.digest, again.digest);
     }
 
     #[test]

@@ -32,8 +32,10 @@ use crate::config::Config;
 use crate::http::ProxyShared;
 use crate::policy::PolicyEngine;
 
-/// How long file events must be quiet before they are acted on.
-const DEBOUNCE: Duration = Duration::from_millis(75);
+/// How long file events must be quiet before they are acted on: enough
+/// for a write-then-rename or an in-place write to settle, short enough
+/// that a dropped module serves within 100 ms.
+const DEBOUNCE: Duration = Duration::from_millis(30);
 /// How long a drain waits for in-flight requests.
 const DRAIN_GRACE: Duration = Duration::from_secs(30);
 

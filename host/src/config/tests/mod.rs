@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::*;
 
-/// The DESIGN.md section 5 example, with the pools it names defined.
+/// The README config example, with the pools it names defined.
 const FULL: &str = r#"
 [admin]
 address = "127.0.0.1:9901"
