@@ -122,6 +122,17 @@ impl ProxyFixture {
         Self::start_with_text(&config.render(), policies).await
     }
 
+    /// The common proxy of a test: listener `edge` balancing `pool` (named
+    /// `web`) with the shipped round-robin policy.
+    pub async fn round_robin(pool: crate::PoolSpec) -> ProxyFixture {
+        let config = ConfigBuilder::new()
+            .listener(crate::ListenerSpec::new("edge", "round-robin", &["web"]))
+            .pool(pool);
+        Self::start(&config, &[("round-robin", bundled("round-robin"))])
+            .await
+            .expect("the proxy starts")
+    }
+
     /// Like [`ProxyFixture::start`] with a literal config text.
     pub async fn start_with_text(config: &str, policies: &[(&str, &[u8])]) -> anyhow::Result<Self> {
         let dir = FixtureDir::new()?;

@@ -82,17 +82,23 @@ fn start_checker(
     (receiver, task.abort_handle())
 }
 
-#[tokio::test]
-async fn passing_checks_end_a_passive_ejection_long_before_its_time() {
+/// A listener that accepts and closes every connection: a TCP check
+/// passes on the kernel's handshake; accepting keeps the queue from
+/// filling.
+async fn accepting_listener() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    // A TCP check passes on the kernel's handshake; accept to keep the
-    // queue from filling.
     let accepting = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             drop(stream);
         }
     });
+    (address, accepting)
+}
+
+#[tokio::test]
+async fn passing_checks_end_a_passive_ejection_long_before_its_time() {
+    let (address, accepting) = accepting_listener().await;
     let pool = ejected_pool(address, checks(None));
     let (mut events, checker) = start_checker(&pool, checks(None));
     let event = tokio::time::timeout(WAIT, events.recv())
@@ -159,13 +165,7 @@ async fn failing_checks_keep_the_backend_ejected() {
 
 #[tokio::test]
 async fn the_check_that_brings_a_down_backend_up_ends_its_ejection_too() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let accepting = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            drop(stream);
-        }
-    });
+    let (address, accepting) = accepting_listener().await;
     let pool = ejected_pool(address, checks(None));
     // Killed under load: ejected by its failures, then down by its checks.
     let stats = &pool.backends[0].stats;

@@ -12,16 +12,11 @@ use tokio::net::TcpStream;
 use wasmroute_e2e::client::{empty, read_response};
 use wasmroute_e2e::scripted::Scripted;
 use wasmroute_e2e::{
-    Backend, Client, ConfigBuilder, ListenerSpec, PoolSpec, ProxyFixture, STEP, bundled, guests,
+    Backend, Client, ConfigBuilder, ListenerSpec, PoolSpec, ProxyFixture, STEP, guests,
 };
 
 async fn proxy_to(address: SocketAddr) -> ProxyFixture {
-    let config = ConfigBuilder::new()
-        .listener(ListenerSpec::new("edge", "round-robin", &["web"]))
-        .pool(PoolSpec::new("web", &[]).address(address));
-    ProxyFixture::start(&config, &[("round-robin", bundled("round-robin"))])
-        .await
-        .unwrap()
+    ProxyFixture::round_robin(PoolSpec::new("web", &[]).address(address)).await
 }
 
 /// Reads until the proxy closes the connection (bounded by [`STEP`]).

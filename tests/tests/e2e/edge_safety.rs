@@ -18,16 +18,12 @@ use wasmroute_e2e::{
 };
 
 async fn proxy_to(addresses: &[SocketAddr]) -> ProxyFixture {
-    let mut pool = PoolSpec::new("web", &[]);
-    for &address in addresses {
-        pool = pool.address(address);
-    }
-    let config = ConfigBuilder::new()
-        .listener(ListenerSpec::new("edge", "round-robin", &["web"]))
-        .pool(pool);
-    ProxyFixture::start(&config, &[("round-robin", bundled("round-robin"))])
-        .await
-        .unwrap()
+    let pool = addresses
+        .iter()
+        .fold(PoolSpec::new("web", &[]), |pool, &address| {
+            pool.address(address)
+        });
+    ProxyFixture::round_robin(pool).await
 }
 
 /// Writes `request` on a new connection, closes the sending side, and

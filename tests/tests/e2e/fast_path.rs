@@ -9,15 +9,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use wasmroute_e2e::client::read_response;
 use wasmroute_e2e::scripted::Scripted;
-use wasmroute_e2e::{Client, ConfigBuilder, ListenerSpec, PoolSpec, ProxyFixture, bundled};
+use wasmroute_e2e::{Client, PoolSpec, ProxyFixture};
 
 async fn proxy_to(backend: &Scripted) -> ProxyFixture {
-    let config = ConfigBuilder::new()
-        .listener(ListenerSpec::new("edge", "round-robin", &["web"]))
-        .pool(PoolSpec::new("web", &[]).address(backend.addr()));
-    ProxyFixture::start(&config, &[("round-robin", bundled("round-robin"))])
-        .await
-        .unwrap()
+    ProxyFixture::round_robin(PoolSpec::new("web", &[]).address(backend.addr())).await
 }
 
 /// Writes `requests` in one write and expects a 200 with each of `bodies`,

@@ -6,17 +6,10 @@ use std::time::Duration;
 use http::{StatusCode, Version};
 use tokio::task::JoinSet;
 use wasmroute_e2e::client::raw_exchange;
-use wasmroute_e2e::{
-    Backend, Client, ConfigBuilder, ListenerSpec, PoolSpec, ProxyFixture, bundled,
-};
+use wasmroute_e2e::{Backend, Client, PoolSpec, ProxyFixture};
 
 async fn round_robin_over(pool: PoolSpec) -> ProxyFixture {
-    let config = ConfigBuilder::new()
-        .listener(ListenerSpec::new("edge", "round-robin", &["web"]))
-        .pool(pool);
-    ProxyFixture::start(&config, &[("round-robin", bundled("round-robin"))])
-        .await
-        .unwrap()
+    ProxyFixture::round_robin(pool).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

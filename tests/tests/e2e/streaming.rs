@@ -8,19 +8,14 @@ use http::{Request, StatusCode, Version};
 use tokio_tungstenite::tungstenite::Message;
 use wasmroute_e2e::client::{self, Client};
 use wasmroute_e2e::pattern::{Pattern, PatternBody, pattern_sha256, sha256_of_body};
-use wasmroute_e2e::{Backend, ConfigBuilder, ListenerSpec, PoolSpec, ProxyFixture, STEP, bundled};
+use wasmroute_e2e::{Backend, PoolSpec, ProxyFixture, STEP};
 
 const BIG: u64 = 50 * 1024 * 1024;
 /// Bound for one 50 MB transfer through a debug build on a busy machine.
 const TRANSFER: Duration = Duration::from_secs(25);
 
 async fn proxy_to(backend: &Backend) -> ProxyFixture {
-    let config = ConfigBuilder::new()
-        .listener(ListenerSpec::new("edge", "round-robin", &["web"]))
-        .pool(PoolSpec::new("web", &[backend]));
-    ProxyFixture::start(&config, &[("round-robin", bundled("round-robin"))])
-        .await
-        .unwrap()
+    ProxyFixture::round_robin(PoolSpec::new("web", &[backend])).await
 }
 
 async fn upload(client: &Client, url: String, seed: u64, len: u64) {
