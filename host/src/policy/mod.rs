@@ -1,6 +1,6 @@
 //! The Wasm policy runtime.
 //!
-//! Rules (DESIGN.md sections 2 and 3), and where each is kept:
+//! Rules, and where each is kept:
 //! - one [`wasmtime::Engine`] per server, `concurrency_support(false)`,
 //!   epoch interruption driven by a 1 ms ticker thread ([`PolicyEngine`]);
 //! - modules are compiled off the request path into a [`CompiledPolicy`]
@@ -9,9 +9,13 @@
 //!   instantiating it and running `init` once before it may serve;
 //! - each worker thread keeps one instance per bound policy and reuses its
 //!   store for every decision; an instance that trapped is dropped and the
-//!   next decision instantiates a fresh one ([`worker`]).
+//!   next decision instantiates a fresh one ([`worker`]);
+//! - `decision_timeout` is the guest's CPU time, not wall time, so a thread
+//!   the OS takes off the CPU mid-decision does not fail it; a hard cap in
+//!   wall time still stops a looping guest ([`deadline`]).
 
 mod counters;
+mod deadline;
 mod derived;
 mod host;
 mod wasi;
@@ -30,6 +34,7 @@ pub use host::{Decision, HeaderEdit, RequestView, find_cookie};
 pub use worker::decide;
 
 use crate::pool::BackendPool;
+use deadline::ticks;
 use host::exports::{PolicyBindings, PolicyBindingsPre};
 use host::{ConfigValue, HostState};
 
@@ -240,6 +245,7 @@ impl BoundPolicy {
             Arc::clone(&self.pools),
             Arc::clone(&self.counters),
             self.limits.memory_limit,
+            self.limits.decision_timeout,
             seed,
         );
         let mut store = Store::new(&self.module.engine, state);
@@ -251,21 +257,16 @@ impl BoundPolicy {
             .instantiate(&mut store)
             .map_err(|e| PolicyError::Instantiate(format!("{e:#}")))?;
         match bindings.call_init(&mut store, &self.pool_names, &self.config) {
-            Ok(Ok(())) => Ok(PolicyInstance { store, bindings }),
+            Ok(Ok(())) => {
+                // `init` ran against the wall-time deadline above; decisions
+                // against the guest's CPU time (`deadline`).
+                store.epoch_deadline_callback(|mut store| Ok(store.data_mut().clock.on_deadline()));
+                Ok(PolicyInstance { store, bindings })
+            }
             Ok(Err(message)) => Err(PolicyError::InitRefused(message)),
             Err(trap) => Err(PolicyError::InitTrapped(format!("{trap:#}"))),
         }
     }
-
-    fn deadline_ticks(&self) -> u64 {
-        ticks(self.limits.decision_timeout)
-    }
-}
-
-/// Epoch ticks for a deadline (+1: the current tick may be about to end).
-fn ticks(timeout: Duration) -> u64 {
-    let ticks = timeout.as_micros() / EPOCH_TICK.as_micros();
-    u64::try_from(ticks).unwrap_or(u64::MAX).max(1) + 1
 }
 
 fn rand_seed() -> u64 {

@@ -43,7 +43,8 @@ pub fn decide(
         let slot = &mut slots[index];
         let store = &mut slot.instance.store;
         store.data_mut().request = Some(view);
-        store.set_epoch_deadline(policy.deadline_ticks());
+        let first_deadline = store.data_mut().clock.restart();
+        store.set_epoch_deadline(first_deadline);
         let result = slot
             .instance
             .bindings
