@@ -223,20 +223,32 @@ fn on_decision_error(
     tried: &[(u32, u32)],
 ) -> Route {
     let module = &state.policy.module;
-    listener.count_decision_error();
-    tracing::warn!(
-        listener = %listener.name,
-        policy = %module.name,
-        version = module.version,
-        on_error = ?state.on_error,
-        %error,
-        "policy decision failed"
-    );
-    let _ = shared.events.send(ServerEvent::DecisionFailed {
-        listener: listener.name.clone(),
-        policy: module.name.clone(),
-        reason: error.to_string(),
-    });
+    // A tripped policy was not called: its trip was reported once (by the
+    // `Tripping` failure), its requests are not, one by one.
+    if !matches!(error, DecisionError::Tripped) {
+        listener.count_decision_error();
+        tracing::warn!(
+            listener = %listener.name,
+            policy = %module.name,
+            version = module.version,
+            on_error = ?state.on_error,
+            %error,
+            "policy decision failed"
+        );
+        let _ = shared.events.send(ServerEvent::DecisionFailed {
+            listener: listener.name.clone(),
+            policy: module.name.clone(),
+            reason: error.to_string(),
+        });
+        if let DecisionError::Tripping { cause, back_off } = &error {
+            let _ = shared.events.send(ServerEvent::PolicyTripped {
+                listener: listener.name.clone(),
+                policy: module.name.clone(),
+                back_off: *back_off,
+                reason: cause.to_string(),
+            });
+        }
+    }
     let default_pool = &state.policy.pools[0];
     match (state.on_error, default_pool.fallback_pick_untried(0, tried)) {
         (OnError::Fallback, Some(index)) => Route::Forward {

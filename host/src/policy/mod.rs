@@ -12,8 +12,13 @@
 //!   next decision instantiates a fresh one ([`worker`]);
 //! - `decision_timeout` is the guest's CPU time, not wall time, so a thread
 //!   the OS takes off the CPU mid-decision does not fail it; a hard cap in
-//!   wall time still stops a looping guest ([`deadline`]).
+//!   wall time still stops a looping guest ([`deadline`]);
+//! - a policy that keeps failing (traps, timeouts, no instance) is tripped
+//!   for a back-off: its requests go straight to `on_error` without calling
+//!   it, then one request probes it ([`breaker`]). Other listeners sharing
+//!   the worker threads stop paying for it.
 
+mod breaker;
 mod counters;
 mod deadline;
 mod derived;
@@ -29,11 +34,13 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store};
 
+pub use breaker::{FIRST_BACK_OFF, MAX_BACK_OFF, TRIP_AFTER};
 pub use counters::{COUNTER_SLOTS, SharedCounters};
 pub use host::{Decision, HeaderEdit, RequestView, find_cookie};
 pub use worker::decide;
 
 use crate::pool::BackendPool;
+use breaker::Breaker;
 use deadline::ticks;
 use host::exports::{PolicyBindings, PolicyBindingsPre};
 use host::{ConfigValue, HostState};
@@ -77,6 +84,19 @@ pub enum DecisionError {
     /// The decision names something that does not exist or may not be used.
     #[error("invalid decision: {0}")]
     Invalid(String),
+    /// This failure tripped the policy's breaker: the next requests go to
+    /// `on_error` without calling it for `back_off` ([`breaker`]).
+    #[error("{cause}; the policy is tripped for {back_off:?} (failing repeatedly)")]
+    Tripping {
+        /// The failure.
+        cause: Box<DecisionError>,
+        /// How long the policy is off.
+        back_off: Duration,
+    },
+    /// The policy is tripped ([`breaker`]): it was not called. Reported
+    /// once, by the [`DecisionError::Tripping`] failure; not per request.
+    #[error("the policy is tripped after failing repeatedly: not called")]
+    Tripped,
 }
 
 /// The engine and linker shared by every policy of one server.
@@ -195,6 +215,7 @@ pub struct BoundPolicy {
     pool_names: Vec<String>,
     config: Vec<(String, ConfigValue)>,
     limits: PolicyLimits,
+    breaker: Breaker,
 }
 
 impl std::fmt::Debug for BoundPolicy {
@@ -230,6 +251,7 @@ impl BoundPolicy {
             counters,
             config: flatten_config(policy_config),
             limits,
+            breaker: Breaker::new(probe_lease(limits.decision_timeout)),
         }
     }
 
@@ -267,6 +289,13 @@ impl BoundPolicy {
             Err(trap) => Err(PolicyError::InitTrapped(format!("{trap:#}"))),
         }
     }
+}
+
+/// How long a claimed probe keeps the breaker's other requests off: longer
+/// than the probe can take (a fresh instance and `init`, then a decision
+/// up to its wall-time cap), so only a probe lost to a host panic expires.
+fn probe_lease(decision_timeout: Duration) -> Duration {
+    INIT_TIMEOUT + decision_timeout.saturating_mul(deadline::WALL_CAP) + Duration::from_secs(1)
 }
 
 fn rand_seed() -> u64 {

@@ -83,6 +83,20 @@ pub enum ServerEvent {
         /// Why.
         reason: String,
     },
+    /// A listener's policy failed repeatedly and was tripped (logged once):
+    /// its requests go to `on_error` without calling it for `back_off`,
+    /// then one request tries it again; a failure of that one trips it
+    /// again, for longer.
+    PolicyTripped {
+        /// The listener.
+        listener: String,
+        /// The policy.
+        policy: String,
+        /// How long it is off.
+        back_off: Duration,
+        /// The failure that tripped it.
+        reason: String,
+    },
 }
 
 enum Command {

@@ -5,6 +5,7 @@
 mod balancing;
 mod balancing_affinity;
 mod balancing_health;
+mod breaker;
 mod config_reload;
 mod fast_path;
 mod guests;
