@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A change of a backend's health, as announced in
 /// [`ServerEvent::BackendHealth`].
@@ -65,6 +66,20 @@ pub enum ServerEvent {
         /// The policy.
         policy: String,
         /// Why.
+        reason: String,
+    },
+    /// A listener's policy failed repeatedly and was tripped (logged once):
+    /// its requests go to `on_error` without calling it for `back_off`,
+    /// then one request tries it again; a failure of that one trips it
+    /// again, for longer.
+    PolicyTripped {
+        /// The listener.
+        listener: String,
+        /// The policy.
+        policy: String,
+        /// How long it is off.
+        back_off: Duration,
+        /// The failure that tripped it.
         reason: String,
     },
 }

@@ -226,6 +226,32 @@ fn on_decision_error(
     error: DecisionError,
     tried: &[(u32, u32)],
 ) -> Route {
+    // A tripped policy was not called: its trip was reported once (by the
+    // `Tripping` failure), its requests are not, one by one.
+    if !matches!(error, DecisionError::Tripped) {
+        announce_decision_error(listener, state, shared, &error);
+    }
+    let default_pool = &state.policy.pools[0];
+    match (state.on_error, default_pool.fallback_pick_untried(0, tried)) {
+        (OnError::Fallback, Some(index)) => Route::Forward(Target {
+            id: (0, index as u32),
+            backend: Arc::clone(&default_pool.backends[index]),
+            request_edits: Vec::new(),
+            response_edits: Vec::new(),
+        }),
+        (OnError::Fallback, None) if !tried.is_empty() => Route::Exhausted,
+        (OnError::Fallback, None) => Route::Local(unavailable("no healthy backend\n")),
+        (OnError::Reject, _) => Route::Local(unavailable("routing policy failed\n")),
+    }
+}
+
+/// Counts, logs and announces a failed decision (and the trip it caused).
+fn announce_decision_error(
+    listener: &ListenerHandle,
+    state: &ListenerState,
+    shared: &ProxyShared,
+    error: &DecisionError,
+) {
     let module = &state.policy.module;
     listener.count_decision_error();
     tracing::warn!(
@@ -241,17 +267,13 @@ fn on_decision_error(
         policy: module.name.clone(),
         reason: error.to_string(),
     });
-    let default_pool = &state.policy.pools[0];
-    match (state.on_error, default_pool.fallback_pick_untried(0, tried)) {
-        (OnError::Fallback, Some(index)) => Route::Forward(Target {
-            id: (0, index as u32),
-            backend: Arc::clone(&default_pool.backends[index]),
-            request_edits: Vec::new(),
-            response_edits: Vec::new(),
-        }),
-        (OnError::Fallback, None) if !tried.is_empty() => Route::Exhausted,
-        (OnError::Fallback, None) => Route::Local(unavailable("no healthy backend\n")),
-        (OnError::Reject, _) => Route::Local(unavailable("routing policy failed\n")),
+    if let DecisionError::Tripping { cause, back_off } = error {
+        let _ = shared.events.send(ServerEvent::PolicyTripped {
+            listener: listener.name.clone(),
+            policy: module.name.clone(),
+            back_off: *back_off,
+            reason: cause.to_string(),
+        });
     }
 }
 

@@ -8,11 +8,13 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasmtime::component::Resource;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
 use super::counters::{COUNTER_SLOTS, SharedCounters};
+use super::deadline::DecisionClock;
 use super::derived::{self, header_str};
 use crate::pool::{BackendPool, now_ms};
 
@@ -137,6 +139,8 @@ pub struct HostState {
     pub counters: Arc<SharedCounters>,
     /// Memory cap.
     pub limits: StoreLimits,
+    /// The running decision's deadline, for the store's epoch callback.
+    pub clock: DecisionClock,
     rng: u64,
 }
 
@@ -147,6 +151,7 @@ impl HostState {
         pools: Arc<[Arc<BackendPool>]>,
         counters: Arc<SharedCounters>,
         memory_limit: usize,
+        decision_timeout: Duration,
         seed: u64,
     ) -> HostState {
         HostState {
@@ -160,6 +165,7 @@ impl HostState {
                 .memories(8)
                 .trap_on_grow_failure(true)
                 .build(),
+            clock: DecisionClock::new(decision_timeout),
             rng: seed | 1,
         }
     }
@@ -367,7 +373,13 @@ mod tests {
         b0.stats.errors.record(true, now_ms());
         b0.stats.errors.record(false, now_ms());
         pool.backends[1].stats.set_ejected(true);
-        let mut state = HostState::new(vec![pool.clone()].into(), Arc::default(), 1 << 20, 7);
+        let mut state = HostState::new(
+            vec![pool.clone()].into(),
+            Arc::default(),
+            1 << 20,
+            Duration::from_millis(5),
+            7,
+        );
         let words = state.pool_stats_packed(0);
         let records = state.pool_stats(0);
         assert_eq!(words.len(), 10);

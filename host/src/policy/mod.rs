@@ -9,10 +9,19 @@
 //!   instantiating it and running `init` once before it may serve;
 //! - each worker thread keeps one instance per bound policy and reuses its
 //!   store for every decision; an instance that trapped is dropped and the
-//!   next decision instantiates a fresh one ([`worker`]).
+//!   next decision instantiates a fresh one ([`worker`]);
+//! - `decision_timeout` is the guest's CPU time, not wall time, so a thread
+//!   the OS takes off the CPU mid-decision does not fail it; a hard cap in
+//!   wall time still stops a looping guest ([`deadline`]);
+//! - a policy that keeps failing (traps, timeouts, no instance) is tripped
+//!   for a back-off: its requests go straight to `on_error` without calling
+//!   it, then one request probes it ([`breaker`]). Other listeners sharing
+//!   the worker threads stop paying for it.
 
+mod breaker;
 mod cache;
 mod counters;
+mod deadline;
 mod derived;
 mod host;
 mod wasi;
@@ -26,11 +35,14 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store};
 
+pub use breaker::{FIRST_BACK_OFF, MAX_BACK_OFF, TRIP_AFTER};
 pub use counters::{COUNTER_SLOTS, SharedCounters};
 pub use host::{Decision, HeaderEdit, RequestView, find_cookie};
 pub use worker::decide;
 
 use crate::pool::BackendPool;
+use breaker::Breaker;
+use deadline::ticks;
 use host::exports::{PolicyBindings, PolicyBindingsPre};
 use host::{ConfigValue, HostState};
 
@@ -73,6 +85,19 @@ pub enum DecisionError {
     /// The decision names something that does not exist or may not be used.
     #[error("invalid decision: {0}")]
     Invalid(String),
+    /// This failure tripped the policy's breaker: the next requests go to
+    /// `on_error` without calling it for `back_off` ([`breaker`]).
+    #[error("{cause}; the policy is tripped for {back_off:?} (failing repeatedly)")]
+    Tripping {
+        /// The failure.
+        cause: Box<DecisionError>,
+        /// How long the policy is off.
+        back_off: Duration,
+    },
+    /// The policy is tripped ([`breaker`]): it was not called. Reported
+    /// once, by the [`DecisionError::Tripping`] failure; not per request.
+    #[error("the policy is tripped after failing repeatedly: not called")]
+    Tripped,
 }
 
 /// The engine and linker shared by every policy of one server.
@@ -200,6 +225,7 @@ pub struct BoundPolicy {
     pool_names: Vec<String>,
     config: Vec<(String, ConfigValue)>,
     limits: PolicyLimits,
+    breaker: Breaker,
 }
 
 impl std::fmt::Debug for BoundPolicy {
@@ -235,6 +261,7 @@ impl BoundPolicy {
             counters,
             config: flatten_config(policy_config),
             limits,
+            breaker: Breaker::new(probe_lease(limits.decision_timeout)),
         }
     }
 
@@ -250,6 +277,7 @@ impl BoundPolicy {
             Arc::clone(&self.pools),
             Arc::clone(&self.counters),
             self.limits.memory_limit,
+            self.limits.decision_timeout,
             seed,
         );
         let mut store = Store::new(&self.module.engine, state);
@@ -261,21 +289,23 @@ impl BoundPolicy {
             .instantiate(&mut store)
             .map_err(|e| PolicyError::Instantiate(format!("{e:#}")))?;
         match bindings.call_init(&mut store, &self.pool_names, &self.config) {
-            Ok(Ok(())) => Ok(PolicyInstance { store, bindings }),
+            Ok(Ok(())) => {
+                // `init` ran against the wall-time deadline above; decisions
+                // against the guest's CPU time (`deadline`).
+                store.epoch_deadline_callback(|mut store| Ok(store.data_mut().clock.on_deadline()));
+                Ok(PolicyInstance { store, bindings })
+            }
             Ok(Err(message)) => Err(PolicyError::InitRefused(message)),
             Err(trap) => Err(PolicyError::InitTrapped(format!("{trap:#}"))),
         }
     }
-
-    fn deadline_ticks(&self) -> u64 {
-        ticks(self.limits.decision_timeout)
-    }
 }
 
-/// Epoch ticks for a deadline (+1: the current tick may be about to end).
-fn ticks(timeout: Duration) -> u64 {
-    let ticks = timeout.as_micros() / EPOCH_TICK.as_micros();
-    u64::try_from(ticks).unwrap_or(u64::MAX).max(1) + 1
+/// How long a claimed probe keeps the breaker's other requests off: longer
+/// than the probe can take (a fresh instance and `init`, then a decision
+/// up to its wall-time cap), so only a probe lost to a host panic expires.
+fn probe_lease(decision_timeout: Duration) -> Duration {
+    INIT_TIMEOUT + decision_timeout.saturating_mul(deadline::WALL_CAP) + Duration::from_secs(1)
 }
 
 fn rand_seed() -> u64 {

@@ -6,6 +6,9 @@
 //! every decision. A new policy version has a new id; the first decision
 //! that meets it on a worker instantiates it there and sweeps instances of
 //! versions nobody holds any more. An instance that trapped is dropped.
+//!
+//! Around the call, the policy's breaker ([`super::breaker`]) decides
+//! whether the guest is called at all, and counts how the call went.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Weak};
@@ -13,6 +16,7 @@ use std::sync::{Arc, Weak};
 use wasmtime::Trap;
 use wasmtime::component::Resource;
 
+use super::breaker::{Admission, Trip};
 use super::host::exports::Decision;
 use super::{BoundPolicy, DecisionError, PolicyInstance, RequestView};
 
@@ -29,8 +33,35 @@ thread_local! {
 /// Asks `policy` what to do with the request in `view`. The view is moved
 /// into the store for the call and handed back with the result, so the
 /// request head is never copied. The decision is checked against the
-/// listener's pools before it is returned.
+/// listener's pools before it is returned. A tripped policy is not called
+/// ([`DecisionError::Tripped`], see [`super::breaker`]).
 pub fn decide(
+    policy: &Arc<BoundPolicy>,
+    view: RequestView,
+) -> (RequestView, Result<Decision, DecisionError>) {
+    let admission = policy.breaker.admit();
+    if admission == Admission::Open {
+        return (view, Err(DecisionError::Tripped));
+    }
+    let (view, result) = call(policy, view);
+    let result = match result {
+        Ok(decision) => {
+            if policy.breaker.succeeded(admission) {
+                report_closed(policy);
+            }
+            check(policy, decision)
+        }
+        Err(error) => match policy.breaker.failed(admission) {
+            None => Err(error),
+            Some(trip) => Err(report_trip(policy, trip, error)),
+        },
+    };
+    (view, result)
+}
+
+/// One call of the guest's `decide` on this worker's instance (created if
+/// there is none); a failed call drops the instance.
+fn call(
     policy: &Arc<BoundPolicy>,
     view: RequestView,
 ) -> (RequestView, Result<Decision, DecisionError>) {
@@ -43,7 +74,8 @@ pub fn decide(
         let slot = &mut slots[index];
         let store = &mut slot.instance.store;
         store.data_mut().request = Some(view);
-        store.set_epoch_deadline(policy.deadline_ticks());
+        let first_deadline = store.data_mut().clock.restart();
+        store.set_epoch_deadline(first_deadline);
         let result = slot
             .instance
             .bindings
@@ -54,13 +86,41 @@ pub fn decide(
             .take()
             .expect("the host put the request view in before the call");
         match result {
-            Ok(decision) => (view, check(policy, decision)),
+            Ok(decision) => (view, Ok(decision)),
             Err(error) => {
                 slots.swap_remove(index);
                 (view, Err(classify(error)))
             }
         }
     })
+}
+
+/// Logs a trip once and returns the failure that caused it, marked as the
+/// tripping one for the caller to announce.
+fn report_trip(policy: &BoundPolicy, trip: Trip, cause: DecisionError) -> DecisionError {
+    tracing::warn!(
+        policy = %policy.module.name,
+        version = policy.module.version,
+        bound = policy.id,
+        back_off = ?trip.back_off,
+        trips_in_a_row = trip.in_a_row,
+        %cause,
+        "policy tripped: it keeps failing, so its requests go to on_error without calling it \
+         until the back-off ends and one request tries it again"
+    );
+    DecisionError::Tripping {
+        cause: Box::new(cause),
+        back_off: trip.back_off,
+    }
+}
+
+fn report_closed(policy: &BoundPolicy) {
+    tracing::info!(
+        policy = %policy.module.name,
+        version = policy.module.version,
+        bound = policy.id,
+        "policy decides again after its back-off: breaker closed"
+    );
 }
 
 fn slot_for(
@@ -129,4 +189,92 @@ fn check(policy: &BoundPolicy, decision: Decision) -> Result<Decision, DecisionE
         }
     }
     Ok(decision)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{BackendConfig, PoolConfig};
+    use crate::policy::{FIRST_BACK_OFF, PolicyEngine, PolicyLimits, TRIP_AFTER};
+    use crate::pool::BackendPool;
+
+    fn round_robin(memory_limit: usize) -> Arc<BoundPolicy> {
+        let engine = PolicyEngine::new().unwrap();
+        let bytes = crate::bundled::get("round-robin").unwrap();
+        let module = Arc::new(engine.compile("round-robin", bytes).unwrap());
+        let config = PoolConfig {
+            name: "web".into(),
+            backends: vec![BackendConfig {
+                address: "127.0.0.1:1".parse().unwrap(),
+                weight: 1,
+            }],
+            ..PoolConfig::default()
+        };
+        let pools: Arc<[Arc<BackendPool>]> = vec![Arc::new(BackendPool::new(&config, None))].into();
+        let limits = PolicyLimits {
+            decision_timeout: Duration::from_millis(250),
+            memory_limit,
+        };
+        let table = toml::Table::new();
+        Arc::new(BoundPolicy::new(
+            module,
+            pools,
+            Arc::default(),
+            &table,
+            limits,
+        ))
+    }
+
+    fn request() -> RequestView {
+        let (head, ()) = http::Request::new(()).into_parts();
+        RequestView::new(head, "127.0.0.1".parse().unwrap(), false, None)
+    }
+
+    #[test]
+    fn a_healthy_policy_keeps_deciding() {
+        let policy = round_robin(16 << 20);
+        let mut view = request();
+        for i in 0..2000 {
+            let (back, result) = decide(&policy, view);
+            view = back;
+            assert!(result.is_ok(), "decision {i}: {result:?}");
+        }
+        assert_eq!(policy.breaker.admit(), Admission::Closed);
+    }
+
+    /// No instance fits in 64 KiB: every call fails before entering Wasm,
+    /// which counts like a trap; after the trip the policy is not called.
+    #[test]
+    fn a_policy_that_cannot_instantiate_is_tripped() {
+        let policy = round_robin(64 << 10);
+        let mut view = request();
+        for i in 1..TRIP_AFTER {
+            let (back, result) = decide(&policy, view);
+            view = back;
+            assert!(
+                matches!(result, Err(DecisionError::Instantiate(_))),
+                "failure {i}: {result:?}"
+            );
+        }
+        let (back, result) = decide(&policy, view);
+        match result {
+            Err(DecisionError::Tripping { cause, back_off }) => {
+                assert!(matches!(*cause, DecisionError::Instantiate(_)), "{cause:?}");
+                assert_eq!(back_off, FIRST_BACK_OFF);
+            }
+            other => panic!("expected the tripping failure, got {other:?}"),
+        }
+        let (_, result) = decide(&policy, back);
+        // Tripped, or the probe if this thread was off the CPU for the
+        // whole back-off, which fails and trips it again.
+        assert!(
+            matches!(
+                result,
+                Err(DecisionError::Tripped | DecisionError::Tripping { .. })
+            ),
+            "{result:?}"
+        );
+    }
 }

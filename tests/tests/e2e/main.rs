@@ -6,6 +6,7 @@ mod balancing;
 mod balancing_affinity;
 mod balancing_health;
 mod bodies;
+mod breaker;
 mod config_reload;
 mod edge_safety;
 mod fast_path;
