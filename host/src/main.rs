@@ -7,12 +7,6 @@
 //! wasmroute demo                  # demo backends + proxy on 127.0.0.1:8080
 //! ```
 
-/// mimalloc gives freed memory back to the OS (a burst of connections
-/// leaves no peak behind, unlike glibc's arenas) and serves the proxy's
-/// small per-request allocations from per-thread pages.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
