@@ -104,9 +104,10 @@ impl PoolSpec {
 }
 
 /// The decision deadline the builder writes unless told otherwise. The
-/// deadline is wall-clock time (epoch ticks), so on a loaded 2-core machine
-/// a thread descheduled for a few ms would miss the 5 ms default and
-/// trigger `on_error`, which tests of exact routing must not see.
+/// deadline counts the guest's CPU time, but its hard cap is four times it
+/// in wall time, so on a loaded 2-core machine a thread descheduled for
+/// more than 20 ms would still miss the 5 ms default and trigger
+/// `on_error`, which tests of exact routing must not see.
 pub const TEST_DECISION_TIMEOUT: &str = "250ms";
 
 /// A whole config file.
