@@ -64,15 +64,9 @@ impl<C> std::fmt::Debug for IdleConnections<C> {
 impl<C: Reusable> IdleConnections<C> {
     /// The oldest idle connection that is still open and fresh.
     pub fn take(&self) -> Option<C> {
-        self.take_with_age().map(|(connection, _)| connection)
-    }
-
-    /// [`take`](Self::take), with how long the connection was idle.
-    pub fn take_with_age(&self) -> Option<(C, Duration)> {
         while let Some(mut idle) = self.pop() {
-            let age = idle.since.elapsed();
-            if !idle.connection.is_closed() && age < IDLE_TIMEOUT {
-                return Some((idle.connection, age));
+            if idle.usable() {
+                return Some(idle.connection);
             }
         }
         None

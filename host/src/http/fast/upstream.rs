@@ -1,16 +1,15 @@
-//! One exchange of the fast codec with a backend, on the backend's pooled
-//! byte streams (`crate::upstream::Connections::raw`).
+//! The fast path's upstream connections: a byte stream (TCP, or TLS for
+//! pools with `[pools.tls]`) and its read buffer, pooled per backend in
+//! [`Backend::streams`](crate::pool::Backend::streams) like hyper's.
 //!
-//! [`exchange`] writes a request head (with the body bytes already read),
-//! streams the rest of the body ([`RequestBody`]) and reads until the
-//! response head is complete, in the request's own task (no connection
-//! task, no channel). A pooled connection the backend closed while it was
-//! idle yields nothing at all: an idempotent bodiless request then goes on
-//! the next connection, so that race never costs a retry or a
-//! passive-health failure. Any other request probes a connection idle for
-//! more than [`PROBE_AFTER`] first ([`Reusable::probe_closed`]: one
-//! `recv`), as does the idle sweeper; the common request pays no system
-//! call for the check.
+//! [`exchange`] writes a request head and reads until the response head
+//! is complete, in the request's own task (no connection task, no
+//! channel). A pooled connection the backend closed while it was idle
+//! yields nothing at all: an idempotent request then goes on the next
+//! connection, so that race never costs a retry or a passive-health
+//! failure. A non-idempotent request probes the connection first
+//! ([`Reusable::probe_closed`]: one `recv`), as does the idle sweeper; the
+//! common request pays no system call for the check.
 
 use std::pin::Pin;
 
@@ -24,14 +23,6 @@ use crate::upstream::{RawConnection, Reusable, error_chain};
 /// Largest response head accepted from a backend, in bytes: past it the
 /// response is a 502, not a buffer that grows with what the backend sends.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-
-/// Idle time after which a pooled connection is probed before a request
-/// that must not go twice uses it. A backend closes an idle keep-alive
-/// connection when its keep-alive timeout runs out (seconds, not
-/// milliseconds), and one it closes after a response says so in that
-/// response (which the proxy honours), so a connection back in the pool
-/// for less than this is used without the system call.
-const PROBE_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Stale pooled connections tried before a new one is opened.
 const STALE_TRIES: usize = 4;
@@ -150,10 +141,10 @@ pub async fn exchange<T, P: FnMut(&[u8]) -> HeadProgress<T>>(
 /// call), or a new one.
 async fn checkout(backend: &Backend, replayable: bool) -> Result<RawConnection, AttemptError> {
     for _ in 0..STALE_TRIES {
-        let Some((mut connection, idle)) = backend.conns.raw.take_with_age() else {
+        let Some(mut connection) = backend.conns.raw.take() else {
             break;
         };
-        if replayable || idle < PROBE_AFTER || !connection.probe_closed() {
+        if replayable || !connection.probe_closed() {
             return Ok(connection);
         }
     }
