@@ -1,13 +1,13 @@
-//! The fast path's upstream connections: a byte stream (TCP, or TLS for
-//! pools with `[pools.tls]`) and its read buffer, pooled per backend in
-//! [`Backend::streams`](crate::pool::Backend::streams) like hyper's.
+//! One exchange of the fast codec with a backend, on the backend's pooled
+//! byte streams (`crate::upstream::Connections::raw`).
 //!
-//! [`exchange`] writes a request head and reads until the response head
-//! is complete, in the request's own task (no connection task, no
-//! channel). A pooled connection the backend closed while it was idle
-//! yields nothing at all: an idempotent request then goes on the next
-//! connection, so that race never costs a retry or a passive-health
-//! failure. A non-idempotent request probes the connection first
+//! [`exchange`] writes a request head (with the body bytes already read),
+//! streams the rest of the body ([`RequestBody`]) and reads until the
+//! response head is complete, in the request's own task (no connection
+//! task, no channel). A pooled connection the backend closed while it was
+//! idle yields nothing at all: an idempotent bodiless request then goes on
+//! the next connection, so that race never costs a retry or a
+//! passive-health failure. Any other request probes the connection first
 //! ([`Reusable::probe_closed`]: one `recv`), as does the idle sweeper; the
 //! common request pays no system call for the check.
 
