@@ -82,7 +82,7 @@ impl Codec for HyperCodec<'_> {
     ) -> Result<Response<ProxyBody>, AttemptError> {
         let head = match last {
             // The last attempt: the head moves, no copy.
-            true => std::mem::replace(&mut view.head, retry::copy_head(&EMPTY_HEAD)),
+            true => std::mem::replace(&mut view.head, Request::new(()).into_parts().0),
             false => retry::copy_head(&view.head),
         };
         let body = match self.body.take() {
@@ -115,10 +115,6 @@ impl Codec for HyperCodec<'_> {
         self.body_sent
     }
 }
-
-/// An empty head to leave behind when the last attempt takes the head.
-static EMPTY_HEAD: std::sync::LazyLock<http::request::Parts> =
-    std::sync::LazyLock::new(|| Request::new(()).into_parts().0);
 
 /// A failed attempt, and the request when nothing of it was sent.
 type Failed = (AttemptError, Option<Request<UpstreamBody>>);
