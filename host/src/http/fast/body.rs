@@ -69,6 +69,15 @@ impl BodyState {
         })
     }
 
+    /// How the body is framed on the wire (a length's value is what is
+    /// left of it).
+    pub fn framing(&self) -> BodyFraming {
+        match self.progress {
+            Progress::Length(left) => BodyFraming::Length(left),
+            Progress::Chunked(_) => BodyFraming::Chunked,
+        }
+    }
+
     /// How many of `bytes` belong to the body, and whether it ends there.
     fn advance(&mut self, bytes: &[u8]) -> Result<(usize, bool), ClientFault> {
         match &mut self.progress {

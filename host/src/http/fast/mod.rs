@@ -49,7 +49,7 @@ use crate::pool::outlier::Failure;
 use body::{BodyState, Upload};
 use buffers::Buffers;
 use relay::RelayError;
-use request::{Parsed, RequestHead};
+use request::{BodyFraming, Parsed, RequestHead};
 use response::{Framing, ResponseMeta, Rewrite};
 use upstream::{Exchange, NoBody};
 
@@ -208,7 +208,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
             head_only: view.head.method == http::Method::HEAD,
             close,
             body: BodyState::new(body, expect_continue),
-            framing: body,
             client: self,
         };
         process_request(&mut codec, listener, shared, view).await
@@ -270,7 +269,6 @@ struct FastCodec<'c, IO> {
     close: bool,
     /// A HEAD request: responses have no body.
     head_only: bool,
-    framing: request::BodyFraming,
     /// The request body's progress (`None`: no body).
     body: Option<BodyState>,
 }
@@ -315,7 +313,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
             &client.conn,
             backend,
             &target.request_edits,
-            self.framing,
+            self.body
+                .as_ref()
+                .map_or(BodyFraming::None, BodyState::framing),
         );
         let rewrite = Rewrite {
             method: &head.method,
