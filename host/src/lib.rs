@@ -14,6 +14,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod ip_text;
+pub mod lifecycle;
 pub mod listener;
 pub mod policy;
 pub mod pool;
@@ -28,7 +29,7 @@ mod layers {
     //! The layers, lowest first; a module may name (`crate::...`) only
     //! modules of its own layer or below. Doc comments may point anywhere.
     const LAYERS: &[&[&str]] = &[
-        &["config", "events", "ip_text", "bundled"],
+        &["config", "events", "ip_text", "bundled", "lifecycle"],
         &["tls"],
         &["upstream"],
         &["pool"],

@@ -30,6 +30,7 @@ pub use watch::FileChange;
 
 use crate::config::Config;
 use crate::http::ProxyShared;
+use crate::lifecycle::Lifecycle;
 use crate::policy::PolicyEngine;
 
 /// How long file events must be quiet before they are acted on: enough
@@ -52,6 +53,7 @@ pub struct Server {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<ServerEvent>,
     addresses: Addresses,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl Server {
@@ -81,10 +83,13 @@ impl Server {
             .map_err(|reason| anyhow::anyhow!("{reason}"))?;
         let (commands, command_rx) = mpsc::channel(16);
         tokio::spawn(control_loop(runtime, command_rx, file_events));
+        let lifecycle = Arc::new(Lifecycle::default());
+        lifecycle.set_ready();
         Ok(Server {
             commands,
             events,
             addresses,
+            lifecycle,
         })
     }
 
@@ -92,6 +97,11 @@ impl Server {
     /// says port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
         self.addresses.load().get(name).copied()
+    }
+
+    /// Ready, draining: what `/ready` reports.
+    pub fn lifecycle(&self) -> &Arc<Lifecycle> {
+        &self.lifecycle
     }
 
     /// Subscribes to what happens from now on.
@@ -116,6 +126,7 @@ impl Server {
     /// Stops accepting, lets in-flight requests finish (at most 30 s), and
     /// stops.
     pub async fn shutdown(self) {
+        self.lifecycle.start_draining();
         let (reply, done) = oneshot::channel();
         if self.commands.send(Command::Shutdown(reply)).await.is_ok() {
             let _ = done.await;
