@@ -89,7 +89,13 @@ pub fn build(packages: &[String], out_dir: &Path) -> Result<Vec<BuiltPolicy>, St
         // in a guest they (and std's debug info) are 80-90 % of the file.
         // Function names stay, so trap backtraces still name functions.
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
+        // Whole-program optimisation and no unwinding code (a panic traps
+        // either way): round-robin shrinks from 116 to 103 KB, and every
+        // hot swap compiles that much less.
+        .env("CARGO_PROFILE_RELEASE_LTO", "fat")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+        .env("CARGO_PROFILE_RELEASE_PANIC", "abort");
     for package in packages {
         cmd.args(["-p", package]);
     }

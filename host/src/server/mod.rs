@@ -27,15 +27,16 @@ pub use crate::events::ServerEvent;
 pub use plan::{Plan, Reusable};
 use runtime::Runtime;
 pub use watch::FileChange;
+use watch::Noticed;
 
 use crate::config::Config;
 use crate::http::ProxyShared;
 use crate::lifecycle::Lifecycle;
 use crate::policy::PolicyEngine;
 
-/// How long file events must be quiet before they are acted on: enough
-/// for a write-then-rename or an in-place write to settle, short enough
-/// that a dropped module serves within 100 ms.
+/// How long file events must be quiet before they are acted on, unless
+/// the last one says the writer is done (a rename into place, a close
+/// after writing): enough for an in-place write to settle.
 const DEBOUNCE: Duration = Duration::from_millis(30);
 /// How long a drain waits for in-flight requests.
 const DRAIN_GRACE: Duration = Duration::from_secs(30);
@@ -137,7 +138,7 @@ impl Server {
 async fn control_loop(
     mut runtime: Runtime,
     mut commands: mpsc::Receiver<Command>,
-    mut file_events: mpsc::UnboundedReceiver<FileChange>,
+    mut file_events: mpsc::UnboundedReceiver<Noticed>,
 ) {
     loop {
         tokio::select! {
@@ -165,16 +166,26 @@ async fn control_loop(
     }
 }
 
-/// Collects file changes until none arrived for [`DEBOUNCE`].
+/// Collects file changes until the last one says its writer is done, or
+/// none arrived for [`DEBOUNCE`].
 async fn debounce(
-    first: FileChange,
-    events: &mut mpsc::UnboundedReceiver<FileChange>,
+    first: Noticed,
+    events: &mut mpsc::UnboundedReceiver<Noticed>,
 ) -> Vec<FileChange> {
-    let mut changes = vec![first];
-    while let Ok(Some(change)) = tokio::time::timeout(DEBOUNCE, events.recv()).await {
+    let mut changes = Vec::new();
+    let mut next = Some(first);
+    while let Some(Noticed { change, settled }) = next.take() {
         if !changes.contains(&change) {
             changes.push(change);
         }
+        next = match events.try_recv() {
+            Ok(queued) => Some(queued),
+            Err(_) if settled => None,
+            Err(_) => tokio::time::timeout(DEBOUNCE, events.recv())
+                .await
+                .ok()
+                .flatten(),
+        };
     }
     changes
 }

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
 use super::plan::{self, Plan, Reusable};
-use super::watch::{FileChange, FileWatcher};
+use super::watch::{FileChange, FileWatcher, Noticed};
 use super::{Addresses, ServerEvent};
 use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::health::HealthTasks;
@@ -44,7 +44,7 @@ pub(super) struct Runtime {
     shared: Arc<ProxyShared>,
     events: broadcast::Sender<ServerEvent>,
     addresses: Addresses,
-    file_changes: mpsc::UnboundedSender<FileChange>,
+    file_changes: mpsc::UnboundedSender<Noticed>,
     /// What the watcher watches: the policies folder and certificate files.
     watcher: Option<((PathBuf, Vec<PathBuf>), FileWatcher)>,
     serving: Option<Serving>,
@@ -59,7 +59,7 @@ impl Runtime {
         shared: Arc<ProxyShared>,
         events: broadcast::Sender<ServerEvent>,
         addresses: Addresses,
-        file_changes: mpsc::UnboundedSender<FileChange>,
+        file_changes: mpsc::UnboundedSender<Noticed>,
     ) -> Runtime {
         Runtime {
             config_path,

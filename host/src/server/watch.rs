@@ -2,7 +2,9 @@
 //! noise into [`FileChange`]s for the control loop.
 //!
 //! Both write-then-rename and in-place writes end in a create, modify or
-//! rename event for the final path; the control loop debounces them, so a
+//! rename event for the final path. A rename onto the path or the close of
+//! a file opened for writing says the writer is done ([`Noticed::settled`]),
+//! and the control loop acts at once; other events are debounced, so a
 //! module is compiled once after its writer is done (and a half-written
 //! file that slips through is refused, then retried on the next event).
 //! The config file is watched through its folder, because editors replace
@@ -13,6 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
@@ -23,6 +26,15 @@ pub enum FileChange {
     Policy(PathBuf),
     /// The config file was written.
     Config,
+}
+
+/// A change as the watcher saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Noticed {
+    pub change: FileChange,
+    /// The writer is done with the file: it was renamed into place or
+    /// closed after writing. Nothing to wait for.
+    pub settled: bool,
 }
 
 /// The running watcher; dropping it stops watching.
@@ -46,7 +58,7 @@ impl FileWatcher {
         policy_dir: &Path,
         config_file: &Path,
         certificate_files: &[PathBuf],
-        changes: mpsc::UnboundedSender<FileChange>,
+        changes: mpsc::UnboundedSender<Noticed>,
     ) -> notify::Result<FileWatcher> {
         let targets = Targets {
             policy_dir: canonical(policy_dir),
@@ -70,12 +82,15 @@ impl FileWatcher {
         }
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
-            if matches!(event.kind, EventKind::Access(_)) {
-                return;
-            }
+            let settled = match event.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+                EventKind::Access(_) => return,
+                EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => true,
+                _ => false,
+            };
             for path in event.paths {
                 if let Some(change) = classify(&targets, &path) {
-                    let _ = changes.send(change);
+                    let _ = changes.send(Noticed { change, settled });
                 }
             }
         })?;

@@ -54,6 +54,9 @@ pub async fn relay<C: AsyncWrite + Unpin>(
         let chunk = &upstream.buffer[..take];
         if first {
             out.extend_from_slice(chunk);
+            // Responses that became ready in the same tick go out back to
+            // back (see `upstream::round_trip`).
+            tokio::task::yield_now().await;
             write(client, out, send).await?;
             first = false;
         } else if !chunk.is_empty() {

@@ -183,6 +183,13 @@ async fn round_trip<T, P: FnMut(&[u8]) -> HeadProgress<T>>(
     how: &mut Exchange<'_, P>,
 ) -> Result<T, Trip> {
     connection.unpark();
+    // Let every request that became ready in this tick reach this point
+    // first, so their writes go out back to back: a peer woken by the
+    // first write is still awake for the next, instead of being woken
+    // (an inter-processor interrupt when it sleeps on another CPU) once
+    // per request. Measured: fewer wake-ups and higher throughput under
+    // peers.sh's load; costs one task poll per request.
+    tokio::task::yield_now().await;
     let stream = &mut connection.stream;
     let written = async {
         stream.write_all(head).await?;
