@@ -39,7 +39,8 @@ async def backend(reader, writer):
                 return
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+        # The proxy went away, or the script is ending: nothing to report.
         pass
     finally:
         writer.close()

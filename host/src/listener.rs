@@ -114,14 +114,8 @@ async fn accept_loop(
         let conn = ConnInfo::new(peer);
         let drain = crate::http::Drain::new(graceful.watcher(), draining.subscribe());
         let frontend = handle.state().frontend.clone();
-        let (handle, shared, builder) = (
-            Arc::clone(&handle),
-            Arc::clone(&shared),
-            Arc::clone(&builder),
-        );
-        tokio::spawn(async move {
-            serve_accepted(frontend, stream, conn, handle, shared, &builder, drain).await;
-        });
+        let (handle, shared) = (Arc::clone(&handle), Arc::clone(&shared));
+        spawn_connection(frontend, stream, conn, handle, shared, &builder, drain);
     }
     drop(socket);
     // Idle keep-alive connections close now; busy ones after their
@@ -130,37 +124,45 @@ async fn accept_loop(
     tokio::join!(graceful.shutdown(), draining.closed());
 }
 
-/// Serves one accepted connection until it closes, as the listener's
-/// frontend says. The redirect and TLS paths are boxed (once per
-/// connection): a plain connection's task then carries neither hyper's nor
-/// rustls' state inline.
-async fn serve_accepted(
+/// Spawns the task that serves one accepted connection until it closes,
+/// as the listener's frontend says. Each kind is its own task, built
+/// before it is spawned: a plain connection's task holds only the fast
+/// path's state (no hyper, no rustls, no second copy of its arguments).
+fn spawn_connection(
     frontend: Frontend,
     stream: TcpStream,
     conn: ConnInfo,
     listener: Arc<ListenerHandle>,
     shared: Arc<ProxyShared>,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
     drain: crate::http::Drain,
 ) {
+    let builder = Arc::clone(builder);
     match frontend {
         Frontend::Plain => {
-            crate::http::serve_connection(stream, conn, listener, shared, builder, drain).await;
+            let task =
+                crate::http::serve_connection(stream, conn, listener, shared, builder, drain);
+            log_task_size_once(std::mem::size_of_val(&task));
+            tokio::spawn(task);
         }
         Frontend::RedirectToHttps(port) => {
-            Box::pin(crate::http::redirect::serve_redirect(
-                stream,
-                port,
-                builder,
-                drain.graceful,
-            ))
-            .await;
+            tokio::spawn(async move {
+                crate::http::redirect::serve_redirect(stream, port, &builder, drain.graceful).await;
+            });
         }
         Frontend::Tls(tls) => {
-            let served = serve_tls(tls, stream, conn, listener, shared, builder, drain);
-            Box::pin(served).await;
+            tokio::spawn(serve_tls(
+                tls, stream, conn, listener, shared, builder, drain,
+            ));
         }
     }
+}
+
+/// Logs (at debug level, once per process) how many bytes a plain
+/// connection's task carries: the bulk of what an idle connection costs.
+fn log_task_size_once(bytes: usize) {
+    static LOGGED: std::sync::Once = std::sync::Once::new();
+    LOGGED.call_once(|| tracing::debug!(bytes, "connection task size"));
 }
 
 /// The TLS handshake, then HTTP over the TLS stream.
@@ -170,7 +172,7 @@ async fn serve_tls(
     mut conn: ConnInfo,
     listener: Arc<ListenerHandle>,
     shared: Arc<ProxyShared>,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
     drain: crate::http::Drain,
 ) {
     let stream = match tls.handshake(stream).await {

@@ -17,6 +17,13 @@ use wasmroute::config::Config;
 use wasmroute::policy::PolicyEngine;
 use wasmroute::server::{Plan, Reusable};
 
+/// jemalloc instead of glibc's malloc: with glibc, the holes that
+/// per-request allocations leave between connections' long-lived ones cost
+/// about 3.7 KiB per idle connection, and memory is never given back after
+/// connections close.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "wasmroute",

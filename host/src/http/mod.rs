@@ -76,18 +76,7 @@ impl Drain {
 
 /// Serves one client connection until it closes or the server drains:
 /// the HTTP/1.1 fast path ([`fast`]) while it can, hyper otherwise.
-pub async fn serve_connection<IO>(
-    io: IO,
-    conn: ConnInfo,
-    listener: Arc<ListenerHandle>,
-    shared: Arc<ProxyShared>,
-    builder: &auto::Builder<TokioExecutor>,
-    drain: Drain,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    fast::serve(io, conn, listener, shared, builder, drain).await;
-}
+pub use fast::serve as serve_connection;
 
 /// Serves a client connection with hyper (HTTP/1 or HTTP/2, detected from
 /// the preface) until it closes or the server drains.

@@ -91,56 +91,82 @@ enum Next {
 
 /// Serves a client connection: the fast path while its requests allow,
 /// then hyper (`super::serve_with_hyper`) if one does not.
-pub async fn serve<IO>(
+///
+/// Not an `async fn`: the connection's state is built here and moved into
+/// [`ClientConnection::run`] once, so the task stores it once, not a copy
+/// per level of `async` nesting (an idle connection costs what its task
+/// holds).
+pub fn serve<IO>(
     io: IO,
     conn: ConnInfo,
     listener: Arc<ListenerHandle>,
     shared: Arc<ProxyShared>,
-    builder: &auto::Builder<TokioExecutor>,
-    mut drain: Drain,
-) where
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    drain: Drain,
+) -> impl Future<Output = ()> + Send
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut client = ClientConnection {
+    let client = ClientConnection {
         io,
+        // The listener's at accept time; a reload applies to new
+        // connections.
+        send_timeout: listener.state().send_timeout,
         conn,
         bufs: Buffers::default(),
         head_timer: Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)),
         response_timer: Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)),
-        // The listener's at accept time; a reload applies to new
-        // connections.
-        send_timeout: listener.state().send_timeout,
     };
-    loop {
-        match client.next_request(&mut drain).await {
-            Next::Request(head) => {
-                // Boxed: an idle connection's task keeps only what waiting
-                // for the next request needs, not the pipeline's state
-                // (about 3.5 KB).
-                let served = Box::pin(client.serve_request(head, &listener, &shared));
-                if let After::Close = served.await {
-                    let _ = client.io.shutdown().await;
-                    return;
-                }
-            }
-            Next::Handoff => {
-                let ClientConnection { io, conn, bufs, .. } = client;
-                let io = super::rewind::Rewind::new(bufs.input.freeze(), io);
-                let graceful = drain.graceful;
-                // Boxed, once per connection handed over: hyper's
-                // connection state is kilobytes every task would carry.
-                let hyper = super::serve_with_hyper(io, conn, listener, shared, builder, graceful);
-                return Box::pin(hyper).await;
-            }
-            Next::Invalid(status, reason) => {
-                tracing::debug!(peer = %client.conn.peer, %status, reason, "request refused");
-                let _ = client
-                    .write_local(refused(status, reason), false, true)
-                    .await;
-                let _ = client.io.shutdown().await;
+    client.run(listener, shared, builder, drain)
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientConnection<IO> {
+    /// The connection's request loop.
+    async fn run(
+        mut self,
+        listener: Arc<ListenerHandle>,
+        shared: Arc<ProxyShared>,
+        builder: Arc<auto::Builder<TokioExecutor>>,
+        mut drain: Drain,
+    ) {
+        loop {
+            let head = match self.next_request(&mut drain).await {
+                Next::Request(head) => head,
+                other => return Box::pin(self.end(other, listener, shared, &builder, drain)).await,
+            };
+            // Boxed: an idle connection's task keeps only what waiting for
+            // the next request needs, not the pipeline's state (about
+            // 3.5 KB).
+            let served = Box::pin(self.serve_request(head, &listener, &shared));
+            if let After::Close = served.await {
+                let _ = self.io.shutdown().await;
                 return;
             }
-            Next::Closed => return,
+        }
+    }
+
+    /// How a connection that leaves the fast path ends (boxed by the
+    /// caller, once per connection: none of this weighs on an idle task).
+    async fn end(
+        mut self,
+        next: Next,
+        listener: Arc<ListenerHandle>,
+        shared: Arc<ProxyShared>,
+        builder: &auto::Builder<TokioExecutor>,
+        drain: Drain,
+    ) {
+        match next {
+            Next::Handoff => {
+                let ClientConnection { io, conn, bufs, .. } = self;
+                let io = super::rewind::Rewind::new(bufs.input.freeze(), io);
+                super::serve_with_hyper(io, conn, listener, shared, builder, drain.graceful).await;
+            }
+            Next::Invalid(status, reason) => {
+                tracing::debug!(peer = %self.conn.peer, %status, reason, "request refused");
+                let _ = self.write_local(refused(status, reason), false, true).await;
+                let _ = self.io.shutdown().await;
+            }
+            Next::Request(_) | Next::Closed => {}
         }
     }
 }
