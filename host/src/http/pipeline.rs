@@ -34,7 +34,6 @@ use super::retry::AttemptError;
 use super::state::{ListenerHandle, ListenerState};
 use crate::config::OnError;
 use crate::events::ServerEvent;
-use crate::ip_text::IpText;
 use crate::policy::{self, Decision, DecisionError, HeaderEdit, RequestView};
 use crate::pool::Backend;
 
@@ -53,8 +52,6 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The SNI name the client sent.
     pub server_name: Option<Arc<str>>,
-    /// The client's IP address as text, for the forwarding headers.
-    pub ip_text: IpText,
 }
 
 impl ConnInfo {
@@ -65,7 +62,6 @@ impl ConnInfo {
             peer,
             tls: false,
             server_name: None,
-            ip_text: IpText::new(peer.ip()),
         }
     }
 }

@@ -60,11 +60,10 @@ pub struct ClientConnection<IO> {
     /// Lent by the worker's pool while the connection works; empty while
     /// it is idle ([`buffers`]).
     bufs: Buffers,
-    /// Bounds the wait for a request head ([`HEADER_READ_TIMEOUT`]).
-    head_timer: Pin<Box<Sleep>>,
-    /// Bounds the wait for a response head (the pool's
-    /// `response_timeout`).
-    response_timer: Pin<Box<Sleep>>,
+    /// Bounds the wait for a request head ([`HEADER_READ_TIMEOUT`]), then
+    /// the wait for its response head (the pool's `response_timeout`):
+    /// one timer, since the two waits never overlap.
+    timer: Pin<Box<Sleep>>,
     /// The longest a write to the client may wait.
     send_timeout: Duration,
 }
@@ -114,8 +113,7 @@ where
         send_timeout: listener.state().send_timeout,
         conn,
         bufs: Buffers::default(),
-        head_timer: Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)),
-        response_timer: Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)),
+        timer: Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)),
     };
     client.run(listener, shared, builder, drain)
 }
@@ -177,10 +175,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
     /// connection.
     async fn next_request(&mut self, drain: &mut Drain) -> Next {
         let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
-        // Each connection keeps its timers: moving a registered timer's
-        // deadline later costs no timer-wheel work, a new one per request
-        // did.
-        self.head_timer.as_mut().reset(deadline);
+        // One timer per connection: moving a registered timer's deadline
+        // later costs no timer-wheel work, a new one per request did.
+        self.timer.as_mut().reset(deadline);
         loop {
             let bufs = &mut self.bufs;
             match request::parse(&mut bufs.input, &mut bufs.scratch) {
@@ -202,7 +199,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
             let read = tokio::select! {
                 biased;
                 read = read_some(&mut self.io, bufs, idle) => read,
-                () = self.head_timer.as_mut() => {
+                () = self.timer.as_mut() => {
                     tracing::debug!(peer = %self.conn.peer, "request head timeout");
                     return Next::Closed;
                 }
@@ -352,7 +349,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
         let output = &mut bufs.output;
         let how = Exchange {
             timeout: backend.upstream.response_timeout,
-            timer: client.response_timer.as_mut(),
+            timer: client.timer.as_mut(),
             parse: |bytes: &[u8]| response::rewrite(bytes, &rewrite, output),
         };
         let guard = backend.start_request();

@@ -66,7 +66,10 @@ pub fn write_head(
         put_line(out, b"host", backend.authority.as_str().as_bytes());
     }
     let proto = if conn.tls { "https" } else { "http" };
-    let ip = conn.ip_text.as_bytes();
+    // Written per request (tens of nanoseconds) rather than kept: every
+    // idle connection would carry the bytes.
+    let ip_text = crate::ip_text::IpText::new(conn.peer.ip());
+    let ip = ip_text.as_bytes();
     list_line(out, headers, "x-forwarded-for", |out| {
         out.extend_from_slice(ip)
     });
