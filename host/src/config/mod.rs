@@ -11,6 +11,10 @@
 //! [admin]                       # optional; address defaults to 127.0.0.1:9901
 //! address = "127.0.0.1:9901"
 //!
+//! [server]                      # optional
+//! drain_timeout = "30s"         # default 30s, > 0: how long SIGTERM waits for in-flight requests
+//! upgrade_socket = "/run/wasmroute/edge.sock"  # default: see docs/operations.md
+//!
 //! [policies]
 //! dir = "policies.d"            # required; relative to the config file's folder
 //! decision_timeout = "5ms"      # default 5ms, must be > 0
@@ -102,7 +106,7 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AdminConfig, BackendConfig, CertificateConfig, Config, HealthConfig, ListenerConfig, OnError,
-    PassiveConfig, PoliciesConfig, PoolConfig, Protocol, UnknownSni, UpstreamConfig,
+    PassiveConfig, PoliciesConfig, PoolConfig, Protocol, ServerConfig, UnknownSni, UpstreamConfig,
     UpstreamTlsConfig,
 };
 
