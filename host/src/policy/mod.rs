@@ -192,6 +192,24 @@ pub struct CompiledPolicy {
     pre: PolicyBindingsPre<HostState>,
 }
 
+impl CompiledPolicy {
+    /// The first 12 hex digits of [`CompiledPolicy::digest`], for log
+    /// lines (`sha256=3f2a...`); formats without allocating.
+    pub fn short_digest(&self) -> ShortDigest<'_> {
+        ShortDigest(&self.digest)
+    }
+}
+
+/// See [`CompiledPolicy::short_digest`].
+#[derive(Debug, Clone, Copy)]
+pub struct ShortDigest<'a>(&'a [u8; 32]);
+
+impl std::fmt::Display for ShortDigest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0[..6].iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
 impl std::fmt::Debug for CompiledPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CompiledPolicy")
@@ -376,6 +394,10 @@ mod tests {
         assert_eq!(engine.compiled.len(), 1, "served from the cache");
         assert_ne!(first.version, again.version, "still a new version");
         assert_eq!(first.digest, again.digest);
+        let short = first.short_digest().to_string();
+        assert_eq!(short.len(), 12);
+        let full: String = first.digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(full.starts_with(&short), "{short} is not a prefix of {full}");
     }
 
     #[test]

@@ -274,6 +274,9 @@ impl Runtime {
         for module in &plan.fresh_modules {
             self.announce_loaded(module);
         }
+        for reason in &plan.kept {
+            tracing::warn!(file = %plan.config.file.display(), "config applied, but {reason}");
+        }
         // The previous config's checkers were stopped with its `Serving`
         // above; the new pools share their backends' stats.
         let health = HealthTasks::start(&plan.config, &plan.pools, &self.events);
@@ -288,7 +291,7 @@ impl Runtime {
     }
 
     fn announce_loaded(&self, module: &CompiledPolicy) {
-        tracing::info!(policy = %module.name, version = module.version, "policy serving");
+        tracing::info!(policy = %module.name, version = module.version, sha256 = %module.short_digest(), "policy serving");
         let _ = self.events.send(ServerEvent::PolicyLoaded {
             policy: module.name.clone(),
             version: module.version,
@@ -384,7 +387,15 @@ impl Runtime {
             return;
         };
         match planned {
-            Ok(None) => {}
+            Ok(None) => {
+                let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+                if let Some(module) = serving.modules.get(name) {
+                    tracing::info!(
+                        file = %path.display(), version = module.version, sha256 = %module.short_digest(),
+                        "policy file unchanged (same bytes); the serving version stays"
+                    );
+                }
+            }
             Ok(Some((module, states))) => {
                 if states.is_empty() {
                     tracing::info!(file = %path.display(), "policy compiled; no listener uses it");
