@@ -206,7 +206,9 @@ pub struct ShortDigest<'a>(&'a [u8; 32]);
 
 impl std::fmt::Display for ShortDigest<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0[..6].iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+        self.0[..6]
+            .iter()
+            .try_for_each(|byte| write!(f, "{byte:02x}"))
     }
 }
 
@@ -397,7 +399,10 @@ mod tests {
         let short = first.short_digest().to_string();
         assert_eq!(short.len(), 12);
         let full: String = first.digest.iter().map(|b| format!("{b:02x}")).collect();
-        assert!(full.starts_with(&short), "{short} is not a prefix of {full}");
+        assert!(
+            full.starts_with(&short),
+            "{short} is not a prefix of {full}"
+        );
     }
 
     #[test]

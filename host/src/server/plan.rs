@@ -272,7 +272,6 @@ fn compile_modules(
     (modules, fresh)
 }
 
-
 /// A module file's bytes and SHA-256.
 pub fn file_digest(path: &Path) -> std::io::Result<(Vec<u8>, [u8; 32])> {
     let bytes = std::fs::read(path)?;

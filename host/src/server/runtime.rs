@@ -388,7 +388,10 @@ impl Runtime {
         };
         match planned {
             Ok(None) => {
-                let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+                let name = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default();
                 if let Some(module) = serving.modules.get(name) {
                     tracing::info!(
                         file = %path.display(), version = module.version, sha256 = %module.short_digest(),

@@ -200,10 +200,10 @@ async fn a_deleted_module_does_not_block_later_reloads() {
 
     // A listener that names a policy with no module and none serving is
     // still refused.
-    fx.rewrite_config(&config(&[b1.addr()], r#"["web"]"#, "").replace(
-        "policy = \"round-robin\"",
-        "policy = \"never-existed\"",
-    ))
+    fx.rewrite_config(
+        &config(&[b1.addr()], r#"["web"]"#, "")
+            .replace("policy = \"round-robin\"", "policy = \"never-existed\""),
+    )
     .unwrap();
     let err = fx.reload().await.expect_err("no module, none serving");
     assert!(format!("{err:#}").contains("no module at"), "{err:#}");
