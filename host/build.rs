@@ -114,10 +114,11 @@ fn git_commit(root: &Path) -> String {
             println!("cargo:rerun-if-changed={file}");
         }
     }
-    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        if let Some(file) = git(&["rev-parse", "--path-format=absolute", "--git-path", &branch]) {
-            println!("cargo:rerun-if-changed={file}");
-        }
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    let branch_file = branch
+        .and_then(|branch| git(&["rev-parse", "--path-format=absolute", "--git-path", &branch]));
+    if let Some(file) = branch_file {
+        println!("cargo:rerun-if-changed={file}");
     }
     commit
 }
