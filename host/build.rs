@@ -1,10 +1,27 @@
-//! Builds every shipped policy (each crate under `policies/`) to a
-//! `wasm32-wasip2` component and writes `$OUT_DIR/bundled.rs`, which embeds
-//! them as `POLICIES` (see `src/bundled.rs`).
+//! Writes `$OUT_DIR/bundled.rs` and the version facts `wasmroute --version`
+//! prints.
+//!
+//! With the `bundled-policies` feature (default), builds every shipped
+//! policy (each crate under `policies/`) to a `wasm32-wasip2` component
+//! and embeds them as `POLICIES` (see `src/bundled.rs`); without it,
+//! `POLICIES` is empty and the host builds without the wasm target.
+//!
+//! Version facts, as `cargo:rustc-env`: `WASMROUTE_GIT_COMMIT` (the
+//! checkout's commit, `unknown` outside git), `WASMROUTE_WIT_VERSION` (the
+//! `package` line of `wit/policy.wit`) and `WASMROUTE_WASMTIME_VERSION`
+//! (from the workspace's `Cargo.lock`).
 
-use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
 
 fn main() {
+    write_bundled();
+    version_facts();
+}
+
+#[cfg(feature = "bundled-policies")]
+fn write_bundled() {
+    use std::fmt::Write as _;
     let built = guest_build::build_for_build_script("policies");
     let mut src = String::from(
         "/// Every shipped policy (the crates under `policies/`), by name, as\n\
@@ -21,6 +38,87 @@ fn main() {
         .unwrap();
     }
     src.push_str("];\n");
-    let out = std::path::Path::new(&std::env::var_os("OUT_DIR").unwrap()).join("bundled.rs");
+    write_out("bundled.rs", &src);
+}
+
+#[cfg(not(feature = "bundled-policies"))]
+fn write_bundled() {
+    write_out(
+        "bundled.rs",
+        "/// Empty: built without the `bundled-policies` feature.\n\
+         pub const POLICIES: &[(&str, &[u8])] = &[];\n",
+    );
+}
+
+fn write_out(name: &str, src: &str) {
+    let out = Path::new(&std::env::var_os("OUT_DIR").unwrap()).join(name);
     std::fs::write(&out, src).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+}
+
+fn version_facts() {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").unwrap();
+    let root = Path::new(&manifest).parent().unwrap().to_path_buf();
+    let wit = root.join("wit/policy.wit");
+    let lock = root.join("Cargo.lock");
+    println!("cargo:rerun-if-changed={}", wit.display());
+    println!("cargo:rerun-if-changed={}", lock.display());
+    let wit_version = std::fs::read_to_string(&wit)
+        .ok()
+        .and_then(|text| wit_package_version(&text))
+        .unwrap_or_else(|| "unknown".into());
+    let wasmtime = std::fs::read_to_string(&lock)
+        .ok()
+        .and_then(|text| locked_version(&text, "wasmtime"))
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=WASMROUTE_GIT_COMMIT={}", git_commit(&root));
+    println!("cargo:rustc-env=WASMROUTE_WIT_VERSION={wit_version}");
+    println!("cargo:rustc-env=WASMROUTE_WASMTIME_VERSION={wasmtime}");
+}
+
+/// `0.2.2` from `package wasmroute:policy@0.2.2;`.
+fn wit_package_version(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("package "))?;
+    let (_, version) = line.split_once('@')?;
+    Some(version.trim().trim_end_matches(';').to_owned())
+}
+
+/// The version of `package` in a `Cargo.lock`.
+fn locked_version(lock: &str, package: &str) -> Option<String> {
+    let header = format!("name = \"{package}\"\n");
+    let at = lock.find(&header)? + header.len();
+    let line = lock[at..].lines().next()?;
+    let version = line.strip_prefix("version = \"")?.strip_suffix('"')?;
+    Some(version.to_owned())
+}
+
+/// The checkout's commit, or `unknown` outside git; reruns when HEAD
+/// moves (uncommitted changes are not tracked: that would rebuild the
+/// host on every `git add`).
+fn git_commit(root: &Path) -> String {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_owned())
+    };
+    let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown".into();
+    };
+    for path in ["HEAD", "packed-refs"] {
+        if let Some(file) = git(&["rev-parse", "--path-format=absolute", "--git-path", path]) {
+            println!("cargo:rerun-if-changed={file}");
+        }
+    }
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    let branch_file = branch
+        .and_then(|branch| git(&["rev-parse", "--path-format=absolute", "--git-path", &branch]));
+    if let Some(file) = branch_file {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    commit
 }

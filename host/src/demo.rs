@@ -37,6 +37,13 @@ impl Demo {
     /// Starts the backends, writes the config and policies, starts the
     /// proxy on `address`.
     pub async fn start(address: SocketAddr) -> anyhow::Result<Demo> {
+        anyhow::ensure!(
+            crate::bundled::AVAILABLE,
+            "this wasmroute was built without bundled policies (cargo feature \
+             `bundled-policies`, on by default): the demo has no policy to run. \
+             Rebuild with default features, or run `wasmroute serve --config FILE` \
+             with your own policies folder"
+        );
         let mut backends = Vec::new();
         for (pool, name) in BACKENDS {
             backends.push((pool, spawn_backend(name).await?));

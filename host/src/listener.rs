@@ -12,7 +12,9 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
@@ -48,6 +50,9 @@ pub struct RunningListener {
     pub local_addr: SocketAddr,
     /// The listen queue length the socket was bound with.
     pub backlog: u32,
+    /// A second descriptor of the listening socket, handed to a new
+    /// instance on upgrade (`server::upgrade`).
+    pub socket: OwnedFd,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -61,6 +66,7 @@ impl RunningListener {
         shared: Arc<ProxyShared>,
     ) -> io::Result<RunningListener> {
         let local_addr = socket.local_addr()?;
+        let fd = socket.as_fd().try_clone_to_owned()?;
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(socket, Arc::clone(&handle), shared, stopped));
         tracing::info!(listener = %handle.name, address = %local_addr, backlog, "listening");
@@ -68,6 +74,7 @@ impl RunningListener {
             handle,
             local_addr,
             backlog,
+            socket: fd,
             stop,
             task,
         })
@@ -91,8 +98,10 @@ async fn accept_loop(
 ) {
     let builder = Arc::new(crate::http::connection_builder());
     let graceful = GracefulShutdown::new();
-    // The fast path's connections watch this flag (hyper's, `graceful`).
+    // The fast path's connections watch this flag (hyper's, `graceful`);
+    // `closing` is the same flag for their responses to read.
     let (draining, _) = watch::channel(false);
+    let closing = Arc::new(AtomicBool::new(false));
     // One readiness wake-up drains the queue: `accept` goes back to the
     // kernel until it says `EAGAIN` before it waits again, and this loop
     // only spawns each connection's task (its TLS handshake and requests
@@ -112,14 +121,20 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let conn = ConnInfo::new(peer);
-        let drain = crate::http::Drain::new(graceful.watcher(), draining.subscribe());
+        let drain = crate::http::Drain::new(
+            graceful.watcher(),
+            draining.subscribe(),
+            Arc::clone(&closing),
+        );
         let frontend = handle.state().frontend.clone();
         let (handle, shared) = (Arc::clone(&handle), Arc::clone(&shared));
         spawn_connection(frontend, stream, conn, handle, shared, &builder, drain);
     }
     drop(socket);
     // Idle keep-alive connections close now; busy ones after their
-    // in-flight request.
+    // in-flight request, which says `connection: close` (HTTP/1.1) or is
+    // followed by a GOAWAY (HTTP/2, hyper's graceful shutdown).
+    closing.store(true, Ordering::Relaxed);
     draining.send_replace(true);
     tokio::join!(graceful.shutdown(), draining.closed());
 }

@@ -2,10 +2,17 @@
 //!
 //! ```text
 //! wasmroute serve --config FILE   # run; SIGHUP reloads the config, SIGTERM drains
+//! wasmroute serve --config FILE --upgrade
+//!                                 # take over the sockets of the running instance
 //! wasmroute check --config FILE   # validate config and policies; exit 1 with
 //!                                 # "FILE: key: reason" lines on error
 //! wasmroute demo                  # demo backends + proxy on 127.0.0.1:8080
+//! wasmroute --version             # version, git commit, WIT and wasmtime versions
 //! ```
+//!
+//! Signals (docs/operations.md): SIGHUP reloads; the first SIGTERM or
+//! SIGINT drains (up to `[server] drain_timeout`) and exits 0; a second one
+//! exits at once with status 1.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +21,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use wasmroute::config::Config;
+use wasmroute::logging::LogFormat;
 use wasmroute::policy::PolicyEngine;
 use wasmroute::server::{Plan, Reusable};
 
@@ -24,15 +32,37 @@ use wasmroute::server::{Plan, Reusable};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// What `--version` prints.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ngit commit: ",
+    env!("WASMROUTE_GIT_COMMIT"),
+    "\nWIT package: wasmroute:policy@",
+    env!("WASMROUTE_WIT_VERSION"),
+    "\nwasmtime: ",
+    env!("WASMROUTE_WASMTIME_VERSION"),
+);
+
 #[derive(Parser)]
 #[command(
     name = "wasmroute",
-    version,
+    version = VERSION,
     about = "A proxy whose routing decisions are WebAssembly policies"
 )]
 struct Cli {
+    /// How the process's own log lines are written to stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    /// One line per record: time, level, target, message, fields.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -45,6 +75,10 @@ enum Command {
         /// Worker threads (default: one per CPU).
         #[arg(long)]
         workers: Option<usize>,
+        /// Take over the listening sockets of the instance running with
+        /// this config (its `[server] upgrade_socket`), then let it drain.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config and the policies it names, without serving.
     Check {
@@ -65,14 +99,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    wasmroute::logging::init(match cli.log_format {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    });
     let result = match cli.command {
-        Command::Serve { config, workers } => run(workers, serve(config)),
+        Command::Serve {
+            config,
+            workers,
+            upgrade,
+        } => run(workers, serve(config, upgrade)),
         Command::Check { config } => return check(&config),
         Command::Demo { address, workers } => run(workers, demo(address)),
     };
@@ -107,34 +143,71 @@ fn run(
     runtime.block_on(main)
 }
 
-async fn serve(config: PathBuf) -> anyhow::Result<()> {
-    let server = wasmroute::Server::start(&config)
-        .await
-        .with_context(|| format!("starting from {}", config.display()))?;
-    wait_for_signals(&server).await?;
-    server.shutdown().await;
+async fn serve(config: PathBuf, upgrade: bool) -> anyhow::Result<()> {
+    let server = if upgrade {
+        wasmroute::Server::take_over(&config).await
+    } else {
+        wasmroute::Server::start(&config).await
+    };
+    let server = server.with_context(|| format!("starting from {}", config.display()))?;
+    let mut signals = Signals::new()?;
+    signals.wait_for_stop(&server).await;
+    drain(server, signals).await;
     Ok(())
 }
 
-/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
-async fn wait_for_signals(server: &wasmroute::Server) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => {
-                if let Err(error) = server.reload().await {
-                    tracing::error!("SIGHUP reload refused:\n{error}");
+/// The signals `serve` and `demo` act on.
+struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            hangup: signal(SignalKind::hangup())?,
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Reloads on SIGHUP; returns on SIGTERM or SIGINT, or once a new
+    /// instance has taken over (`serve --upgrade`).
+    async fn wait_for_stop(&mut self, server: &wasmroute::Server) {
+        loop {
+            tokio::select! {
+                _ = self.hangup.recv() => {
+                    if let Err(error) = server.reload().await {
+                        tracing::error!(%error, "SIGHUP reload refused; the previous config keeps serving");
+                    }
                 }
+                _ = self.terminate.recv() => return tracing::info!("SIGTERM: draining"),
+                _ = self.interrupt.recv() => return tracing::info!("SIGINT: draining"),
+                () = server.handed_over() => return,
             }
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
         }
     }
-    tracing::info!("draining");
-    Ok(())
+
+    /// Completes on the next SIGTERM or SIGINT.
+    async fn next_stop(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
+}
+
+/// Drains `server`; a second SIGTERM or SIGINT meanwhile exits at once.
+async fn drain(server: wasmroute::Server, mut signals: Signals) {
+    tokio::select! {
+        () = server.shutdown() => tracing::info!("drained; exiting"),
+        () = signals.next_stop() => {
+            tracing::warn!("second stop signal: exiting without waiting for in-flight requests");
+            std::process::exit(1);
+        }
+    }
 }
 
 fn check(path: &Path) -> ExitCode {
@@ -177,7 +250,8 @@ async fn demo(address: SocketAddr) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("starting the demo on {address}"))?;
     println!("{}", demo.instructions());
-    wait_for_signals(&demo.server).await?;
-    demo.server.shutdown().await;
+    let mut signals = Signals::new()?;
+    signals.wait_for_stop(&demo.server).await;
+    drain(demo.server, signals).await;
     Ok(())
 }

@@ -357,3 +357,25 @@ fn garbage_key_file_is_refused() {
         "{stderr}"
     );
 }
+
+/// A module that is not a component is refused on one line (wasmtime's
+/// parse error prints its byte arrays over many).
+#[test]
+fn a_refused_module_is_one_line() {
+    let (dir, path) = setup(VALID);
+    std::fs::write(
+        dir.path().join("policies/round-robin.wasm"),
+        b"not wasm\0\x01",
+    )
+    .unwrap();
+    let (code, _stdout, stderr) = check(&path);
+    assert_eq!(code, Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(!lines.is_empty(), "no error printed");
+    for line in &lines {
+        assert!(
+            line.contains("wasmroute.toml: listeners["),
+            "not a FILE: key: reason line: {line:?}\n{stderr}"
+        );
+    }
+}

@@ -11,6 +11,10 @@
 //! [admin]                       # optional; address defaults to 127.0.0.1:9901
 //! address = "127.0.0.1:9901"
 //!
+//! [server]                      # optional
+//! drain_timeout = "30s"         # default 30s, > 0: how long SIGTERM waits for in-flight requests
+//! upgrade_socket = "/run/wasmroute/edge.sock"  # default: see docs/operations.md
+//!
 //! [policies]
 //! dir = "policies.d"            # required; relative to the config file's folder
 //! decision_timeout = "5ms"      # default 5ms, must be > 0
@@ -79,10 +83,10 @@
 //!   accepted, so the proxy never depends on name resolution at load time.
 //!
 //! Unknown keys are errors everywhere except inside `policy_config`, so a
-//! typo (`adress`) is reported instead of silently ignored. Errors come in
-//! two stages: a TOML syntax or type error stops parsing and is reported
-//! alone (key `(syntax)` or the key's path); otherwise every value is
-//! checked and all problems are reported together.
+//! typo (`adress`) is reported instead of silently ignored. A TOML syntax
+//! error stops parsing and is reported alone (key `(syntax)`); type errors
+//! and unknown keys are each reported with their key path, and every other
+//! value is still checked, all problems reported together (see `parse`).
 //!
 //! Whether each listener's policy file exists is checked separately by
 //! [`Config::check_policy_files`], because policies may be written after
@@ -90,6 +94,7 @@
 
 mod error;
 mod model;
+mod parse;
 mod raw;
 pub mod units;
 mod validate;
@@ -102,11 +107,9 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AdminConfig, BackendConfig, CertificateConfig, Config, HealthConfig, ListenerConfig, OnError,
-    PassiveConfig, PoliciesConfig, PoolConfig, Protocol, UnknownSni, UpstreamConfig,
+    PassiveConfig, PoliciesConfig, PoolConfig, Protocol, ServerConfig, UnknownSni, UpstreamConfig,
     UpstreamTlsConfig,
 };
-
-use raw::RawConfig;
 
 impl Config {
     /// Reads, parses and validates the config file at `path`.
@@ -119,8 +122,20 @@ impl Config {
     /// Parses and validates `text`; `file` names it in errors and is the
     /// base for relative paths. Does not touch the filesystem.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
-        let raw = parse_raw(text, file)?;
-        validate::validate(raw, file)
+        let (raw, mut errors) = parse::parse_raw(text, file)?;
+        let validated = validate::validate(raw, file);
+        if errors.is_empty() {
+            return validated;
+        }
+        // A key left out for its type error is not reported again as missing.
+        if let Err(more) = validated {
+            let new = more.errors.into_iter();
+            let new: Vec<_> = new
+                .filter(|e| !errors.iter().any(|t| t.key == e.key))
+                .collect();
+            errors.extend(new);
+        }
+        Err(ConfigErrors { errors })
     }
 
     /// The listener called `name`.
@@ -155,35 +170,4 @@ impl Config {
             })
             .collect()
     }
-}
-
-/// TOML text to the raw structs; syntax and type errors carry their key
-/// path and the line and column.
-fn parse_raw(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
-    let deserializer = toml::Deserializer::parse(text).map_err(|e| {
-        let reason = with_position(e.message(), e.span(), text);
-        ConfigError::new(file, "(syntax)", reason)
-    })?;
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let key = if path == "." {
-            "(syntax)".to_owned()
-        } else {
-            path
-        };
-        let reason = with_position(e.inner().message(), e.inner().span(), text);
-        ConfigError::new(file, key, reason)
-    })
-}
-
-/// `message` plus ` (line L, column C)` when the span is known (1-based).
-fn with_position(message: &str, span: Option<std::ops::Range<usize>>, text: &str) -> String {
-    let message = message.trim_end();
-    let Some(offset) = span.map(|s| s.start.min(text.len())) else {
-        return message.to_owned();
-    };
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    format!("{message} (line {line}, column {column})")
 }

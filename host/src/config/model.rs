@@ -15,6 +15,8 @@ pub struct Config {
     /// The file it was read from (as given), for messages and reloads.
     pub file: PathBuf,
     pub admin: Option<AdminConfig>,
+    /// `[server]`: the process's own lifecycle (drain, upgrade).
+    pub server: ServerConfig,
     pub policies: PoliciesConfig,
     /// At least one.
     pub listeners: Vec<ListenerConfig>,
@@ -26,6 +28,28 @@ pub struct Config {
 pub struct AdminConfig {
     /// Default `127.0.0.1:9901`.
     pub address: SocketAddr,
+}
+
+/// `[server]`: how the process stops and hands over (every key optional).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// How long a drain (SIGTERM, an upgrade, a removed listener) waits for
+    /// in-flight requests before closing what is left. Default 30s; more
+    /// than zero.
+    pub drain_timeout: Duration,
+    /// The unix socket a running instance listens on for
+    /// `serve --upgrade`. `None`: the default, derived from the config
+    /// file's path by the server (`server::upgrade::default_socket`).
+    pub upgrade_socket: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            drain_timeout: Duration::from_secs(30),
+            upgrade_socket: None,
+        }
+    }
 }
 
 /// `[policies]`: where policy modules live and what each call may use.

@@ -19,6 +19,8 @@ use super::model::{OnError, Protocol, UnknownSni};
 pub(super) struct RawConfig {
     pub admin: Option<RawAdmin>,
     #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
     pub policies: RawPolicies,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
@@ -30,6 +32,13 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub address: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub drain_timeout: Option<RawDuration>,
+    pub upgrade_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

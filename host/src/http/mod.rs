@@ -21,6 +21,7 @@ pub mod state;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -55,17 +56,25 @@ pub struct Drain {
     /// hyper's side.
     pub graceful: Watcher,
     stop: watch::Receiver<bool>,
+    /// Set with `stop`; read once per response (one relaxed load) to add
+    /// `connection: close` to responses sent while draining.
+    closing: Arc<AtomicBool>,
 }
 
 impl Drain {
-    /// A connection's view of its listener's drain.
-    pub fn new(graceful: Watcher, stop: watch::Receiver<bool>) -> Drain {
-        Drain { graceful, stop }
+    /// A connection's view of its listener's drain: `closing` is set when
+    /// `stop` turns true.
+    pub fn new(graceful: Watcher, stop: watch::Receiver<bool>, closing: Arc<AtomicBool>) -> Drain {
+        Drain {
+            graceful,
+            stop,
+            closing,
+        }
     }
 
     /// Whether the listener is draining (or gone).
     fn draining(&self) -> bool {
-        *self.stop.borrow() || self.stop.has_changed().is_err()
+        self.closing.load(Ordering::Relaxed) || self.stop.has_changed().is_err()
     }
 
     /// Completes when the listener starts draining.

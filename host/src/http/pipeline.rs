@@ -250,14 +250,18 @@ fn announce_decision_error(
 ) {
     let module = &state.policy.module;
     listener.count_decision_error();
-    tracing::warn!(
-        listener = %listener.name,
-        policy = %module.name,
-        version = module.version,
-        on_error = ?state.on_error,
-        %error,
-        "policy decision failed"
-    );
+    if let Some(suppressed) = listener.failure_log.admit() {
+        tracing::warn!(
+            listener = %listener.name,
+            policy = %module.name,
+            version = module.version,
+            sha256 = %module.short_digest(),
+            on_error = ?state.on_error,
+            %error,
+            suppressed,
+            "policy decision failed (one line per 5s per listener; `suppressed` counts the failures not logged since the previous line)"
+        );
+    }
     let _ = shared.events.send(ServerEvent::DecisionFailed {
         listener: listener.name.clone(),
         policy: module.name.clone(),

@@ -12,6 +12,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::config::OnError;
+use crate::logging::RepeatLimiter;
 use crate::policy::BoundPolicy;
 
 /// What a request on a listener needs, replaced as a whole on reload.
@@ -35,7 +36,14 @@ pub struct ListenerHandle {
     pub name: String,
     state: ArcSwap<ListenerState>,
     decision_errors: AtomicU64,
+    /// Failed decisions log one line per [`FAILURE_LOG_INTERVAL`], with
+    /// the count of the ones not logged.
+    pub failure_log: RepeatLimiter,
 }
+
+/// How often a listener logs a failed decision while its policy keeps
+/// failing (a trapping module fails every request).
+pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 impl ListenerHandle {
     /// A handle serving `state`.
@@ -44,6 +52,7 @@ impl ListenerHandle {
             name: name.to_owned(),
             state: ArcSwap::from_pointee(state),
             decision_errors: AtomicU64::new(0),
+            failure_log: RepeatLimiter::new(FAILURE_LOG_INTERVAL),
         }
     }
 

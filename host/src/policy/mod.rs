@@ -141,7 +141,8 @@ impl PolicyEngine {
         bytes: &[u8],
         digest: [u8; 32],
     ) -> Result<CompiledPolicy, PolicyError> {
-        let compile_error = |e: wasmtime::Error| PolicyError::Compile(format!("{e:#}"));
+        let compile_error =
+            |e: wasmtime::Error| PolicyError::Compile(single_line(&format!("{e:#}")));
         let component = match self.compiled.get(&digest) {
             Some(component) => component,
             None => {
@@ -154,7 +155,7 @@ impl PolicyEngine {
         wasi::link(&mut linker, &self.engine, &component).map_err(compile_error)?;
         let instance_pre = linker.instantiate_pre(&component).map_err(compile_error)?;
         let pre = PolicyBindingsPre::new(instance_pre)
-            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+            .map_err(|e| PolicyError::Compile(single_line(&format!("{e:#}"))))?;
         static VERSIONS: AtomicU64 = AtomicU64::new(1);
         Ok(CompiledPolicy {
             name: name.to_owned(),
@@ -164,6 +165,22 @@ impl PolicyEngine {
             pre,
         })
     }
+}
+
+/// `text` on one line: wasmtime's parse errors pretty-print byte arrays
+/// over many lines, which would make a refused module's log record (and
+/// `check`'s `FILE: key: reason` line) span a screen.
+fn single_line(text: &str) -> String {
+    let lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut out = String::with_capacity(text.len());
+    for line in lines {
+        let glue = !(out.is_empty() || out.ends_with('[') || line.starts_with(']'));
+        if glue {
+            out.push(' ');
+        }
+        out.push_str(line);
+    }
+    out
 }
 
 fn spawn_epoch_ticker(engine: &Engine) {
@@ -190,6 +207,26 @@ pub struct CompiledPolicy {
     pub digest: [u8; 32],
     engine: Engine,
     pre: PolicyBindingsPre<HostState>,
+}
+
+impl CompiledPolicy {
+    /// The first 12 hex digits of [`CompiledPolicy::digest`], for log
+    /// lines (`sha256=3f2a...`); formats without allocating.
+    pub fn short_digest(&self) -> ShortDigest<'_> {
+        ShortDigest(&self.digest)
+    }
+}
+
+/// See [`CompiledPolicy::short_digest`].
+#[derive(Debug, Clone, Copy)]
+pub struct ShortDigest<'a>(&'a [u8; 32]);
+
+impl std::fmt::Display for ShortDigest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0[..6]
+            .iter()
+            .try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
 }
 
 impl std::fmt::Debug for CompiledPolicy {
@@ -367,6 +404,16 @@ mod tests {
     }
 
     #[test]
+    fn compile_errors_are_one_line() {
+        assert_eq!(
+            super::single_line(
+                "bad magic - expected=[\n    0x0,\n    0x61,\n] actual=[\n    0x6e,\n]"
+            ),
+            "bad magic - expected=[0x0, 0x61,] actual=[0x6e,]"
+        );
+    }
+
+    #[test]
     fn a_module_compiled_before_is_not_compiled_again() {
         let engine = PolicyEngine::new().unwrap();
         let (name, bytes) = crate::bundled::POLICIES[0];
@@ -376,6 +423,13 @@ mod tests {
         assert_eq!(engine.compiled.len(), 1, "served from the cache");
         assert_ne!(first.version, again.version, "still a new version");
         assert_eq!(first.digest, again.digest);
+        let short = first.short_digest().to_string();
+        assert_eq!(short.len(), 12);
+        let full: String = first.digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(
+            full.starts_with(&short),
+            "{short} is not a prefix of {full}"
+        );
     }
 
     #[test]

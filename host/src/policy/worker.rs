@@ -101,6 +101,7 @@ fn report_trip(policy: &BoundPolicy, trip: Trip, cause: DecisionError) -> Decisi
     tracing::warn!(
         policy = %policy.module.name,
         version = policy.module.version,
+        sha256 = %policy.module.short_digest(),
         bound = policy.id,
         back_off = ?trip.back_off,
         trips_in_a_row = trip.in_a_row,
@@ -118,6 +119,7 @@ fn report_closed(policy: &BoundPolicy) {
     tracing::info!(
         policy = %policy.module.name,
         version = policy.module.version,
+        sha256 = %policy.module.short_digest(),
         bound = policy.id,
         "policy decides again after its back-off: breaker closed"
     );

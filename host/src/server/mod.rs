@@ -4,13 +4,17 @@
 //! snapshots.
 //!
 //! Changes come from the file watcher (policies folder, config file), from
-//! [`Server::reload`] (SIGHUP) and from [`Server::shutdown`] (SIGTERM).
+//! [`Server::reload`] (SIGHUP) and from [`Server::shutdown`] (SIGTERM,
+//! which waits up to `[server] drain_timeout` for in-flight requests). A
+//! running server also listens for a new instance to hand its sockets to
+//! ([`upgrade`], [`Server::take_over`], [`Server::handed_over`]).
 //! Each is planned off the request path ([`plan`]) and committed only when
 //! the whole plan succeeded; a refused change is logged, announced as a
 //! [`ServerEvent`] and leaves the running state untouched.
 
 mod plan;
 mod runtime;
+pub mod upgrade;
 mod watch;
 
 use std::collections::HashMap;
@@ -22,6 +26,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, mpsc, oneshot};
+use upgrade::{Endpoint, HandedSocket, Inherited, Takeover};
 
 pub use crate::events::ServerEvent;
 pub use plan::{Plan, Reusable};
@@ -38,12 +43,12 @@ use crate::policy::PolicyEngine;
 /// the last one says the writer is done (a rename into place, a close
 /// after writing): enough for an in-place write to settle.
 const DEBOUNCE: Duration = Duration::from_millis(30);
-/// How long a drain waits for in-flight requests.
-const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 enum Command {
     Reload(oneshot::Sender<Result<(), String>>),
     Shutdown(oneshot::Sender<()>),
+    /// The listening sockets, for an upgrade.
+    Sockets(oneshot::Sender<Vec<HandedSocket>>),
 }
 
 /// Listener name -> bound address, as last committed.
@@ -55,14 +60,53 @@ pub struct Server {
     events: broadcast::Sender<ServerEvent>,
     addresses: Addresses,
     lifecycle: Arc<Lifecycle>,
+    /// Turns true once a new instance took over the sockets.
+    handed_over: tokio::sync::watch::Receiver<bool>,
+    /// `None` when the upgrade socket could not be bound.
+    upgrade: Option<Endpoint>,
 }
 
 impl Server {
     /// Loads the config, compiles and validates its policies, binds its
-    /// listeners and starts watching the policies folder and config file.
+    /// listeners, starts watching the policies folder and config file, and
+    /// listens on the upgrade socket.
     pub async fn start(config_path: impl AsRef<Path>) -> anyhow::Result<Server> {
         let config_path = watch::canonical(config_path.as_ref());
-        let config = Config::load(&config_path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+        let config = load(&config_path)?;
+        Self::launch(config_path, config, Inherited::default()).await
+    }
+
+    /// `serve --upgrade`: takes over the listening sockets of the instance
+    /// running with this config's upgrade socket, starts like
+    /// [`Server::start`], then tells the old instance, which drains and
+    /// exits. Fails (and the old instance keeps serving) when no instance
+    /// answers or this one cannot start.
+    pub async fn take_over(config_path: impl AsRef<Path>) -> anyhow::Result<Server> {
+        let config_path = watch::canonical(config_path.as_ref());
+        let config = load(&config_path)?;
+        let socket = upgrade_socket(&config, &config_path);
+        let mut takeover = tokio::task::spawn_blocking(move || Takeover::connect(&socket))
+            .await
+            .context("the handover panicked")??;
+        let inherited = std::mem::take(&mut takeover.inherited);
+        tracing::info!(
+            sockets = inherited.len(),
+            "upgrade: received the listening sockets"
+        );
+        let server = Self::launch(config_path, config, inherited).await?;
+        tokio::task::spawn_blocking(move || takeover.confirm())
+            .await
+            .context("the handover panicked")?
+            .context("telling the previous instance that this one serves")?;
+        Ok(server)
+    }
+
+    async fn launch(
+        config_path: std::path::PathBuf,
+        config: Config,
+        inherited: Inherited,
+    ) -> anyhow::Result<Server> {
+        let socket = upgrade_socket(&config, &config_path);
         let engine = PolicyEngine::new().context("creating the Wasm engine")?;
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(ProxyShared {
@@ -78,20 +122,43 @@ impl Server {
             Arc::clone(&addresses),
             file_changes,
         );
+        runtime.inherited = inherited;
         runtime
             .apply_config(config)
             .await
             .map_err(|reason| anyhow::anyhow!("{reason}"))?;
+        // Sockets no listener of this config took are closed here.
+        runtime.inherited = Inherited::default();
         let (commands, command_rx) = mpsc::channel(16);
         tokio::spawn(control_loop(runtime, command_rx, file_events));
         let lifecycle = Arc::new(Lifecycle::default());
         lifecycle.set_ready();
+        let (handed_over_tx, handed_over) = tokio::sync::watch::channel(false);
+        let upgrade = match Endpoint::listen(&socket, commands.clone(), handed_over_tx) {
+            Ok(endpoint) => Some(endpoint),
+            Err(error) => {
+                tracing::warn!(socket = %socket.display(), %error, "cannot listen on the upgrade socket; `serve --upgrade` will not find this instance");
+                None
+            }
+        };
         Ok(Server {
             commands,
             events,
             addresses,
             lifecycle,
+            handed_over,
+            upgrade,
         })
+    }
+
+    /// Completes once a new instance has taken over the listening
+    /// sockets (`serve --upgrade`) and serves; then this one should
+    /// [`Server::shutdown`]. Never completes without an upgrade socket.
+    pub async fn handed_over(&self) {
+        let mut handed_over = self.handed_over.clone();
+        if handed_over.wait_for(|done| *done).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// The address a listener is bound to (the real port when the config
@@ -124,10 +191,12 @@ impl Server {
             .map_err(|reason| anyhow::anyhow!("{reason}"))
     }
 
-    /// Stops accepting, lets in-flight requests finish (at most 30 s), and
-    /// stops.
-    pub async fn shutdown(self) {
+    /// Stops accepting, lets in-flight requests finish (at most
+    /// `[server] drain_timeout`), and stops.
+    pub async fn shutdown(mut self) {
         self.lifecycle.start_draining();
+        // No new instance can take over a draining one.
+        self.upgrade = None;
         let (reply, done) = oneshot::channel();
         if self.commands.send(Command::Shutdown(reply)).await.is_ok() {
             let _ = done.await;
@@ -147,8 +216,13 @@ async fn control_loop(
                     let result = runtime.reload_config().await;
                     let _ = reply.send(result);
                 }
+                Some(Command::Sockets(reply)) => {
+                    let _ = reply.send(runtime.handed_sockets());
+                }
                 Some(Command::Shutdown(reply)) => {
-                    runtime.drain(DRAIN_GRACE).await;
+                    let grace = runtime.drain_timeout();
+                    tracing::info!(?grace, "draining: in-flight requests may finish");
+                    runtime.drain(grace).await;
                     let _ = reply.send(());
                     return;
                 }
@@ -164,6 +238,16 @@ async fn control_loop(
             }
         }
     }
+}
+
+/// Reads and validates the config file at `path`.
+fn load(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))
+}
+
+/// `[server] upgrade_socket`, or the default for this config file.
+fn upgrade_socket(config: &Config, config_path: &Path) -> std::path::PathBuf {
+    (config.server.upgrade_socket.clone()).unwrap_or_else(|| upgrade::default_socket(config_path))
 }
 
 /// Collects file changes until the last one says its writer is done, or

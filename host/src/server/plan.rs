@@ -5,6 +5,15 @@
 //! `init`. Only a plan that succeeded as a whole is committed, so a bad
 //! config or module never replaces a good one. `wasmroute check` runs the
 //! same planning and stops before binding sockets.
+//!
+//! Planning reports as much as it can in one run: missing module files,
+//! protocols, certificates and backend TLS are checked first, then every
+//! module that exists is compiled and every listener whose module compiled
+//! is bound (its `init` run), and all the errors come back together.
+//!
+//! A module file that was deleted while serving is not an error on
+//! reload: the listener keeps the module it serves, and the plan says so
+//! in [`Plan::kept`], so the rest of the new config still applies.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,6 +42,9 @@ pub struct Plan {
     pub counters: HashMap<String, Arc<SharedCounters>>,
     /// Listener states in config order.
     pub listeners: Vec<ListenerState>,
+    /// Why a listener keeps its serving module (its file is gone), one
+    /// line each, for the log.
+    pub kept: Vec<String>,
 }
 
 /// The parts of the running server a plan may reuse.
@@ -62,7 +74,10 @@ impl Plan {
         engine: &PolicyEngine,
         reuse: Reusable<'_>,
     ) -> Result<Plan, Vec<ConfigError>> {
-        let mut errors = config.check_policy_files();
+        let serving = reuse.modules;
+        let mut errors: Vec<ConfigError> = (config.check_policy_files().into_iter())
+            .filter(|error| !kept_module(&config, &error.key, serving))
+            .collect();
         errors.extend(unsupported_protocols(&config));
         let frontends = build_frontends(&config, &mut errors);
         let upstream_tls = UpstreamTlsPlan::build(&config).unwrap_or_else(|problems| {
@@ -73,10 +88,9 @@ impl Plan {
             }));
             UpstreamTlsPlan::default()
         });
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let (modules, fresh_modules) = compile_modules(&config, engine, reuse.modules)?;
+        let mut kept = Vec::new();
+        let (modules, fresh_modules) =
+            compile_modules(&config, engine, serving, &mut errors, &mut kept);
         let pools: HashMap<String, Arc<BackendPool>> = config
             .pools
             .iter()
@@ -97,9 +111,11 @@ impl Plan {
             })
             .collect();
         let mut listeners = Vec::new();
-        let mut errors = Vec::new();
         for ((index, listener), frontend) in config.listeners.iter().enumerate().zip(frontends) {
-            let module = Arc::clone(&modules[&listener.policy]);
+            // A module that is missing or did not compile is reported.
+            let Some(module) = modules.get(&listener.policy).cloned() else {
+                continue;
+            };
             let shared = Arc::clone(&counters[&listener.name]);
             match bind_listener(&config, index, listener, module, &pools, shared, frontend) {
                 Ok(state) => listeners.push(state),
@@ -116,8 +132,20 @@ impl Plan {
             pools,
             counters,
             listeners,
+            kept,
         })
     }
+}
+
+/// Whether the error at `key` (`listeners[N].policy`, no module file) is
+/// for a policy that is serving now, so the listener keeps that module.
+fn kept_module(config: &Config, key: &str, serving: Option<&Modules>) -> bool {
+    let index = key
+        .strip_prefix("listeners[")
+        .and_then(|rest| rest.strip_suffix("].policy"))
+        .and_then(|index| index.parse::<usize>().ok());
+    let listener = index.and_then(|index| config.listeners.get(index));
+    listener.is_some_and(|l| serving.is_some_and(|m| m.contains_key(&l.policy)))
 }
 
 /// Binds `module` to a listener and runs its `init` once.
@@ -195,20 +223,38 @@ fn unsupported_protocols(config: &Config) -> Vec<ConfigError> {
 
 type Modules = HashMap<String, Arc<CompiledPolicy>>;
 
+/// Compiles each listener's module once (reusing unchanged ones). A
+/// module whose file is gone while it serves is reused and noted in
+/// `kept`; a missing file otherwise was reported by `check_policy_files`.
 fn compile_modules(
     config: &Config,
     engine: &PolicyEngine,
     current: Option<&Modules>,
-) -> Result<(Modules, Vec<Arc<CompiledPolicy>>), Vec<ConfigError>> {
+    errors: &mut Vec<ConfigError>,
+    kept: &mut Vec<String>,
+) -> (Modules, Vec<Arc<CompiledPolicy>>) {
     let mut modules = HashMap::new();
     let mut fresh = Vec::new();
-    let mut errors = Vec::new();
     for (index, listener) in config.listeners.iter().enumerate() {
         if modules.contains_key(&listener.policy) {
             continue;
         }
         let path = config.policy_path(&listener.policy);
         let current = current.and_then(|m| m.get(&listener.policy));
+        if !path.is_file() {
+            if let Some(current) = current {
+                kept.push(format!(
+                    "listener `{}`: no module at {}; it keeps serving policy `{}` version {} (sha256 {}) until the file is back",
+                    listener.name,
+                    path.display(),
+                    listener.policy,
+                    current.version,
+                    current.short_digest()
+                ));
+                modules.insert(listener.policy.clone(), Arc::clone(current));
+            }
+            continue;
+        }
         match load_module(engine, &listener.policy, &path, current) {
             Ok((module, is_fresh)) => {
                 if is_fresh {
@@ -223,11 +269,7 @@ fn compile_modules(
             }),
         }
     }
-    if errors.is_empty() {
-        Ok((modules, fresh))
-    } else {
-        Err(errors)
-    }
+    (modules, fresh)
 }
 
 /// A module file's bytes and SHA-256.

@@ -11,9 +11,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
 use super::plan::{self, Plan, Reusable};
+use super::upgrade::{HandedSocket, Inherited};
 use super::watch::{FileChange, FileWatcher, Noticed};
 use super::{Addresses, ServerEvent};
-use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::config::{Config, ConfigError, ListenerConfig, ServerConfig};
 use crate::health::HealthTasks;
 use crate::http::ProxyShared;
 use crate::listener::{ListenerHandle, ListenerState, RunningListener};
@@ -50,6 +51,9 @@ pub(super) struct Runtime {
     serving: Option<Serving>,
     /// [`crate::tls::certificate_digest`] of the serving config.
     certificates: Option<[u8; 32]>,
+    /// Listening sockets handed over by the previous instance, taken by
+    /// the first config's listeners (`serve --upgrade`).
+    pub(super) inherited: Inherited,
 }
 
 impl Runtime {
@@ -71,7 +75,39 @@ impl Runtime {
             watcher: None,
             serving: None,
             certificates: None,
+            inherited: Inherited::default(),
         }
+    }
+
+    /// The serving config's `[server] drain_timeout`.
+    pub(super) fn drain_timeout(&self) -> Duration {
+        self.serving.as_ref().map_or_else(
+            || ServerConfig::default().drain_timeout,
+            |s| s.config.server.drain_timeout,
+        )
+    }
+
+    /// A descriptor of every listening socket, for a new instance.
+    pub(super) fn handed_sockets(&self) -> Vec<HandedSocket> {
+        let Some(serving) = &self.serving else {
+            return Vec::new();
+        };
+        let listeners = serving.listeners.iter();
+        listeners
+            .filter_map(
+                |(name, (address, running))| match running.socket.try_clone() {
+                    Ok(fd) => Some(HandedSocket {
+                        name: name.clone(),
+                        address: *address,
+                        fd,
+                    }),
+                    Err(error) => {
+                        tracing::error!(listener = %name, %error, "cannot hand over the socket");
+                        None
+                    }
+                },
+            )
+            .collect()
     }
 
     /// Re-reads the config file and applies it; Err lists why it was refused.
@@ -141,7 +177,9 @@ impl Runtime {
 
     /// Binds the sockets of listeners that are new or moved; a listener
     /// whose address is unchanged keeps its socket (and its `backlog`).
-    fn bind_sockets(&self, config: &Config) -> Result<HashMap<String, TcpListener>, String> {
+    /// A socket handed over by the previous instance is used instead of a
+    /// new one when its listener matches ([`Inherited::take`]).
+    fn bind_sockets(&mut self, config: &Config) -> Result<HashMap<String, TcpListener>, String> {
         let mut sockets = HashMap::new();
         for (index, listener) in config.listeners.iter().enumerate() {
             if let Some(running) = self.kept_listener(listener) {
@@ -151,6 +189,10 @@ impl Runtime {
                         "backlog changed; it applies when the socket is bound again (new address or restart)"
                     );
                 }
+                continue;
+            }
+            if let Some(socket) = self.inherit(listener) {
+                sockets.insert(listener.name.clone(), socket);
                 continue;
             }
             let socket =
@@ -166,6 +208,24 @@ impl Runtime {
         Ok(sockets)
     }
 
+    /// The previous instance's socket for `listener`, if it handed one over.
+    fn inherit(&mut self, listener: &ListenerConfig) -> Option<TcpListener> {
+        let socket = self.inherited.take(&listener.name, listener.address)?;
+        let inherited = socket
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(socket));
+        match inherited {
+            Ok(socket) => {
+                tracing::info!(listener = %listener.name, "listening socket taken over from the previous instance");
+                Some(socket)
+            }
+            Err(error) => {
+                tracing::warn!(listener = %listener.name, %error, "cannot use the inherited socket; binding a new one");
+                None
+            }
+        }
+    }
+
     /// The running listener that keeps its socket for `listener` (same
     /// name, same address).
     fn kept_listener(&self, listener: &ListenerConfig) -> Option<&RunningListener> {
@@ -175,6 +235,7 @@ impl Runtime {
     }
 
     fn commit(&mut self, plan: Plan, mut sockets: HashMap<String, TcpListener>) {
+        let grace = plan.config.server.drain_timeout;
         let mut old = self.serving.take().map(|s| s.listeners).unwrap_or_default();
         let mut listeners = HashMap::new();
         for (config, state) in plan.config.listeners.iter().zip(plan.listeners) {
@@ -185,7 +246,7 @@ impl Runtime {
                 }
                 (Some(socket), previous) => {
                     if let Some((_, previous)) = previous {
-                        tokio::spawn(previous.drain(super::DRAIN_GRACE));
+                        tokio::spawn(previous.drain(grace));
                     }
                     let handle = Arc::new(ListenerHandle::new(&config.name, state));
                     let shared = Arc::clone(&self.shared);
@@ -203,7 +264,7 @@ impl Runtime {
         }
         for (_, (_, removed)) in old {
             tracing::info!(listener = %removed.handle.name, "listener removed; draining");
-            tokio::spawn(removed.drain(super::DRAIN_GRACE));
+            tokio::spawn(removed.drain(grace));
         }
         let addresses = listeners
             .iter()
@@ -212,6 +273,9 @@ impl Runtime {
         self.addresses.store(Arc::new(addresses));
         for module in &plan.fresh_modules {
             self.announce_loaded(module);
+        }
+        for reason in &plan.kept {
+            tracing::warn!(file = %plan.config.file.display(), "config applied, but {reason}");
         }
         // The previous config's checkers were stopped with its `Serving`
         // above; the new pools share their backends' stats.
@@ -227,7 +291,7 @@ impl Runtime {
     }
 
     fn announce_loaded(&self, module: &CompiledPolicy) {
-        tracing::info!(policy = %module.name, version = module.version, "policy serving");
+        tracing::info!(policy = %module.name, version = module.version, sha256 = %module.short_digest(), "policy serving");
         let _ = self.events.send(ServerEvent::PolicyLoaded {
             policy: module.name.clone(),
             version: module.version,
@@ -323,7 +387,18 @@ impl Runtime {
             return;
         };
         match planned {
-            Ok(None) => {}
+            Ok(None) => {
+                let name = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default();
+                if let Some(module) = serving.modules.get(name) {
+                    tracing::info!(
+                        file = %path.display(), version = module.version, sha256 = %module.short_digest(),
+                        "policy file unchanged (same bytes); the serving version stays"
+                    );
+                }
+            }
             Ok(Some((module, states))) => {
                 if states.is_empty() {
                     tracing::info!(file = %path.display(), "policy compiled; no listener uses it");

@@ -165,3 +165,47 @@ async fn the_config_file_watcher_refuses_invalid_and_applies_valid_edits() {
     );
     fx.shutdown().await.unwrap();
 }
+
+/// A listener's module file deleted while it serves: the last good
+/// version keeps serving, and a later reload still applies the rest of
+/// the config (here a second backend) instead of being refused with
+/// `no module at ...`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_module_does_not_block_later_reloads() {
+    let (b1, b2) = (
+        Backend::start("web-1").await.unwrap(),
+        Backend::start("web-2").await.unwrap(),
+    );
+    let mut fx = ProxyFixture::start_with_text(
+        &config(&[b1.addr()], r#"["web"]"#, ""),
+        &[("round-robin", bundled("round-robin"))],
+    )
+    .await
+    .unwrap();
+    std::fs::remove_file(fx.dir().policy_path("round-robin")).unwrap();
+    assert_eq!(spread(&fx, &[&b1], 3).await, [3]);
+
+    fx.clear_events();
+    fx.rewrite_config(&config(&[b1.addr(), b2.addr()], r#"["web"]"#, ""))
+        .unwrap();
+    fx.reload()
+        .await
+        .expect("a reload with the module file gone still applies");
+    fx.await_event(reloaded, STEP).await.unwrap();
+    let counts = spread(&fx, &[&b1, &b2], 20).await;
+    assert!(
+        counts.iter().all(|&n| (8..=12).contains(&n)),
+        "the new pool applied, on the kept module: {counts:?}"
+    );
+
+    // A listener that names a policy with no module and none serving is
+    // still refused.
+    fx.rewrite_config(
+        &config(&[b1.addr()], r#"["web"]"#, "")
+            .replace("policy = \"round-robin\"", "policy = \"never-existed\""),
+    )
+    .unwrap();
+    let err = fx.reload().await.expect_err("no module, none serving");
+    assert!(format!("{err:#}").contains("no module at"), "{err:#}");
+    fx.shutdown().await.unwrap();
+}

@@ -367,3 +367,32 @@ fn all_errors_are_reported_together() {
     }
     assert_eq!(shown.lines().count(), keys.len(), "{shown}");
 }
+
+/// A type error no longer hides the rest: the ill-typed key, an unknown
+/// key and a bad value elsewhere are all reported by one load.
+#[test]
+fn type_errors_and_value_errors_are_reported_together() {
+    let text = minimal_with("9001\" }", "9001\", weight = \"two\" }")
+        .replace(
+            "address = \"127.0.0.1:8080\"",
+            "address = \"nowhere\"\nbacklog = \"big\"",
+        )
+        .replace(
+            "dir = \"policies.d\"",
+            "dir = \"policies.d\"\ndecision_timeout = \"soon\"\ncolour = 1",
+        );
+    let shown = errors(&text);
+    for key in [
+        "pools[0].backends[0].weight",
+        "listeners[0].backlog",
+        "policies.colour",
+        "listeners[0].address",
+        "policies.decision_timeout",
+    ] {
+        let want = format!("/srv/wasmroute/wasmroute.toml: {key}: ");
+        assert!(shown.contains(&want), "expected key `{key}` in:\n{shown}");
+    }
+    assert_eq!(shown.lines().count(), 5, "one line each:\n{shown}");
+    // The first carries its position.
+    assert!(shown.lines().next().unwrap().contains("(line "), "{shown}");
+}

@@ -2,6 +2,7 @@
 //! (in `invalid`), each asserting the exact key in the error text.
 
 mod invalid;
+mod server;
 mod tls;
 
 use std::net::SocketAddr;

@@ -20,6 +20,7 @@ use super::raw::{
 use super::units;
 
 mod pools;
+mod server;
 
 const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
 const DEFAULT_DECISION_TIMEOUT: Duration = Duration::from_millis(5);
@@ -85,6 +86,7 @@ impl<'a> Checker<'a> {
 
     fn config(&mut self, raw: RawConfig) -> Config {
         let admin = raw.admin.map(|admin| self.admin(admin));
+        let server = self.server(raw.server);
         let policies = self.policies(raw.policies);
         let listeners = self.listeners(&raw.listeners);
         let pools = self.pools(&raw.pools);
@@ -92,6 +94,7 @@ impl<'a> Checker<'a> {
         Config {
             file: self.file.to_path_buf(),
             admin,
+            server,
             policies,
             listeners,
             pools,

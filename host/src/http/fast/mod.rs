@@ -43,6 +43,10 @@ use super::body::ProxyBody;
 use super::pipeline::{Codec, ConnInfo, ProxyShared, Target, process_request, refused};
 use super::retry::{self, AttemptError};
 use super::{Drain, HEADER_READ_TIMEOUT};
+
+/// How long a connection accepted before a drain (or during it) may take
+/// to start its first request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
 use crate::http::state::ListenerHandle;
 use crate::policy::RequestView;
 use crate::pool::outlier::Failure;
@@ -127,15 +131,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientConnection<IO> {
         builder: Arc<auto::Builder<TokioExecutor>>,
         mut drain: Drain,
     ) {
+        let mut fresh = true;
         loop {
-            let head = match self.next_request(&mut drain).await {
+            let head = match self.next_request(&mut drain, fresh).await {
                 Next::Request(head) => head,
                 other => return Box::pin(self.end(other, listener, shared, &builder, drain)).await,
             };
+            fresh = false;
             // Boxed: an idle connection's task keeps only what waiting for
             // the next request needs, not the pipeline's state (about
             // 3.5 KB).
-            let served = Box::pin(self.serve_request(head, &listener, &shared));
+            let served = Box::pin(self.serve_request(head, &listener, &shared, &drain));
             if let After::Close = served.await {
                 let _ = self.io.shutdown().await;
                 return;
@@ -172,9 +178,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientConnection<IO> {
 impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
     /// Reads until a whole request head is buffered (at most
     /// [`HEADER_READ_TIMEOUT`]); between requests, a drain closes the
-    /// connection.
-    async fn next_request(&mut self, drain: &mut Drain) -> Next {
-        let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+    /// connection. A `fresh` connection (accepted, no request yet) is not
+    /// idle: its client has connected to send a request, so a drain gives
+    /// it [`FIRST_REQUEST_GRACE`] to start sending one (it is answered
+    /// with `connection: close`).
+    async fn next_request(&mut self, drain: &mut Drain, fresh: bool) -> Next {
+        let now = tokio::time::Instant::now();
+        let mut deadline = now + HEADER_READ_TIMEOUT;
+        if fresh && drain.draining() {
+            deadline = deadline.min(now + FIRST_REQUEST_GRACE);
+        }
+        let mut watch_drain = !drain.draining();
         // One timer per connection: moving a registered timer's deadline
         // later costs no timer-wheel work, a new one per request did.
         self.timer.as_mut().reset(deadline);
@@ -187,7 +201,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
                 Parsed::Partial => {}
             }
             let idle = bufs.input.is_empty();
-            if idle && drain.draining() {
+            if idle && !fresh && drain.draining() {
                 return Next::Closed;
             }
             if idle {
@@ -203,7 +217,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
                     tracing::debug!(peer = %self.conn.peer, "request head timeout");
                     return Next::Closed;
                 }
-                () = drain.started(), if idle => return Next::Closed,
+                () = drain.started(), if idle && watch_drain => {
+                    if !fresh {
+                        return Next::Closed;
+                    }
+                    watch_drain = false;
+                    let grace = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
+                    self.timer.as_mut().reset(grace.min(deadline));
+                    continue;
+                }
             };
             match read {
                 Ok(0) | Err(_) => return Next::Closed,
@@ -218,6 +240,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
         head: RequestHead,
         listener: &ListenerHandle,
         shared: &ProxyShared,
+        drain: &Drain,
     ) -> After {
         let RequestHead {
             parts,
@@ -232,6 +255,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
             close,
             body: BodyState::new(body, expect_continue),
             client: self,
+            drain,
         };
         process_request(&mut codec, listener, shared, view).await
     }
@@ -294,6 +318,18 @@ struct FastCodec<'c, IO> {
     head_only: bool,
     /// The request body's progress (`None`: no body).
     body: Option<BodyState>,
+    /// The listener's drain: a response sent while draining closes the
+    /// connection (and says so).
+    drain: &'c Drain,
+}
+
+impl<IO> FastCodec<'_, IO> {
+    /// The client asked to close, or the listener is draining: the
+    /// response says `connection: close` and the connection closes.
+    fn closing(&mut self) -> bool {
+        self.close |= self.drain.draining();
+        self.close
+    }
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Codec for FastCodec<'_, IO> {
@@ -310,7 +346,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Codec for FastCodec<'_, IO> {
 
     async fn respond(&mut self, response: Response<ProxyBody>) -> After {
         // A body left unread cannot be skipped safely: close after.
-        let close = self.close || self.body.as_ref().is_some_and(|b| !b.done);
+        let close = self.closing() || self.body.as_ref().is_some_and(|b| !b.done);
         self.client
             .write_local(response, self.head_only, close)
             .await
@@ -326,6 +362,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
     /// comes back to the client. `Err` only when nothing was sent to the
     /// client yet.
     async fn forward(&mut self, view: &RequestView, target: Target) -> Result<After, AttemptError> {
+        let close = self.closing();
         let backend = &target.backend;
         let client = &mut *self.client;
         let bufs = &mut client.bufs;
@@ -344,7 +381,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
             method: &head.method,
             load_header: &backend.load_header,
             edits: &target.response_edits,
-            close: self.close,
+            close,
         };
         let output = &mut bufs.output;
         let how = Exchange {
