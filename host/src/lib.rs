@@ -16,6 +16,7 @@ pub mod http;
 pub mod ip_text;
 pub mod lifecycle;
 pub mod listener;
+pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod server;
@@ -29,7 +30,7 @@ mod layers {
     //! The layers, lowest first; a module may name (`crate::...`) only
     //! modules of its own layer or below. Doc comments may point anywhere.
     const LAYERS: &[&[&str]] = &[
-        &["config", "events", "ip_text", "bundled", "lifecycle"],
+        &["config", "events", "ip_text", "bundled", "lifecycle", "metrics"],
         &["tls"],
         &["upstream"],
         &["pool"],

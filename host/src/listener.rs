@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
 pub use crate::http::state::{ListenerHandle, ListenerState};
+use crate::http::metrics::ConnectionMetrics;
 use crate::http::{ConnInfo, ProxyShared};
 use crate::tls::{Frontend, TlsTerminator};
 
@@ -113,13 +114,17 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let conn = ConnInfo::new(peer);
         let drain = crate::http::Drain::new(graceful.watcher(), draining.subscribe());
-        let frontend = handle.state().frontend.clone();
+        let state = handle.state();
+        let frontend = state.frontend.clone();
+        let open = OpenConnection::new(&state.metrics.connections);
+        drop(state);
         let (handle, shared, builder) = (
             Arc::clone(&handle),
             Arc::clone(&shared),
             Arc::clone(&builder),
         );
         tokio::spawn(async move {
+            let _open = open;
             serve_accepted(frontend, stream, conn, handle, shared, &builder, drain).await;
         });
     }
@@ -128,6 +133,23 @@ async fn accept_loop(
     // in-flight request.
     draining.send_replace(true);
     tokio::join!(graceful.shutdown(), draining.closed());
+}
+
+/// Counts a connection as open while it lives.
+struct OpenConnection(Arc<ConnectionMetrics>);
+
+impl OpenConnection {
+    fn new(metrics: &Arc<ConnectionMetrics>) -> OpenConnection {
+        metrics.total.inc();
+        metrics.active.inc();
+        OpenConnection(Arc::clone(metrics))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.active.dec();
+    }
 }
 
 /// Serves one accepted connection until it closes, as the listener's
@@ -175,7 +197,11 @@ async fn serve_tls(
 ) {
     let stream = match tls.handshake(stream).await {
         Ok(stream) => stream,
-        Err(error) => return crate::tls::acceptor::log_failure(&listener.name, conn.peer, &error),
+        Err(error) => {
+            let state = listener.state();
+            state.metrics.connections.tls_handshake_errors.inc();
+            return crate::tls::acceptor::log_failure(&listener.name, conn.peer, &error);
+        }
     };
     let (server_name, alpn) = crate::tls::acceptor::negotiated(&stream);
     tracing::trace!(

@@ -10,6 +10,7 @@
 //! ```toml
 //! [admin]                       # optional; address defaults to 127.0.0.1:9901
 //! address = "127.0.0.1:9901"
+//! token = "..."                 # optional; 16..=256 visible ASCII; see docs/operations.md
 //!
 //! [policies]
 //! dir = "policies.d"            # required; relative to the config file's folder

@@ -12,6 +12,7 @@
 
 use std::cell::RefCell;
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use wasmtime::Trap;
 use wasmtime::component::Resource;
@@ -19,6 +20,7 @@ use wasmtime::component::Resource;
 use super::breaker::{Admission, Trip};
 use super::host::exports::Decision;
 use super::{BoundPolicy, DecisionError, PolicyInstance, RequestView};
+use crate::metrics::DecisionErrorKind;
 
 struct WorkerSlot {
     policy_id: u64,
@@ -41,9 +43,14 @@ pub fn decide(
 ) -> (RequestView, Result<Decision, DecisionError>) {
     let admission = policy.breaker.admit();
     if admission == Admission::Open {
+        policy.metrics.count_error(DecisionErrorKind::Tripped);
         return (view, Err(DecisionError::Tripped));
     }
-    let (view, result) = call(policy, view);
+    let started = Instant::now();
+    let (mut view, result) = call(policy, view);
+    let elapsed = started.elapsed();
+    policy.metrics.duration.observe(elapsed);
+    view.decision_time += elapsed;
     let result = match result {
         Ok(decision) => {
             if policy.breaker.succeeded(admission) {
@@ -56,6 +63,9 @@ pub fn decide(
             Some(trip) => Err(report_trip(policy, trip, error)),
         },
     };
+    if let Err(error) = &result {
+        policy.metrics.count_error(error.kind());
+    }
     (view, result)
 }
 

@@ -10,12 +10,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
-use super::plan::{self, Plan, Reusable};
+use super::plan::{self, Kept, Plan, Reusable};
 use super::watch::{FileChange, FileWatcher};
 use super::{Addresses, ServerEvent};
 use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::health::HealthTasks;
 use crate::http::ProxyShared;
+use crate::http::metrics::ListenerMetrics;
 use crate::listener::{ListenerHandle, ListenerState, RunningListener};
 use crate::policy::{CompiledPolicy, PolicyEngine, SharedCounters};
 use crate::pool::BackendPool;
@@ -36,6 +37,15 @@ struct Serving {
     /// (when the next config commits) stops them.
     #[expect(dead_code, reason = "held for its Drop, which stops the tasks")]
     health: HealthTasks,
+}
+
+impl Serving {
+    /// Each listener's metrics as it serves now, by name.
+    fn listener_metrics(&self) -> HashMap<String, Arc<ListenerMetrics>> {
+        (self.listeners.iter())
+            .map(|(name, (_, running))| (name.clone(), Arc::clone(&running.handle.state().metrics)))
+            .collect()
+    }
 }
 
 pub(super) struct Runtime {
@@ -102,19 +112,21 @@ impl Runtime {
             return Ok(());
         }
         let engine = self.engine.clone();
-        let (modules, pools, counters) = match &self.serving {
+        let (modules, pools, counters, metrics) = match &self.serving {
             Some(s) => (
                 Some(s.modules.clone()),
                 Some(s.pools.clone()),
                 Some(s.counters.clone()),
+                Some(s.listener_metrics()),
             ),
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         let plan = tokio::task::spawn_blocking(move || {
             let reuse = Reusable {
                 modules: modules.as_ref(),
                 pools: pools.as_ref(),
                 counters: counters.as_ref(),
+                metrics: metrics.as_ref(),
             };
             Plan::build(config, &engine, reuse)
         })
@@ -290,6 +302,7 @@ impl Runtime {
         let current = serving.modules.get(&name).cloned();
         let pools = serving.pools.clone();
         let counters = serving.counters.clone();
+        let metrics = serving.listener_metrics();
         let frontends: HashMap<String, Frontend> = (serving.listeners.iter())
             .map(|(name, (_, running))| (name.clone(), running.handle.state().frontend.clone()))
             .collect();
@@ -303,10 +316,13 @@ impl Runtime {
                 .iter()
                 .map(|&index| {
                     let listener = &config.listeners[index];
-                    let shared = counters.get(&listener.name).cloned().unwrap_or_default();
+                    let kept = Kept {
+                        counters: counters.get(&listener.name).cloned().unwrap_or_default(),
+                        metrics: metrics.get(&listener.name).cloned(),
+                    };
                     let frontend = frontends.get(&listener.name).cloned().unwrap_or_default();
                     let module = Arc::clone(&module);
-                    plan::bind_listener(&config, index, listener, module, &pools, shared, frontend)
+                    plan::bind_listener(&config, index, listener, module, &pools, kept, frontend)
                         .map(|state| (listener.name.clone(), state))
                         .map_err(|e: ConfigError| e.reason)
                 })
