@@ -7,6 +7,7 @@
 //! [`pool`] keeps the backend signals the policy reads. [`server`] owns
 //! everything that changes at run time (config, modules, listeners).
 
+pub mod admin;
 pub mod bundled;
 pub mod config;
 pub mod demo;
@@ -30,7 +31,14 @@ mod layers {
     //! The layers, lowest first; a module may name (`crate::...`) only
     //! modules of its own layer or below. Doc comments may point anywhere.
     const LAYERS: &[&[&str]] = &[
-        &["config", "events", "ip_text", "bundled", "lifecycle", "metrics"],
+        &[
+            "config",
+            "events",
+            "ip_text",
+            "bundled",
+            "lifecycle",
+            "metrics",
+        ],
         &["tls"],
         &["upstream"],
         &["pool"],
@@ -38,7 +46,7 @@ mod layers {
         &["policy"],
         &["http"],
         &["listener"],
-        &["server", "demo"],
+        &["server", "demo", "admin"],
     ];
 
     fn layer_of(module: &str) -> usize {

@@ -20,8 +20,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
-pub use crate::http::state::{ListenerHandle, ListenerState};
 use crate::http::metrics::ConnectionMetrics;
+pub use crate::http::state::{ListenerHandle, ListenerState};
 use crate::http::{ConnInfo, ProxyShared};
 use crate::tls::{Frontend, TlsTerminator};
 

@@ -13,9 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::metrics::{
-    Counter, DecisionMetrics, Gauge, Histogram, REQUEST_BUCKETS, StatusCounts,
-};
+use crate::metrics::{Counter, DecisionMetrics, Gauge, Histogram, REQUEST_BUCKETS, StatusCounts};
 use crate::pool::BackendPool;
 
 /// Connections of a listener, kept across reloads by listener name.
@@ -224,6 +222,10 @@ mod tests {
         assert_eq!(after.pools[0].backends[1].1.snapshot()[1], 0, "port 3 new");
         assert_eq!(after.decisions.duration.count(), 1);
         let other = ListenerMetrics::build("random", &[pool("web", &[2])], Some(&before));
-        assert_eq!(other.decisions.duration.count(), 0, "another policy starts over");
+        assert_eq!(
+            other.decisions.duration.count(),
+            0,
+            "another policy starts over"
+        );
     }
 }

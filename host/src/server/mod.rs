@@ -10,6 +10,7 @@
 //! [`ServerEvent`] and leaves the running state untouched.
 
 mod plan;
+pub mod published;
 mod runtime;
 mod watch;
 
@@ -25,9 +26,11 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use crate::events::ServerEvent;
 pub use plan::{Plan, Reusable};
+use published::Published;
 use runtime::Runtime;
 pub use watch::FileChange;
 
+use crate::admin::{AdminContext, AdminServer};
 use crate::config::Config;
 use crate::http::ProxyShared;
 use crate::lifecycle::Lifecycle;
@@ -40,6 +43,7 @@ const DEBOUNCE: Duration = Duration::from_millis(30);
 /// How long a drain waits for in-flight requests.
 const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
+/// What the control loop is asked to do.
 enum Command {
     Reload(oneshot::Sender<Result<(), String>>),
     Shutdown(oneshot::Sender<()>),
@@ -54,6 +58,31 @@ pub struct Server {
     events: broadcast::Sender<ServerEvent>,
     addresses: Addresses,
     lifecycle: Arc<Lifecycle>,
+    /// Stops with the server (dropped last, after the drain).
+    admin: Option<AdminServer>,
+}
+
+/// Asks the control loop for a config reload without keeping it alive:
+/// what the admin endpoint holds.
+#[derive(Clone)]
+pub struct Control {
+    commands: mpsc::WeakSender<Command>,
+}
+
+impl Control {
+    /// Re-reads the config file, like [`Server::reload`]; `Err` holds the
+    /// reasons it was refused, one `FILE: key: reason` per line.
+    pub async fn reload(&self) -> Result<(), String> {
+        let stopped = || "the server has stopped".to_owned();
+        let commands = self.commands.upgrade().ok_or_else(stopped)?;
+        let (reply, answer) = oneshot::channel();
+        commands
+            .send(Command::Reload(reply))
+            .await
+            .map_err(|_| stopped())?;
+        drop(commands);
+        answer.await.map_err(|_| stopped())?
+    }
 }
 
 impl Server {
@@ -62,6 +91,11 @@ impl Server {
     pub async fn start(config_path: impl AsRef<Path>) -> anyhow::Result<Server> {
         let config_path = watch::canonical(config_path.as_ref());
         let config = Config::load(&config_path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+        let admin_socket = match &config.admin {
+            Some(admin) => Some(crate::admin::bind(&config.file, admin.address)?),
+            None => None,
+        };
+        let published = Arc::new(Published::default());
         let engine = PolicyEngine::new().context("creating the Wasm engine")?;
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(ProxyShared {
@@ -76,6 +110,7 @@ impl Server {
             events.clone(),
             Arc::clone(&addresses),
             file_changes,
+            Arc::clone(&published),
         );
         runtime
             .apply_config(config)
@@ -85,12 +120,31 @@ impl Server {
         tokio::spawn(control_loop(runtime, command_rx, file_events));
         let lifecycle = Arc::new(Lifecycle::default());
         lifecycle.set_ready();
+        let admin = admin_socket.map(|socket| {
+            AdminServer::start(
+                socket,
+                AdminContext {
+                    published,
+                    lifecycle: Arc::clone(&lifecycle),
+                    control: Control {
+                        commands: commands.downgrade(),
+                    },
+                },
+            )
+        });
         Ok(Server {
             commands,
             events,
             addresses,
             lifecycle,
+            admin,
         })
+    }
+
+    /// The address the admin endpoint is bound to, when the config has an
+    /// `[admin]` section (the real port when it says port 0).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
     }
 
     /// The address a listener is bound to (the real port when the config

@@ -150,7 +150,8 @@ pub fn bind_listener(
         .iter()
         .map(|name| Arc::clone(&pools[name]))
         .collect();
-    let metrics = ListenerMetrics::build(&listener.policy, &listener_pools, kept.metrics.as_deref());
+    let metrics =
+        ListenerMetrics::build(&listener.policy, &listener_pools, kept.metrics.as_deref());
     let bound = BoundPolicy::new(
         module,
         listener_pools,

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
 use super::plan::{self, Kept, Plan, Reusable};
+use super::published::{Published, PublishedListener, Snapshot};
 use super::watch::{FileChange, FileWatcher};
 use super::{Addresses, ServerEvent};
 use crate::config::{Config, ConfigError, ListenerConfig};
@@ -55,6 +56,7 @@ pub(super) struct Runtime {
     events: broadcast::Sender<ServerEvent>,
     addresses: Addresses,
     file_changes: mpsc::UnboundedSender<FileChange>,
+    published: Arc<Published>,
     /// What the watcher watches: the policies folder and certificate files.
     watcher: Option<((PathBuf, Vec<PathBuf>), FileWatcher)>,
     serving: Option<Serving>,
@@ -70,6 +72,7 @@ impl Runtime {
         events: broadcast::Sender<ServerEvent>,
         addresses: Addresses,
         file_changes: mpsc::UnboundedSender<FileChange>,
+        published: Arc<Published>,
     ) -> Runtime {
         Runtime {
             config_path,
@@ -78,6 +81,7 @@ impl Runtime {
             events,
             addresses,
             file_changes,
+            published,
             watcher: None,
             serving: None,
             certificates: None,
@@ -91,8 +95,12 @@ impl Runtime {
             Err(errors) => Err(errors.to_string()),
         };
         match &result {
-            Ok(()) => tracing::info!(file = %self.config_path.display(), "config reloaded"),
+            Ok(()) => {
+                self.published.config_reloads_ok.inc();
+                tracing::info!(file = %self.config_path.display(), "config reloaded");
+            }
             Err(reason) => {
+                self.published.config_reloads_refused.inc();
                 tracing::error!(file = %self.config_path.display(), %reason, "config refused; the previous config keeps serving");
                 let _ = self.events.send(ServerEvent::ConfigRejected {
                     reason: reason.clone(),
@@ -187,6 +195,7 @@ impl Runtime {
     }
 
     fn commit(&mut self, plan: Plan, mut sockets: HashMap<String, TcpListener>) {
+        let reload = self.serving.is_some();
         let mut old = self.serving.take().map(|s| s.listeners).unwrap_or_default();
         let mut listeners = HashMap::new();
         for (config, state) in plan.config.listeners.iter().zip(plan.listeners) {
@@ -223,8 +232,12 @@ impl Runtime {
             .collect();
         self.addresses.store(Arc::new(addresses));
         for module in &plan.fresh_modules {
+            if reload {
+                self.published.policy_reloads(&module.name).ok.inc();
+            }
             self.announce_loaded(module);
         }
+        self.publish(&plan.config, &plan.pools, &listeners);
         // The previous config's checkers were stopped with its `Serving`
         // above; the new pools share their backends' stats.
         let health = HealthTasks::start(&plan.config, &plan.pools, &self.events);
@@ -235,6 +248,31 @@ impl Runtime {
             counters: plan.counters,
             listeners,
             health,
+        });
+    }
+
+    /// Publishes what serves now for the admin endpoint.
+    fn publish(
+        &self,
+        config: &Config,
+        pools: &HashMap<String, Arc<BackendPool>>,
+        listeners: &HashMap<String, (SocketAddr, RunningListener)>,
+    ) {
+        let listeners = (config.listeners.iter())
+            .filter_map(|l| listeners.get(&l.name))
+            .map(|(_, running)| PublishedListener {
+                name: running.handle.name.clone(),
+                address: running.local_addr,
+                handle: Arc::clone(&running.handle),
+            })
+            .collect();
+        let pools = (config.pools.iter())
+            .filter_map(|p| pools.get(&p.name).cloned())
+            .collect();
+        self.published.publish(Snapshot {
+            config: config.clone(),
+            listeners,
+            pools,
         });
     }
 
@@ -353,9 +391,13 @@ impl Runtime {
                 serving
                     .modules
                     .insert(module.name.clone(), Arc::clone(&module));
+                self.published.policy_reloads(&module.name).ok.inc();
                 self.announce_loaded(&module);
             }
             Err(reason) => {
+                if let Some(name) = path.file_stem().and_then(|s| s.to_str()) {
+                    self.published.policy_reloads(name).refused.inc();
+                }
                 tracing::error!(file = %path.display(), %reason, "policy refused; the previous version keeps serving");
                 let _ = self.events.send(ServerEvent::PolicyRejected {
                     file: path.to_path_buf(),
