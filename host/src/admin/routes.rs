@@ -89,7 +89,7 @@ pub(super) async fn handle(
     if allowed == Method::POST
         && let Err(refusal) = authorize(&request, peer, context)
     {
-        return refusal;
+        return *refusal;
     }
     match resource {
         Resource::Metrics => super::render::metrics(context),
@@ -114,7 +114,7 @@ fn authorize(
     request: &Request<Incoming>,
     peer: SocketAddr,
     context: &AdminContext,
-) -> Result<(), Answer> {
+) -> Result<(), Box<Answer>> {
     let snapshot = context.published.snapshot();
     let token = snapshot
         .as_ref()
@@ -123,10 +123,10 @@ fn authorize(
     let Some(token) = token else {
         return match peer.ip().is_loopback() {
             true => Ok(()),
-            false => Err(text(
+            false => Err(Box::new(text(
                 StatusCode::FORBIDDEN,
                 "forbidden: without [admin] token, changes are accepted from loopback only\n",
-            )),
+            ))),
         };
     };
     let presented = request
@@ -144,10 +144,13 @@ fn authorize(
             answer
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, challenge);
-            Err(answer)
+            Err(Box::new(answer))
         }
         Some(presented) if same_secret(presented.trim().as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(text(StatusCode::FORBIDDEN, "forbidden: wrong token\n")),
+        Some(_) => Err(Box::new(text(
+            StatusCode::FORBIDDEN,
+            "forbidden: wrong token\n",
+        ))),
     }
 }
 

@@ -137,37 +137,52 @@ pub struct Outcome {
 impl Outcome {
     /// Counts the request in `metrics` (its listener's).
     pub fn record(&self, metrics: &ListenerMetrics) {
-        let elapsed = self.started.elapsed();
-        let pool = self.route.and_then(|(pool, backend)| {
-            let routes = metrics.pools.get(pool as usize)?;
-            Some((routes, routes.backends.get(backend as usize)?))
-        });
-        match pool {
-            Some((routes, (_, codes))) => {
-                codes.count(self.status);
-                routes.route.duration.observe(elapsed);
-            }
-            None => {
-                metrics.local_codes.count(self.status);
-                metrics.local.duration.observe(elapsed);
-            }
+        count(metrics, self.route, self.status, self.started.elapsed());
+    }
+
+    /// The part of a forwarded request's outcome that is counted when its
+    /// response body ends (kept small: it rides in the body).
+    pub fn pending(&self, metrics: &Arc<ListenerMetrics>) -> PendingOutcome {
+        PendingOutcome {
+            metrics: Arc::clone(metrics),
+            started: self.started,
+            route: self.route.unwrap_or((u32::MAX, u32::MAX)),
+            status: self.status,
         }
     }
 }
 
-/// An outcome waiting for its response body to end.
+fn count(metrics: &ListenerMetrics, route: Option<(u32, u32)>, status: u16, elapsed: Duration) {
+    let pool = route.and_then(|(pool, backend)| {
+        let routes = metrics.pools.get(pool as usize)?;
+        Some((routes, routes.backends.get(backend as usize)?))
+    });
+    match pool {
+        Some((routes, (_, codes))) => {
+            codes.count(status);
+            routes.route.duration.observe(elapsed);
+        }
+        None => {
+            metrics.local_codes.count(status);
+            metrics.local.duration.observe(elapsed);
+        }
+    }
+}
+
+/// A forwarded request's outcome waiting for its response body to end.
 #[derive(Debug)]
 pub struct PendingOutcome {
-    /// The outcome so far.
-    pub outcome: Outcome,
-    /// Where it is counted.
-    pub metrics: Arc<ListenerMetrics>,
+    metrics: Arc<ListenerMetrics>,
+    started: Instant,
+    route: (u32, u32),
+    status: u16,
 }
 
 impl PendingOutcome {
     /// Counts it now.
     pub fn record(self) {
-        self.outcome.record(&self.metrics);
+        let elapsed = self.started.elapsed();
+        count(&self.metrics, Some(self.route), self.status, elapsed);
     }
 }
 

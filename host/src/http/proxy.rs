@@ -27,7 +27,7 @@ use hyper_util::rt::TokioIo;
 use super::body::{ProxyBody, UpstreamResponse};
 use super::client;
 use super::headers;
-use super::metrics::{ListenerMetrics, Outcome, PendingOutcome};
+use super::metrics::{ListenerMetrics, Outcome};
 use super::pipeline::{Codec, ConnInfo, ProxyShared, Target, local, process_request, refused};
 use super::retry::{self, AttemptError};
 use crate::http::state::ListenerHandle;
@@ -129,10 +129,7 @@ impl Codec for HyperCodec<'_> {
     ) {
         match done.body_mut() {
             // Counted when the body ends (or the client goes away).
-            ProxyBody::Upstream(upstream) => upstream.record_at_end(PendingOutcome {
-                outcome,
-                metrics: Arc::clone(metrics),
-            }),
+            ProxyBody::Upstream(upstream) => upstream.record_at_end(outcome.pending(metrics)),
             ProxyBody::Local(_) => outcome.record(metrics),
         }
     }

@@ -207,6 +207,41 @@ async fn ten_requests_over_two_backends_count_five_and_five() {
     assert!(sample(&text, "process_cpu_seconds_total", &[]).is_some());
 }
 
+/// HTTP/2 goes through hyper's codec, which counts a request when its
+/// response body ends.
+#[tokio::test]
+async fn http2_requests_count_like_http1_ones() {
+    let backends = Backend::start_many("h", 2).await.unwrap();
+    let fx = start_round_robin(&[&backends[0], &backends[1]], "").await;
+    let client = Client::http2();
+    for _ in 0..4 {
+        let reply = client.get(&fx.url("edge", "/")).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let counted = eventually_async(STEP, || async {
+        let text = scrape(&fx).await;
+        let edge = [("listener", "edge"), ("pool", "web")];
+        sample(&text, "wasmroute_request_duration_seconds_count", &edge) == Some(4.0)
+    })
+    .await;
+    assert!(counted, "four requests counted");
+    let text = scrape(&fx).await;
+    for backend in &backends {
+        let address = backend.addr().to_string();
+        let labels = [
+            ("listener", "edge"),
+            ("pool", "web"),
+            ("backend", &address),
+            ("code", "2xx"),
+        ];
+        assert_eq!(
+            sample(&text, "wasmroute_requests_total", &labels),
+            Some(2.0),
+            "{text}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_local_answer_counts_with_an_empty_pool_and_backend() {
     let backend = Backend::start("unused").await.unwrap();
