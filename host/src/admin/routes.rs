@@ -120,22 +120,10 @@ fn authorize(
         .as_ref()
         .and_then(|s| s.config.admin.as_ref())
         .and_then(|admin| admin.token.as_deref());
-    let Some(token) = token else {
-        return match peer.ip().is_loopback() {
-            true => Ok(()),
-            false => Err(Box::new(text(
-                StatusCode::FORBIDDEN,
-                "forbidden: without [admin] token, changes are accepted from loopback only\n",
-            ))),
-        };
-    };
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match presented {
-        None => {
+    let presented = request.headers().get(header::AUTHORIZATION);
+    match refusal(token, presented, peer) {
+        None => Ok(()),
+        Some(Refusal::Unauthorized) => {
             let mut answer = text(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized: bearer token required\n",
@@ -146,11 +134,45 @@ fn authorize(
                 .insert(header::WWW_AUTHENTICATE, challenge);
             Err(Box::new(answer))
         }
-        Some(presented) if same_secret(presented.trim().as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(Box::new(text(
+        Some(Refusal::WrongToken) => Err(Box::new(text(
             StatusCode::FORBIDDEN,
             "forbidden: wrong token\n",
         ))),
+        Some(Refusal::NotLoopback) => Err(Box::new(text(
+            StatusCode::FORBIDDEN,
+            "forbidden: without [admin] token, changes are accepted from loopback only\n",
+        ))),
+    }
+}
+
+/// Why a state-changing request is refused.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// A token is set and the request has none (401).
+    Unauthorized,
+    /// A token is set and the request has another one (403).
+    WrongToken,
+    /// No token is set and the peer is not loopback (403).
+    NotLoopback,
+}
+
+/// The rule itself: `token` is the configured one, `presented` the
+/// request's `Authorization` header.
+fn refusal(
+    token: Option<&str>,
+    presented: Option<&HeaderValue>,
+    peer: SocketAddr,
+) -> Option<Refusal> {
+    let Some(token) = token else {
+        return (!peer.ip().is_loopback()).then_some(Refusal::NotLoopback);
+    };
+    let bearer = presented
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match bearer {
+        None => Some(Refusal::Unauthorized),
+        Some(bearer) if same_secret(bearer.trim().as_bytes(), token.as_bytes()) => None,
+        Some(_) => Some(Refusal::WrongToken),
     }
 }
 
@@ -266,6 +288,30 @@ mod tests {
         assert_eq!(Resource::parse("/pools/web/backends/x/drain/more"), None);
         assert_eq!(Resource::parse("/pools/web/servers/x/drain"), None);
         assert_eq!(Resource::parse("/pools//backends/x/drain"), None);
+    }
+
+    #[test]
+    fn changes_need_loopback_or_the_token() {
+        let (local, remote): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:5".parse().unwrap(),
+            "192.0.2.7:5".parse().unwrap(),
+        );
+        assert_eq!(refusal(None, None, local), None);
+        assert_eq!(refusal(None, None, remote), Some(Refusal::NotLoopback));
+        let token = Some("0123456789abcdef");
+        let right = HeaderValue::from_static("Bearer 0123456789abcdef");
+        let wrong = HeaderValue::from_static("Bearer 0123456789abcdeX");
+        let basic = HeaderValue::from_static("Basic 0123456789abcdef");
+        assert_eq!(refusal(token, Some(&right), remote), None);
+        assert_eq!(refusal(token, None, local), Some(Refusal::Unauthorized));
+        assert_eq!(
+            refusal(token, Some(&basic), remote),
+            Some(Refusal::Unauthorized)
+        );
+        assert_eq!(
+            refusal(token, Some(&wrong), local),
+            Some(Refusal::WrongToken)
+        );
     }
 
     #[test]
