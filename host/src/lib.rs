@@ -7,6 +7,7 @@
 //! [`pool`] keeps the backend signals the policy reads. [`server`] owns
 //! everything that changes at run time (config, modules, listeners).
 
+pub mod admin;
 pub mod bundled;
 pub mod config;
 pub mod demo;
@@ -17,6 +18,7 @@ pub mod ip_text;
 pub mod lifecycle;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod server;
@@ -37,6 +39,7 @@ mod layers {
             "bundled",
             "lifecycle",
             "logging",
+            "metrics",
         ],
         &["tls"],
         &["upstream"],
@@ -45,7 +48,7 @@ mod layers {
         &["policy"],
         &["http"],
         &["listener"],
-        &["server", "demo"],
+        &["server", "demo", "admin"],
     ];
 
     fn layer_of(module: &str) -> usize {

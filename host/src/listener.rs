@@ -22,6 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
+use crate::http::metrics::ConnectionMetrics;
 pub use crate::http::state::{ListenerHandle, ListenerState};
 use crate::http::{ConnInfo, ProxyShared};
 use crate::tls::{Frontend, TlsTerminator};
@@ -126,9 +127,12 @@ async fn accept_loop(
             draining.subscribe(),
             Arc::clone(&closing),
         );
-        let frontend = handle.state().frontend.clone();
+        let state = handle.state();
+        let frontend = state.frontend.clone();
+        let open = OpenConnection::new(&state.metrics.connections);
+        drop(state);
         let (handle, shared) = (Arc::clone(&handle), Arc::clone(&shared));
-        spawn_connection(frontend, stream, conn, handle, shared, &builder, drain);
+        spawn_connection(frontend, stream, conn, handle, shared, &builder, drain, open);
     }
     drop(socket);
     // Idle keep-alive connections close now; busy ones after their
@@ -139,10 +143,47 @@ async fn accept_loop(
     tokio::join!(graceful.shutdown(), draining.closed());
 }
 
+/// Counts a connection as open while it lives.
+struct OpenConnection(Arc<ConnectionMetrics>);
+
+impl OpenConnection {
+    fn new(metrics: &Arc<ConnectionMetrics>) -> OpenConnection {
+        metrics.total.inc();
+        metrics.active.inc();
+        OpenConnection(Arc::clone(metrics))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.active.dec();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's task, counted open until it ends: a wrapper that
+    /// polls the task in place (an `async` block awaiting it would store
+    /// the task twice).
+    struct Counted<F> {
+        #[pin]
+        task: F,
+        open: OpenConnection,
+    }
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        self.project().task.poll(cx)
+    }
+}
+
 /// Spawns the task that serves one accepted connection until it closes,
 /// as the listener's frontend says. Each kind is its own task, built
 /// before it is spawned: a plain connection's task holds only the fast
 /// path's state (no hyper, no rustls, no second copy of its arguments).
+#[expect(clippy::too_many_arguments, reason = "one accepted connection's parts, passed on once")]
 fn spawn_connection(
     frontend: Frontend,
     stream: TcpStream,
@@ -151,24 +192,26 @@ fn spawn_connection(
     shared: Arc<ProxyShared>,
     builder: &Arc<auto::Builder<TokioExecutor>>,
     drain: crate::http::Drain,
+    open: OpenConnection,
 ) {
     let builder = Arc::clone(builder);
     match frontend {
         Frontend::Plain => {
             let task =
                 crate::http::serve_connection(stream, conn, listener, shared, builder, drain);
+            let task = Counted { task, open };
             log_task_size_once(std::mem::size_of_val(&task));
             tokio::spawn(task);
         }
         Frontend::RedirectToHttps(port) => {
-            tokio::spawn(async move {
+            let task = async move {
                 crate::http::redirect::serve_redirect(stream, port, &builder, drain.graceful).await;
-            });
+            };
+            tokio::spawn(Counted { task, open });
         }
         Frontend::Tls(tls) => {
-            tokio::spawn(serve_tls(
-                tls, stream, conn, listener, shared, builder, drain,
-            ));
+            let task = serve_tls(tls, stream, conn, listener, shared, builder, drain);
+            tokio::spawn(Counted { task, open });
         }
     }
 }
@@ -192,7 +235,11 @@ async fn serve_tls(
 ) {
     let stream = match tls.handshake(stream).await {
         Ok(stream) => stream,
-        Err(error) => return crate::tls::acceptor::log_failure(&listener.name, conn.peer, &error),
+        Err(error) => {
+            let state = listener.state();
+            state.metrics.connections.tls_handshake_errors.inc();
+            return crate::tls::acceptor::log_failure(&listener.name, conn.peer, &error);
+        }
     };
     let (server_name, alpn) = crate::tls::acceptor::negotiated(&stream);
     tracing::trace!(

@@ -116,6 +116,7 @@ pub struct ConfigBuilder {
     listeners: Vec<ListenerSpec>,
     pools: Vec<PoolSpec>,
     decision_timeout: Option<String>,
+    admin: Option<String>,
 }
 
 impl Default for ConfigBuilder {
@@ -124,6 +125,7 @@ impl Default for ConfigBuilder {
             listeners: Vec::new(),
             pools: Vec::new(),
             decision_timeout: Some(TEST_DECISION_TIMEOUT.into()),
+            admin: None,
         }
     }
 }
@@ -153,9 +155,20 @@ impl ConfigBuilder {
         self
     }
 
+    /// An `[admin]` section on `127.0.0.1:0`, with `extra` keys (e.g.
+    /// `token = "..."`).
+    pub fn admin(mut self, extra: &str) -> Self {
+        self.admin = Some(extra.trim_end().to_owned());
+        self
+    }
+
     /// The TOML text.
     pub fn render(&self) -> String {
-        let mut out = String::from("[policies]\ndir = \"policies\"\n");
+        let mut out = String::new();
+        if let Some(extra) = &self.admin {
+            let _ = writeln!(out, "[admin]\naddress = \"127.0.0.1:0\"\n{extra}\n");
+        }
+        out.push_str("[policies]\ndir = \"policies\"\n");
         if let Some(timeout) = &self.decision_timeout {
             let _ = writeln!(out, "decision_timeout = {}", quote(timeout));
         }

@@ -10,6 +10,7 @@
 //! ```toml
 //! [admin]                       # optional; address defaults to 127.0.0.1:9901
 //! address = "127.0.0.1:9901"
+//! token = "..."                 # optional; 16..=256 visible ASCII; see docs/operations.md
 //!
 //! [server]                      # optional
 //! drain_timeout = "30s"         # default 30s, > 0: how long SIGTERM waits for in-flight requests

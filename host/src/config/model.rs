@@ -28,6 +28,10 @@ pub struct Config {
 pub struct AdminConfig {
     /// Default `127.0.0.1:9901`.
     pub address: SocketAddr,
+    /// The bearer token state-changing requests need; without one they
+    /// are accepted from loopback peers only. 16 to 256 visible ASCII
+    /// characters.
+    pub token: Option<String>,
 }
 
 /// `[server]`: how the process stops and hands over (every key optional).

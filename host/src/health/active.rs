@@ -134,6 +134,10 @@ pub(super) async fn check_backend(
             Err(_) => Err(format!("no answer within {:?}", config.timeout)),
         };
         let passed = result.is_ok();
+        match passed {
+            true => stats.checks_passed.inc(),
+            false => stats.checks_failed.inc(),
+        }
         match machine.observe(passed) {
             Some(true) => {
                 stats.set_healthy(true);

@@ -24,6 +24,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::metrics::PendingOutcome;
 use crate::pool::ActiveRequest;
 use crate::pool::outlier::Failure;
 use crate::upstream::Connection;
@@ -79,6 +80,8 @@ pub struct UpstreamResponse {
     /// Given back to the backend's pool once the body has ended.
     connection: Option<Connection>,
     ended: bool,
+    /// The request's outcome, recorded when the body is dropped.
+    outcome: Option<PendingOutcome>,
 }
 
 impl UpstreamResponse {
@@ -91,7 +94,14 @@ impl UpstreamResponse {
             idle: IdleTimer::default(),
             connection,
             ended: false,
+            outcome: None,
         }
+    }
+
+    /// Records `outcome` when this body ends (is dropped: read to its end,
+    /// cut off, or abandoned by the client).
+    pub fn record_at_end(&mut self, outcome: PendingOutcome) {
+        self.outcome = Some(outcome);
     }
 
     fn poll_frame(
@@ -120,6 +130,9 @@ impl UpstreamResponse {
 
 impl Drop for UpstreamResponse {
     fn drop(&mut self) {
+        if let Some(outcome) = self.outcome.take() {
+            outcome.record();
+        }
         if let Some(connection) = self.connection.take()
             && (self.ended || self.body.is_end_stream())
         {

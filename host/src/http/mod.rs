@@ -12,6 +12,7 @@ pub mod body;
 pub mod client;
 pub mod fast;
 pub mod headers;
+pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
 pub mod redirect;

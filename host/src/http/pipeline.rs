@@ -23,6 +23,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -30,6 +31,7 @@ use tokio::sync::broadcast;
 
 use super::body::ProxyBody;
 use super::headers;
+use super::metrics::{ListenerMetrics, Outcome};
 use super::retry::AttemptError;
 use super::state::{ListenerHandle, ListenerState};
 use crate::config::OnError;
@@ -112,48 +114,86 @@ pub trait Codec {
     /// Whether some of the request's body has been sent to a backend, so
     /// that it cannot go to another one.
     fn body_sent(&self) -> bool;
+
+    /// The status of the backend's response that `done` relayed.
+    fn relayed_status(&self, done: &Self::Done) -> u16;
+
+    /// Records how the request ended in `metrics`: now when the whole
+    /// response was written, or when the response body ends.
+    fn finish(&mut self, done: &mut Self::Done, outcome: Outcome, metrics: &Arc<ListenerMetrics>);
 }
 
 /// Serves one request: decide, attempt, settle, retry or respond (see the
-/// module docs).
+/// module docs), and hands its [`Outcome`] to the codec to record.
 pub async fn process_request<C: Codec>(
     codec: &mut C,
     listener: &ListenerHandle,
     shared: &ProxyShared,
     mut view: RequestView,
 ) -> C::Done {
+    let started = Instant::now();
     let state = listener.state();
     let mut budget: Option<u32> = None;
     let mut last_error: Option<AttemptError> = None;
-    loop {
+    let mut last_target: Option<(u32, u32)> = None;
+    let mut attempts = 0;
+    let (mut done, status) = loop {
         let route;
-        (view, route) = decide_route(listener, &state, shared, view);
+        // The first decision starts with the request: no second clock read.
+        let decision_start = match attempts {
+            0 => started,
+            _ => Instant::now(),
+        };
+        (view, route) = decide_route(listener, &state, shared, view, decision_start);
         let target = match route {
             Route::Forward(target) => target,
-            Route::Local(response) => return codec.respond(response).await,
+            Route::Local(response) => break respond(codec, response).await,
             Route::Exhausted => {
                 let response = last_error.map_or_else(
                     || unavailable("no healthy backend\n"),
                     |error| error.response(),
                 );
-                return codec.respond(response).await;
+                break respond(codec, response).await;
             }
         };
         let retries = *budget.get_or_insert(target.backend.upstream.retries);
         let may_retry = (view.tried.len() as u32) < retries;
         let (id, address) = (target.id, target.backend.address);
+        last_target = Some(id);
+        attempts += 1;
         let error = match codec.attempt(&mut view, target, !may_retry).await {
-            Ok(done) => return done,
+            Ok(done) => {
+                let status = codec.relayed_status(&done);
+                break (done, status);
+            }
             Err(error) => error,
         };
         if may_retry && error.retryable(&view.head.method, codec.body_sent()) {
             tracing::debug!(backend = %address, attempt = view.tried.len() + 1, "retrying on another backend");
+            if let Some(pool) = state.policy.pools.get(id.0 as usize) {
+                pool.retries.inc();
+            }
             view.tried.push(id);
             last_error = Some(error);
             continue;
         }
-        return codec.respond(error.response()).await;
-    }
+        break respond(codec, error.response()).await;
+    };
+    let outcome = Outcome {
+        started,
+        route: last_target,
+        status,
+        attempts,
+        decision_time: view.decision_time,
+    };
+    codec.finish(&mut done, outcome, &state.metrics);
+    done
+}
+
+/// Sends a response the proxy or the policy made; returns its status too.
+async fn respond<C: Codec>(codec: &mut C, response: Response<ProxyBody>) -> (C::Done, u16) {
+    let status = response.status().as_u16();
+    (codec.respond(response).await, status)
 }
 
 /// Asks the listener's policy where the request in `view` goes; a failed
@@ -163,8 +203,9 @@ fn decide_route(
     state: &ListenerState,
     shared: &ProxyShared,
     view: RequestView,
+    started: Instant,
 ) -> (RequestView, Route) {
-    let (view, result) = policy::decide(&state.policy, view);
+    let (view, result) = policy::decide_since(&state.policy, view, started);
     let route = match result {
         Ok(decision) => route_of(state, decision, &view.tried),
         Err(error) => on_decision_error(listener, state, shared, error, &view.tried),

@@ -13,6 +13,7 @@
 //! HTTP/1 body is unread says `Connection: close`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::uri::PathAndQuery;
@@ -26,6 +27,7 @@ use hyper_util::rt::TokioIo;
 use super::body::{ProxyBody, UpstreamResponse};
 use super::client;
 use super::headers;
+use super::metrics::{ListenerMetrics, Outcome};
 use super::pipeline::{Codec, ConnInfo, ProxyShared, Target, local, process_request, refused};
 use super::retry::{self, AttemptError};
 use crate::http::state::ListenerHandle;
@@ -113,6 +115,23 @@ impl Codec for HyperCodec<'_> {
 
     fn body_sent(&self) -> bool {
         self.body_sent
+    }
+
+    fn relayed_status(&self, done: &Response<ProxyBody>) -> u16 {
+        done.status().as_u16()
+    }
+
+    fn finish(
+        &mut self,
+        done: &mut Response<ProxyBody>,
+        outcome: Outcome,
+        metrics: &Arc<ListenerMetrics>,
+    ) {
+        match done.body_mut() {
+            // Counted when the body ends (or the client goes away).
+            ProxyBody::Upstream(upstream) => upstream.record_at_end(outcome.pending(metrics)),
+            ProxyBody::Local(_) => outcome.record(metrics),
+        }
     }
 }
 

@@ -27,6 +27,8 @@ pub struct ListenerState {
     /// Plain, TLS (with its certificates) or redirect; read once per
     /// accepted connection, so new certificates serve the next one.
     pub frontend: crate::tls::Frontend,
+    /// What its requests and connections count, laid out like its pools.
+    pub metrics: Arc<super::metrics::ListenerMetrics>,
 }
 
 /// A listener as requests see it.

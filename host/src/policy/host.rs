@@ -109,6 +109,9 @@ pub struct RequestView {
     /// Backends already tried for this request, as (pool, backend); empty
     /// (and unallocated) on the first attempt.
     pub tried: Vec<(u32, u32)>,
+    /// Time spent in the policy for this request so far (every decision
+    /// of its attempts).
+    pub decision_time: Duration,
 }
 
 impl RequestView {
@@ -125,6 +128,7 @@ impl RequestView {
             is_tls,
             server_name,
             tried: Vec::new(),
+            decision_time: Duration::ZERO,
         }
     }
 }

@@ -38,8 +38,9 @@ use wasmtime::{Config, Engine, Store};
 pub use breaker::{FIRST_BACK_OFF, MAX_BACK_OFF, TRIP_AFTER};
 pub use counters::{COUNTER_SLOTS, SharedCounters};
 pub use host::{Decision, HeaderEdit, RequestView, find_cookie};
-pub use worker::decide;
+pub use worker::{decide, decide_since};
 
+use crate::metrics::{DecisionErrorKind, DecisionMetrics};
 use crate::pool::BackendPool;
 use breaker::Breaker;
 use deadline::ticks;
@@ -98,6 +99,21 @@ pub enum DecisionError {
     /// once, by the [`DecisionError::Tripping`] failure; not per request.
     #[error("the policy is tripped after failing repeatedly: not called")]
     Tripped,
+}
+
+impl DecisionError {
+    /// How `wasmroute_policy_errors_total` labels this failure: an
+    /// instance that could not be made counts as a trap (the breaker
+    /// counts it like one), a tripping failure as its cause.
+    pub fn kind(&self) -> DecisionErrorKind {
+        match self {
+            DecisionError::Timeout => DecisionErrorKind::Timeout,
+            DecisionError::Trap(_) | DecisionError::Instantiate(_) => DecisionErrorKind::Trap,
+            DecisionError::Invalid(_) => DecisionErrorKind::Invalid,
+            DecisionError::Tripping { cause, .. } => cause.kind(),
+            DecisionError::Tripped => DecisionErrorKind::Tripped,
+        }
+    }
 }
 
 /// The engine and linker shared by every policy of one server.
@@ -259,6 +275,9 @@ pub struct BoundPolicy {
     pub pools: Arc<[Arc<BackendPool>]>,
     /// The listener's shared counters.
     pub counters: Arc<SharedCounters>,
+    /// Decision times and failures of this listener's policy, kept across
+    /// module versions ([`BoundPolicy::with_metrics`]).
+    pub metrics: Arc<DecisionMetrics>,
     pool_names: Vec<String>,
     config: Vec<(String, ConfigValue)>,
     limits: PolicyLimits,
@@ -296,10 +315,18 @@ impl BoundPolicy {
             module,
             pools,
             counters,
+            metrics: Arc::default(),
             config: flatten_config(policy_config),
             limits,
             breaker: Breaker::new(probe_lease(limits.decision_timeout)),
         }
+    }
+
+    /// Counts this binding's decisions into `metrics` (those of the
+    /// binding it replaces) instead of fresh ones.
+    pub fn with_metrics(mut self, metrics: Arc<DecisionMetrics>) -> BoundPolicy {
+        self.metrics = metrics;
+        self
     }
 
     /// Proves the policy can serve: instantiates it and runs `init`.

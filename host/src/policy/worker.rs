@@ -12,6 +12,7 @@
 
 use std::cell::RefCell;
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use wasmtime::Trap;
 use wasmtime::component::Resource;
@@ -19,6 +20,7 @@ use wasmtime::component::Resource;
 use super::breaker::{Admission, Trip};
 use super::host::exports::Decision;
 use super::{BoundPolicy, DecisionError, PolicyInstance, RequestView};
+use crate::metrics::DecisionErrorKind;
 
 struct WorkerSlot {
     policy_id: u64,
@@ -39,11 +41,26 @@ pub fn decide(
     policy: &Arc<BoundPolicy>,
     view: RequestView,
 ) -> (RequestView, Result<Decision, DecisionError>) {
+    decide_since(policy, view, Instant::now())
+}
+
+/// [`decide`] for a caller that has just read the clock: `started` is
+/// taken as the start of the decision, which saves a clock read per
+/// decision (the pipeline passes the start of the request).
+pub fn decide_since(
+    policy: &Arc<BoundPolicy>,
+    view: RequestView,
+    started: Instant,
+) -> (RequestView, Result<Decision, DecisionError>) {
     let admission = policy.breaker.admit();
     if admission == Admission::Open {
+        policy.metrics.count_error(DecisionErrorKind::Tripped);
         return (view, Err(DecisionError::Tripped));
     }
-    let (view, result) = call(policy, view);
+    let (mut view, result) = call(policy, view);
+    let elapsed = started.elapsed();
+    policy.metrics.duration.observe(elapsed);
+    view.decision_time += elapsed;
     let result = match result {
         Ok(decision) => {
             if policy.breaker.succeeded(admission) {
@@ -56,6 +73,9 @@ pub fn decide(
             Some(trip) => Err(report_trip(policy, trip, error)),
         },
     };
+    if let Err(error) = &result {
+        policy.metrics.count_error(error.kind());
+    }
     (view, result)
 }
 

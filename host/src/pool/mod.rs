@@ -18,6 +18,7 @@ use http::HeaderName;
 use http::uri::Authority;
 
 use crate::config::{BackendConfig, PoolConfig, UpstreamConfig};
+use crate::metrics::{Counter, Histogram, REQUEST_BUCKETS};
 use crate::upstream::tls::UpstreamTlsPlan;
 use crate::upstream::{Connections, IDLE_TIMEOUT};
 use outlier::{Failure, Outlier, OutlierState};
@@ -42,6 +43,17 @@ pub struct BackendStats {
     pub load: LoadReport,
     /// Passive health (outlier detection) counters.
     pub outlier: OutlierState,
+    /// Drained by an operator (admin endpoint): offered to no policy, so
+    /// it gets no new requests, until enabled again.
+    drained: AtomicBool,
+    /// Time to the response head of every request that got one.
+    pub upstream_response: Histogram,
+    /// Times passive health checking ejected the backend.
+    pub ejections: Counter,
+    /// Active health checks that passed.
+    pub checks_passed: Counter,
+    /// Active health checks that failed.
+    pub checks_failed: Counter,
 }
 
 impl Default for BackendStats {
@@ -55,6 +67,11 @@ impl Default for BackendStats {
             errors: ErrorWindow::default(),
             load: LoadReport::default(),
             outlier: OutlierState::default(),
+            drained: AtomicBool::new(false),
+            upstream_response: Histogram::new(REQUEST_BUCKETS),
+            ejections: Counter::default(),
+            checks_passed: Counter::default(),
+            checks_failed: Counter::default(),
         }
     }
 }
@@ -72,10 +89,21 @@ impl BackendStats {
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
     }
-    /// Whether the backend may be chosen: up by its active check (if any)
-    /// and not ejected.
+    /// Whether the backend may be chosen: up by its active check (if any),
+    /// not ejected and not drained. Policies see it as `healthy`, so a
+    /// drained backend is skipped like an unhealthy one.
     pub fn healthy(&self) -> bool {
-        self.check_up.load(Ordering::Relaxed) && !self.ejected.load(Ordering::Relaxed)
+        self.check_up.load(Ordering::Relaxed)
+            && !self.ejected.load(Ordering::Relaxed)
+            && !self.drained.load(Ordering::Relaxed)
+    }
+    /// Whether an operator drained the backend.
+    pub fn drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+    /// Drains the backend (no new requests) or enables it again.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Relaxed);
     }
     /// Marks the backend up or down, as the active health check sees it.
     pub fn set_healthy(&self, healthy: bool) {
@@ -199,6 +227,7 @@ impl ActiveRequest {
         let backend = &self.backend;
         let stats = &backend.stats;
         stats.record_latency(latency);
+        stats.upstream_response.observe(latency);
         let failed = status.is_server_error();
         let now = now_ms();
         stats.errors.record(failed, now);
@@ -266,6 +295,9 @@ pub struct BackendPool {
     pub upstream: UpstreamConfig,
     /// Passive health checking (shared by the backends).
     pub outlier: Arc<Outlier>,
+    /// Requests sent again to another backend after a failed attempt;
+    /// shared with the previous config's pool of the same name.
+    pub retries: Arc<Counter>,
     fallback_cursor: AtomicUsize,
 }
 
@@ -319,6 +351,7 @@ impl BackendPool {
             load_header: config.load_header.clone(),
             upstream: config.upstream,
             outlier,
+            retries: previous.map_or_else(Arc::default, |p| Arc::clone(&p.retries)),
             fallback_cursor: AtomicUsize::new(0),
         }
     }

@@ -293,6 +293,7 @@ impl Outlier {
         state.consecutive.store(0, Ordering::Relaxed);
         state.cap_logged.store(false, Ordering::Relaxed);
         stats.set_ejected(true);
+        stats.ejections.inc();
         self.wake.notify_one();
         tracing::warn!(
             pool = %self.pool, backend = %address, %reason, ejection = level, duration = ?time,

@@ -13,6 +13,7 @@
 //! [`ServerEvent`] and leaves the running state untouched.
 
 mod plan;
+pub mod published;
 mod runtime;
 pub mod upgrade;
 mod watch;
@@ -30,10 +31,12 @@ use upgrade::{Endpoint, HandedSocket, Inherited, Takeover};
 
 pub use crate::events::ServerEvent;
 pub use plan::{Plan, Reusable};
+use published::Published;
 use runtime::Runtime;
 pub use watch::FileChange;
 use watch::Noticed;
 
+use crate::admin::{AdminContext, AdminServer};
 use crate::config::Config;
 use crate::http::ProxyShared;
 use crate::lifecycle::Lifecycle;
@@ -44,6 +47,7 @@ use crate::policy::PolicyEngine;
 /// after writing): enough for an in-place write to settle.
 const DEBOUNCE: Duration = Duration::from_millis(30);
 
+/// What the control loop is asked to do.
 enum Command {
     Reload(oneshot::Sender<Result<(), String>>),
     Shutdown(oneshot::Sender<()>),
@@ -64,6 +68,31 @@ pub struct Server {
     handed_over: tokio::sync::watch::Receiver<bool>,
     /// `None` when the upgrade socket could not be bound.
     upgrade: Option<Endpoint>,
+    /// Stops with the server (dropped last, after the drain).
+    admin: Option<AdminServer>,
+}
+
+/// Asks the control loop for a config reload without keeping it alive:
+/// what the admin endpoint holds.
+#[derive(Clone)]
+pub struct Control {
+    commands: mpsc::WeakSender<Command>,
+}
+
+impl Control {
+    /// Re-reads the config file, like [`Server::reload`]; `Err` holds the
+    /// reasons it was refused, one `FILE: key: reason` per line.
+    pub async fn reload(&self) -> Result<(), String> {
+        let stopped = || "the server has stopped".to_owned();
+        let commands = self.commands.upgrade().ok_or_else(stopped)?;
+        let (reply, answer) = oneshot::channel();
+        commands
+            .send(Command::Reload(reply))
+            .await
+            .map_err(|_| stopped())?;
+        drop(commands);
+        answer.await.map_err(|_| stopped())?
+    }
 }
 
 impl Server {
@@ -107,6 +136,11 @@ impl Server {
         inherited: Inherited,
     ) -> anyhow::Result<Server> {
         let socket = upgrade_socket(&config, &config_path);
+        let admin_socket = match &config.admin {
+            Some(admin) => Some(crate::admin::bind(&config.file, admin.address)?),
+            None => None,
+        };
+        let published = Arc::new(Published::default());
         let engine = PolicyEngine::new().context("creating the Wasm engine")?;
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(ProxyShared {
@@ -121,6 +155,7 @@ impl Server {
             events.clone(),
             Arc::clone(&addresses),
             file_changes,
+            Arc::clone(&published),
         );
         runtime.inherited = inherited;
         runtime
@@ -141,6 +176,18 @@ impl Server {
                 None
             }
         };
+        let admin = admin_socket.map(|socket| {
+            AdminServer::start(
+                socket,
+                AdminContext {
+                    published,
+                    lifecycle: Arc::clone(&lifecycle),
+                    control: Control {
+                        commands: commands.downgrade(),
+                    },
+                },
+            )
+        });
         Ok(Server {
             commands,
             events,
@@ -148,6 +195,7 @@ impl Server {
             lifecycle,
             handed_over,
             upgrade,
+            admin,
         })
     }
 
@@ -159,6 +207,12 @@ impl Server {
         if handed_over.wait_for(|done| *done).await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+
+    /// The address the admin endpoint is bound to, when the config has an
+    /// `[admin]` section (the real port when it says port 0).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
     }
 
     /// The address a listener is bound to (the real port when the config

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, ConfigError, ListenerConfig, Protocol};
+use crate::http::metrics::ListenerMetrics;
 use crate::listener::ListenerState;
 use crate::policy::{BoundPolicy, CompiledPolicy, PolicyEngine, PolicyLimits, SharedCounters};
 use crate::pool::BackendPool;
@@ -56,6 +57,17 @@ pub struct Reusable<'a> {
     pub pools: Option<&'a HashMap<String, Arc<BackendPool>>>,
     /// Shared counters now, by listener name.
     pub counters: Option<&'a HashMap<String, Arc<SharedCounters>>>,
+    /// Listener metrics now, by listener name.
+    pub metrics: Option<&'a HashMap<String, Arc<ListenerMetrics>>>,
+}
+
+/// What a listener keeps from its previous binding: the policy's shared
+/// counters, and its metrics (those that still apply).
+pub struct Kept {
+    /// The listener's shared policy counters.
+    pub counters: Arc<SharedCounters>,
+    /// Its metrics before this binding.
+    pub metrics: Option<Arc<ListenerMetrics>>,
 }
 
 /// The limits the config sets for every policy instance.
@@ -116,8 +128,11 @@ impl Plan {
             let Some(module) = modules.get(&listener.policy).cloned() else {
                 continue;
             };
-            let shared = Arc::clone(&counters[&listener.name]);
-            match bind_listener(&config, index, listener, module, &pools, shared, frontend) {
+            let kept = Kept {
+                counters: Arc::clone(&counters[&listener.name]),
+                metrics: reuse.metrics.and_then(|m| m.get(&listener.name)).cloned(),
+            };
+            match bind_listener(&config, index, listener, module, &pools, kept, frontend) {
                 Ok(state) => listeners.push(state),
                 Err(error) => errors.push(error),
             }
@@ -155,7 +170,7 @@ pub fn bind_listener(
     listener: &ListenerConfig,
     module: Arc<CompiledPolicy>,
     pools: &HashMap<String, Arc<BackendPool>>,
-    counters: Arc<SharedCounters>,
+    kept: Kept,
     frontend: Frontend,
 ) -> Result<ListenerState, ConfigError> {
     let listener_pools: Arc<[Arc<BackendPool>]> = listener
@@ -163,13 +178,16 @@ pub fn bind_listener(
         .iter()
         .map(|name| Arc::clone(&pools[name]))
         .collect();
+    let metrics =
+        ListenerMetrics::build(&listener.policy, &listener_pools, kept.metrics.as_deref());
     let bound = BoundPolicy::new(
         module,
         listener_pools,
-        counters,
+        kept.counters,
         &listener.policy_config,
         limits(config),
-    );
+    )
+    .with_metrics(Arc::clone(&metrics.decisions));
     bound.validate().map_err(|error| ConfigError {
         file: config.file.clone(),
         key: format!("listeners[{index}].policy_config"),
@@ -183,6 +201,7 @@ pub fn bind_listener(
         on_error: listener.on_error,
         send_timeout: listener.send_timeout,
         frontend,
+        metrics: Arc::new(metrics),
     })
 }
 

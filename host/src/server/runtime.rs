@@ -10,13 +10,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
-use super::plan::{self, Plan, Reusable};
+use super::plan::{self, Kept, Plan, Reusable};
+use super::published::{Published, PublishedListener, Snapshot};
 use super::upgrade::{HandedSocket, Inherited};
 use super::watch::{FileChange, FileWatcher, Noticed};
 use super::{Addresses, ServerEvent};
 use crate::config::{Config, ConfigError, ListenerConfig, ServerConfig};
 use crate::health::HealthTasks;
 use crate::http::ProxyShared;
+use crate::http::metrics::ListenerMetrics;
 use crate::listener::{ListenerHandle, ListenerState, RunningListener};
 use crate::policy::{CompiledPolicy, PolicyEngine, SharedCounters};
 use crate::pool::BackendPool;
@@ -39,6 +41,15 @@ struct Serving {
     health: HealthTasks,
 }
 
+impl Serving {
+    /// Each listener's metrics as it serves now, by name.
+    fn listener_metrics(&self) -> HashMap<String, Arc<ListenerMetrics>> {
+        (self.listeners.iter())
+            .map(|(name, (_, running))| (name.clone(), Arc::clone(&running.handle.state().metrics)))
+            .collect()
+    }
+}
+
 pub(super) struct Runtime {
     config_path: PathBuf,
     engine: PolicyEngine,
@@ -46,6 +57,7 @@ pub(super) struct Runtime {
     events: broadcast::Sender<ServerEvent>,
     addresses: Addresses,
     file_changes: mpsc::UnboundedSender<Noticed>,
+    published: Arc<Published>,
     /// What the watcher watches: the policies folder and certificate files.
     watcher: Option<((PathBuf, Vec<PathBuf>), FileWatcher)>,
     serving: Option<Serving>,
@@ -64,6 +76,7 @@ impl Runtime {
         events: broadcast::Sender<ServerEvent>,
         addresses: Addresses,
         file_changes: mpsc::UnboundedSender<Noticed>,
+        published: Arc<Published>,
     ) -> Runtime {
         Runtime {
             config_path,
@@ -72,6 +85,7 @@ impl Runtime {
             events,
             addresses,
             file_changes,
+            published,
             watcher: None,
             serving: None,
             certificates: None,
@@ -117,8 +131,12 @@ impl Runtime {
             Err(errors) => Err(errors.to_string()),
         };
         match &result {
-            Ok(()) => tracing::info!(file = %self.config_path.display(), "config reloaded"),
+            Ok(()) => {
+                self.published.config_reloads_ok.inc();
+                tracing::info!(file = %self.config_path.display(), "config reloaded");
+            }
             Err(reason) => {
+                self.published.config_reloads_refused.inc();
                 tracing::error!(file = %self.config_path.display(), %reason, "config refused; the previous config keeps serving");
                 let _ = self.events.send(ServerEvent::ConfigRejected {
                     reason: reason.clone(),
@@ -138,19 +156,21 @@ impl Runtime {
             return Ok(());
         }
         let engine = self.engine.clone();
-        let (modules, pools, counters) = match &self.serving {
+        let (modules, pools, counters, metrics) = match &self.serving {
             Some(s) => (
                 Some(s.modules.clone()),
                 Some(s.pools.clone()),
                 Some(s.counters.clone()),
+                Some(s.listener_metrics()),
             ),
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         let plan = tokio::task::spawn_blocking(move || {
             let reuse = Reusable {
                 modules: modules.as_ref(),
                 pools: pools.as_ref(),
                 counters: counters.as_ref(),
+                metrics: metrics.as_ref(),
             };
             Plan::build(config, &engine, reuse)
         })
@@ -236,6 +256,7 @@ impl Runtime {
 
     fn commit(&mut self, plan: Plan, mut sockets: HashMap<String, TcpListener>) {
         let grace = plan.config.server.drain_timeout;
+        let reload = self.serving.is_some();
         let mut old = self.serving.take().map(|s| s.listeners).unwrap_or_default();
         let mut listeners = HashMap::new();
         for (config, state) in plan.config.listeners.iter().zip(plan.listeners) {
@@ -272,11 +293,15 @@ impl Runtime {
             .collect();
         self.addresses.store(Arc::new(addresses));
         for module in &plan.fresh_modules {
+            if reload {
+                self.published.policy_reloads(&module.name).ok.inc();
+            }
             self.announce_loaded(module);
         }
         for reason in &plan.kept {
             tracing::warn!(file = %plan.config.file.display(), "config applied, but {reason}");
         }
+        self.publish(&plan.config, &plan.pools, &listeners);
         // The previous config's checkers were stopped with its `Serving`
         // above; the new pools share their backends' stats.
         let health = HealthTasks::start(&plan.config, &plan.pools, &self.events);
@@ -287,6 +312,31 @@ impl Runtime {
             counters: plan.counters,
             listeners,
             health,
+        });
+    }
+
+    /// Publishes what serves now for the admin endpoint.
+    fn publish(
+        &self,
+        config: &Config,
+        pools: &HashMap<String, Arc<BackendPool>>,
+        listeners: &HashMap<String, (SocketAddr, RunningListener)>,
+    ) {
+        let listeners = (config.listeners.iter())
+            .filter_map(|l| listeners.get(&l.name))
+            .map(|(_, running)| PublishedListener {
+                name: running.handle.name.clone(),
+                address: running.local_addr,
+                handle: Arc::clone(&running.handle),
+            })
+            .collect();
+        let pools = (config.pools.iter())
+            .filter_map(|p| pools.get(&p.name).cloned())
+            .collect();
+        self.published.publish(Snapshot {
+            config: config.clone(),
+            listeners,
+            pools,
         });
     }
 
@@ -354,6 +404,7 @@ impl Runtime {
         let current = serving.modules.get(&name).cloned();
         let pools = serving.pools.clone();
         let counters = serving.counters.clone();
+        let metrics = serving.listener_metrics();
         let frontends: HashMap<String, Frontend> = (serving.listeners.iter())
             .map(|(name, (_, running))| (name.clone(), running.handle.state().frontend.clone()))
             .collect();
@@ -367,10 +418,13 @@ impl Runtime {
                 .iter()
                 .map(|&index| {
                     let listener = &config.listeners[index];
-                    let shared = counters.get(&listener.name).cloned().unwrap_or_default();
+                    let kept = Kept {
+                        counters: counters.get(&listener.name).cloned().unwrap_or_default(),
+                        metrics: metrics.get(&listener.name).cloned(),
+                    };
                     let frontend = frontends.get(&listener.name).cloned().unwrap_or_default();
                     let module = Arc::clone(&module);
-                    plan::bind_listener(&config, index, listener, module, &pools, shared, frontend)
+                    plan::bind_listener(&config, index, listener, module, &pools, kept, frontend)
                         .map(|state| (listener.name.clone(), state))
                         .map_err(|e: ConfigError| e.reason)
                 })
@@ -412,9 +466,13 @@ impl Runtime {
                 serving
                     .modules
                     .insert(module.name.clone(), Arc::clone(&module));
+                self.published.policy_reloads(&module.name).ok.inc();
                 self.announce_loaded(&module);
             }
             Err(reason) => {
+                if let Some(name) = path.file_stem().and_then(|s| s.to_str()) {
+                    self.published.policy_reloads(name).refused.inc();
+                }
                 tracing::error!(file = %path.display(), %reason, "policy refused; the previous version keeps serving");
                 let _ = self.events.send(ServerEvent::PolicyRejected {
                     file: path.to_path_buf(),

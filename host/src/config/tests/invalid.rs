@@ -262,6 +262,20 @@ fn bad_admin_address() {
 }
 
 #[test]
+fn short_or_spaced_admin_tokens() {
+    let short = assert_key(
+        &format!("[admin]\ntoken = \"short\"\n{MINIMAL}"),
+        "admin.token",
+    );
+    assert!(short.contains("16 to 256 characters"), "{short}");
+    let spaced = assert_key(
+        &format!("[admin]\ntoken = \"0123456789 abcdefgh\"\n{MINIMAL}"),
+        "admin.token",
+    );
+    assert!(spaced.contains("visible ASCII"), "{spaced}");
+}
+
+#[test]
 fn missing_policies_dir() {
     assert_key(&minimal_with("dir = \"policies.d\"", ""), "policies.dir");
 }

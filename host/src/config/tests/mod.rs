@@ -119,7 +119,8 @@ fn full_config_parses_with_values_and_defaults() {
     assert_eq!(
         config.admin,
         Some(AdminConfig {
-            address: addr("127.0.0.1:9901")
+            address: addr("127.0.0.1:9901"),
+            token: None,
         })
     );
     let policies = PoliciesConfig {
@@ -266,12 +267,20 @@ fn health_timeout_retry_and_passive_keys() {
 }
 
 #[test]
+fn admin_token_is_kept() {
+    let token = "0123456789abcdef-token";
+    let config = parse_ok(&format!("[admin]\ntoken = \"{token}\"\n{MINIMAL}"));
+    assert_eq!(config.admin.unwrap().token.as_deref(), Some(token));
+}
+
+#[test]
 fn admin_section_without_address_defaults_to_loopback() {
     let config = parse_ok(&format!("[admin]\n{MINIMAL}"));
     assert_eq!(
         config.admin,
         Some(AdminConfig {
-            address: addr("127.0.0.1:9901")
+            address: addr("127.0.0.1:9901"),
+            token: None,
         })
     );
 }

@@ -22,6 +22,9 @@ use super::units;
 mod pools;
 mod server;
 
+/// Admin bearer tokens: long enough not to be guessed, short enough for a header.
+const MIN_ADMIN_TOKEN: usize = 16;
+const MAX_ADMIN_TOKEN: usize = 256;
 const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
 const DEFAULT_DECISION_TIMEOUT: Duration = Duration::from_millis(5);
 const DEFAULT_MEMORY_LIMIT: u64 = 16 << 20;
@@ -106,7 +109,24 @@ impl<'a> Checker<'a> {
             Some(text) => self.address("admin.address", &text),
             None => DEFAULT_ADMIN,
         };
-        AdminConfig { address }
+        let token = raw.token.filter(|token| self.admin_token(token));
+        AdminConfig { address, token }
+    }
+
+    /// Whether `token` may be an admin bearer token (an error says why not).
+    fn admin_token(&mut self, token: &str) -> bool {
+        let reason = if token.len() < MIN_ADMIN_TOKEN || token.len() > MAX_ADMIN_TOKEN {
+            format!(
+                "must be {MIN_ADMIN_TOKEN} to {MAX_ADMIN_TOKEN} characters long (it has {})",
+                token.len()
+            )
+        } else if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            "may hold visible ASCII characters only (no spaces or control characters)".to_owned()
+        } else {
+            return true;
+        };
+        self.error("admin.token", reason);
+        false
     }
 
     fn policies(&mut self, raw: RawPolicies) -> PoliciesConfig {

@@ -40,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
 use super::body::ProxyBody;
+use super::metrics::{ListenerMetrics, Outcome};
 use super::pipeline::{Codec, ConnInfo, ProxyShared, Target, process_request, refused};
 use super::retry::{self, AttemptError};
 use super::{Drain, HEADER_READ_TIMEOUT};
@@ -256,6 +257,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
             body: BodyState::new(body, expect_continue),
             client: self,
             drain,
+            status: 0,
         };
         process_request(&mut codec, listener, shared, view).await
     }
@@ -321,6 +323,8 @@ struct FastCodec<'c, IO> {
     /// The listener's drain: a response sent while draining closes the
     /// connection (and says so).
     drain: &'c Drain,
+    /// The status of the backend's response being relayed.
+    status: u16,
 }
 
 impl<IO> FastCodec<'_, IO> {
@@ -354,6 +358,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Codec for FastCodec<'_, IO> {
 
     fn body_sent(&self) -> bool {
         self.body.as_ref().is_some_and(|b| b.sent)
+    }
+
+    fn relayed_status(&self, _done: &After) -> u16 {
+        self.status
+    }
+
+    fn finish(&mut self, _done: &mut After, outcome: Outcome, metrics: &Arc<ListenerMetrics>) {
+        // The response is written: its last byte is out.
+        outcome.record(metrics);
     }
 }
 
@@ -411,6 +424,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
         };
         let timeout = backend.upstream.response_timeout;
         let (mut connection, meta) = retry::settle(Some(exchanged), &guard, timeout)?;
+        self.status = meta.status.as_u16();
         guard.record_response(started.elapsed(), meta.status);
         if let Some(load) = &meta.load {
             super::pipeline::record_load_report(load, backend);

@@ -1,0 +1,246 @@
+//! The metrics of one listener, held in its [`super::state::ListenerState`]
+//! and laid out like its pools (index = pool id, then backend index), so
+//! the pipeline counts a request by the ids it already has: no map, no
+//! label lookup. Built when a config commits, sharing the counters of the
+//! previous config's listener of the same name (same pool, same backend
+//! address), so a reload does not reset them.
+//!
+//! Every request served by the pipeline ends in one [`Outcome`]: where it
+//! went, what the client got, how long it took. The metrics read it; an
+//! access log can hook the same place.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::metrics::{Counter, DecisionMetrics, Gauge, Histogram, REQUEST_BUCKETS, StatusCounts};
+use crate::pool::BackendPool;
+
+/// Connections of a listener, kept across reloads by listener name.
+#[derive(Debug, Default)]
+pub struct ConnectionMetrics {
+    /// Open right now.
+    pub active: Gauge,
+    /// Accepted since the listener first started.
+    pub total: Counter,
+    /// TLS handshakes that failed.
+    pub tls_handshake_errors: Counter,
+}
+
+/// Requests of a listener to one route (a pool, or the proxy itself).
+#[derive(Debug)]
+pub struct RouteMetrics {
+    /// Time to the last byte of each response.
+    pub duration: Histogram,
+}
+
+impl Default for RouteMetrics {
+    fn default() -> Self {
+        RouteMetrics {
+            duration: Histogram::new(REQUEST_BUCKETS),
+        }
+    }
+}
+
+/// One pool of a listener.
+#[derive(Debug)]
+pub struct PoolRoutes {
+    /// The pool's name.
+    pub name: String,
+    /// Requests that went to this pool.
+    pub route: Arc<RouteMetrics>,
+    /// Responses by status class, per backend (in pool order).
+    pub backends: Vec<(SocketAddr, Arc<StatusCounts>)>,
+}
+
+/// Everything a listener counts.
+#[derive(Debug)]
+pub struct ListenerMetrics {
+    /// The name of the listener's policy.
+    pub policy: String,
+    /// Its decisions (shared with the bound policy that makes them).
+    pub decisions: Arc<DecisionMetrics>,
+    /// Its connections.
+    pub connections: Arc<ConnectionMetrics>,
+    /// Requests the proxy or the policy answered itself.
+    pub local: Arc<RouteMetrics>,
+    /// Responses the proxy or the policy made, by status class.
+    pub local_codes: Arc<StatusCounts>,
+    /// Per pool, index = pool id.
+    pub pools: Vec<PoolRoutes>,
+}
+
+impl ListenerMetrics {
+    /// The metrics of a listener serving `policy` over `pools`, sharing
+    /// what still applies of `previous` (the listener's metrics before
+    /// this config): decisions of the same policy, connections, and the
+    /// counts of pools and backends it keeps.
+    pub fn build(
+        policy: &str,
+        pools: &[Arc<BackendPool>],
+        previous: Option<&ListenerMetrics>,
+    ) -> ListenerMetrics {
+        let decisions = previous
+            .filter(|p| p.policy == policy)
+            .map_or_else(Arc::default, |p| Arc::clone(&p.decisions));
+        let pools = pools
+            .iter()
+            .map(|pool| {
+                let before = previous.and_then(|p| p.pools.iter().find(|r| r.name == pool.name));
+                let backends = pool
+                    .backends
+                    .iter()
+                    .map(|backend| {
+                        let codes = before
+                            .and_then(|r| r.backends.iter().find(|(a, _)| *a == backend.address))
+                            .map_or_else(Arc::default, |(_, codes)| Arc::clone(codes));
+                        (backend.address, codes)
+                    })
+                    .collect();
+                PoolRoutes {
+                    name: pool.name.clone(),
+                    route: before.map_or_else(Arc::default, |r| Arc::clone(&r.route)),
+                    backends,
+                }
+            })
+            .collect();
+        ListenerMetrics {
+            policy: policy.to_owned(),
+            decisions,
+            connections: previous.map_or_else(Arc::default, |p| Arc::clone(&p.connections)),
+            local: previous.map_or_else(Arc::default, |p| Arc::clone(&p.local)),
+            local_codes: previous.map_or_else(Arc::default, |p| Arc::clone(&p.local_codes)),
+            pools,
+        }
+    }
+}
+
+/// How one request ended, recorded once at the end of the pipeline
+/// (`super::pipeline::process_request`), when the last byte of the
+/// response was written (the fast codec) or when the response body ends
+/// (hyper's).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// When the pipeline started on it.
+    pub started: Instant,
+    /// The (pool id, backend index) of the last attempt; `None` when the
+    /// proxy or the policy answered without a backend.
+    pub route: Option<(u32, u32)>,
+    /// The status the client got.
+    pub status: u16,
+    /// Attempts made (0 for a local answer).
+    pub attempts: u32,
+    /// Time spent in the policy, over every decision.
+    pub decision_time: Duration,
+}
+
+impl Outcome {
+    /// Counts the request in `metrics` (its listener's).
+    pub fn record(&self, metrics: &ListenerMetrics) {
+        count(metrics, self.route, self.status, self.started.elapsed());
+    }
+
+    /// The part of a forwarded request's outcome that is counted when its
+    /// response body ends (kept small: it rides in the body).
+    pub fn pending(&self, metrics: &Arc<ListenerMetrics>) -> PendingOutcome {
+        PendingOutcome {
+            metrics: Arc::clone(metrics),
+            started: self.started,
+            route: self.route.unwrap_or((u32::MAX, u32::MAX)),
+            status: self.status,
+        }
+    }
+}
+
+fn count(metrics: &ListenerMetrics, route: Option<(u32, u32)>, status: u16, elapsed: Duration) {
+    let pool = route.and_then(|(pool, backend)| {
+        let routes = metrics.pools.get(pool as usize)?;
+        Some((routes, routes.backends.get(backend as usize)?))
+    });
+    match pool {
+        Some((routes, (_, codes))) => {
+            codes.count(status);
+            routes.route.duration.observe(elapsed);
+        }
+        None => {
+            metrics.local_codes.count(status);
+            metrics.local.duration.observe(elapsed);
+        }
+    }
+}
+
+/// A forwarded request's outcome waiting for its response body to end.
+#[derive(Debug)]
+pub struct PendingOutcome {
+    metrics: Arc<ListenerMetrics>,
+    started: Instant,
+    route: (u32, u32),
+    status: u16,
+}
+
+impl PendingOutcome {
+    /// Counts it now.
+    pub fn record(self) {
+        let elapsed = self.started.elapsed();
+        count(&self.metrics, Some(self.route), self.status, elapsed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BackendConfig, PoolConfig};
+
+    fn pool(name: &str, ports: &[u16]) -> Arc<BackendPool> {
+        let config = PoolConfig {
+            name: name.into(),
+            backends: ports
+                .iter()
+                .map(|p| BackendConfig {
+                    address: SocketAddr::from(([127, 0, 0, 1], *p)),
+                    weight: 1,
+                })
+                .collect(),
+            ..PoolConfig::default()
+        };
+        Arc::new(BackendPool::new(&config, None))
+    }
+
+    fn outcome(route: Option<(u32, u32)>, status: u16) -> Outcome {
+        Outcome {
+            started: Instant::now(),
+            route,
+            status,
+            attempts: u32::from(route.is_some()),
+            decision_time: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn outcomes_count_per_backend_or_locally() {
+        let m = ListenerMetrics::build("rr", &[pool("web", &[1, 2])], None);
+        outcome(Some((0, 1)), 200).record(&m);
+        outcome(None, 503).record(&m);
+        assert_eq!(m.pools[0].backends[1].1.snapshot(), [0, 1, 0, 0, 0]);
+        assert_eq!(m.pools[0].backends[0].1.snapshot(), [0; 5]);
+        assert_eq!(m.local_codes.snapshot(), [0, 0, 0, 0, 1]);
+        assert_eq!(m.pools[0].route.duration.count(), 1);
+    }
+
+    #[test]
+    fn a_rebuild_keeps_the_counts_of_kept_backends_and_policy() {
+        let before = ListenerMetrics::build("rr", &[pool("web", &[1, 2])], None);
+        outcome(Some((0, 1)), 200).record(&before);
+        before.decisions.duration.observe_ns(5);
+        let after = ListenerMetrics::build("rr", &[pool("web", &[2, 3])], Some(&before));
+        assert_eq!(after.pools[0].backends[0].1.snapshot()[1], 1, "port 2 kept");
+        assert_eq!(after.pools[0].backends[1].1.snapshot()[1], 0, "port 3 new");
+        assert_eq!(after.decisions.duration.count(), 1);
+        let other = ListenerMetrics::build("random", &[pool("web", &[2])], Some(&before));
+        assert_eq!(
+            other.decisions.duration.count(),
+            0,
+            "another policy starts over"
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! What the control loop publishes for readers outside it (the admin
+//! endpoint): the serving config with its listeners and pools, swapped
+//! whole at every commit, and the counters of the changes it applied.
+//! Readers walk the live structures (the listeners' handles, the pools'
+//! backends) and read their atomics; nothing here is on the request path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use crate::config::Config;
+use crate::listener::ListenerHandle;
+use crate::metrics::Counter;
+use crate::pool::BackendPool;
+
+/// The serving state as of the last commit.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The config serving.
+    pub config: Config,
+    /// Listeners in config order.
+    pub listeners: Vec<PublishedListener>,
+    /// Pools in config order.
+    pub pools: Vec<Arc<BackendPool>>,
+}
+
+/// One serving listener.
+#[derive(Debug)]
+pub struct PublishedListener {
+    /// Its name in the config.
+    pub name: String,
+    /// The address actually bound.
+    pub address: SocketAddr,
+    /// What requests read (its state is swapped by policy reloads too).
+    pub handle: Arc<ListenerHandle>,
+}
+
+/// Reloads of one policy module, by result.
+#[derive(Debug, Default)]
+pub struct PolicyReloads {
+    /// A new version serves.
+    pub ok: Counter,
+    /// A new file was refused; the previous version keeps serving.
+    pub refused: Counter,
+}
+
+/// Shared by the control loop (writer) and the admin endpoint (reader).
+#[derive(Debug, Default)]
+pub struct Published {
+    snapshot: ArcSwapOption<Snapshot>,
+    /// Config reloads that committed (SIGHUP, `/reload`, file change).
+    pub config_reloads_ok: Counter,
+    /// Config reloads that were refused.
+    pub config_reloads_refused: Counter,
+    policy_reloads: ArcSwap<Vec<(String, Arc<PolicyReloads>)>>,
+}
+
+impl Published {
+    /// The serving state (`None` before the first config committed).
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot.load_full()
+    }
+
+    /// Publishes a new serving state.
+    pub(super) fn publish(&self, snapshot: Snapshot) {
+        self.snapshot.store(Some(Arc::new(snapshot)));
+    }
+
+    /// The reload counters of `policy`, created on first use (the control
+    /// loop is the only writer).
+    pub(super) fn policy_reloads(&self, policy: &str) -> Arc<PolicyReloads> {
+        if let Some((_, counters)) = self.policy_reloads.load().iter().find(|(n, _)| n == policy) {
+            return Arc::clone(counters);
+        }
+        let counters = Arc::new(PolicyReloads::default());
+        let mut all = Vec::clone(&self.policy_reloads.load());
+        all.push((policy.to_owned(), Arc::clone(&counters)));
+        self.policy_reloads.store(Arc::new(all));
+        counters
+    }
+
+    /// Every policy reloaded at least once, with its counters.
+    pub fn all_policy_reloads(&self) -> Arc<Vec<(String, Arc<PolicyReloads>)>> {
+        self.policy_reloads.load_full()
+    }
+}
