@@ -12,6 +12,11 @@
 //! address = "127.0.0.1:9901"
 //! token = "..."                 # optional; 16..=256 visible ASCII; see docs/operations.md
 //!
+//! [access_log]                  # optional; no access log without it
+//! path = "access.log"           # "-" = stdout; relative to the config file's folder
+//! format = "json"               # json (default) | combined
+//! queue = 8192                  # lines waiting for the writer, 1..=1048576; more are dropped
+//!
 //! [policies]
 //! dir = "policies.d"            # required; relative to the config file's folder
 //! decision_timeout = "5ms"      # default 5ms, must be > 0
@@ -102,8 +107,8 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    AdminConfig, BackendConfig, CertificateConfig, Config, HealthConfig, ListenerConfig, OnError,
-    PassiveConfig, PoliciesConfig, PoolConfig, Protocol, UnknownSni, UpstreamConfig,
+    AccessLogConfig, AdminConfig, BackendConfig, CertificateConfig, Config, HealthConfig, ListenerConfig, OnError,
+    PassiveConfig, LogFormat, LogTarget, PoliciesConfig, PoolConfig, Protocol, UnknownSni, UpstreamConfig,
     UpstreamTlsConfig,
 };
 

@@ -19,6 +19,7 @@ use super::raw::{
 };
 use super::units;
 
+mod access_log;
 mod pools;
 
 /// Admin bearer tokens: long enough not to be guessed, short enough for a header.
@@ -88,6 +89,7 @@ impl<'a> Checker<'a> {
 
     fn config(&mut self, raw: RawConfig) -> Config {
         let admin = raw.admin.map(|admin| self.admin(admin));
+        let access_log = raw.access_log.map(|log| self.access_log(log));
         let policies = self.policies(raw.policies);
         let listeners = self.listeners(&raw.listeners);
         let pools = self.pools(&raw.pools);
@@ -95,6 +97,7 @@ impl<'a> Checker<'a> {
         Config {
             file: self.file.to_path_buf(),
             admin,
+            access_log,
             policies,
             listeners,
             pools,
