@@ -1,7 +1,8 @@
 //! The `wasmroute` command line.
 //!
 //! ```text
-//! wasmroute serve --config FILE   # run; SIGHUP reloads the config, SIGTERM drains
+//! wasmroute serve --config FILE   # run; SIGHUP reloads the config, SIGTERM drains,
+//!                                 # SIGUSR1 reopens the access log
 //! wasmroute check --config FILE   # validate config and policies; exit 1 with
 //!                                 # "FILE: key: reason" lines on error
 //! wasmroute demo                  # demo backends + proxy on 127.0.0.1:8080
@@ -109,10 +110,12 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+/// Reloads on SIGHUP, reopens the access log on SIGUSR1; returns on
+/// SIGTERM or SIGINT.
 async fn wait_for_signals(server: &wasmroute::Server) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup())?;
+    let mut user1 = signal(SignalKind::user_defined1())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     loop {
@@ -122,6 +125,7 @@ async fn wait_for_signals(server: &wasmroute::Server) -> anyhow::Result<()> {
                     tracing::error!("SIGHUP reload refused:\n{error}");
                 }
             }
+            _ = user1.recv() => server.reopen_logs(),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }

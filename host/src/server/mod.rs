@@ -4,7 +4,8 @@
 //! snapshots.
 //!
 //! Changes come from the file watcher (policies folder, config file), from
-//! [`Server::reload`] (SIGHUP) and from [`Server::shutdown`] (SIGTERM).
+//! [`Server::reload`] (SIGHUP) and from [`Server::shutdown`] (SIGTERM);
+//! [`Server::reopen_logs`] (SIGUSR1) reopens the access log.
 //! Each is planned off the request path ([`plan`]) and committed only when
 //! the whole plan succeeded; a refused change is logged, announced as a
 //! [`ServerEvent`] and leaves the running state untouched.
@@ -58,6 +59,7 @@ pub struct Server {
     events: broadcast::Sender<ServerEvent>,
     addresses: Addresses,
     lifecycle: Arc<Lifecycle>,
+    published: Arc<Published>,
     /// Stops with the server (dropped last, after the drain).
     admin: Option<AdminServer>,
 }
@@ -124,7 +126,7 @@ impl Server {
             AdminServer::start(
                 socket,
                 AdminContext {
-                    published,
+                    published: Arc::clone(&published),
                     lifecycle: Arc::clone(&lifecycle),
                     control: Control {
                         commands: commands.downgrade(),
@@ -137,6 +139,7 @@ impl Server {
             events,
             addresses,
             lifecycle,
+            published,
             admin,
         })
     }
@@ -175,6 +178,15 @@ impl Server {
             .await
             .context("the server has stopped")?
             .map_err(|reason| anyhow::anyhow!("{reason}"))
+    }
+
+    /// Makes the access log open its file again before its next line
+    /// (what SIGUSR1 does, after logrotate moved the file away); a no-op
+    /// without a file log.
+    pub fn reopen_logs(&self) {
+        if let Some(log) = self.published.access_log() {
+            log.reopen();
+        }
     }
 
     /// Stops accepting, lets in-flight requests finish (at most 30 s), and
