@@ -107,9 +107,9 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    AccessLogConfig, AdminConfig, BackendConfig, CertificateConfig, Config, HealthConfig, ListenerConfig, OnError,
-    PassiveConfig, LogFormat, LogTarget, PoliciesConfig, PoolConfig, Protocol, UnknownSni, UpstreamConfig,
-    UpstreamTlsConfig,
+    AccessLogConfig, AdminConfig, BackendConfig, CertificateConfig, Config, HealthConfig,
+    ListenerConfig, LogFormat, LogTarget, OnError, PassiveConfig, PoliciesConfig, PoolConfig,
+    Protocol, UnknownSni, UpstreamConfig, UpstreamTlsConfig,
 };
 
 use raw::RawConfig;

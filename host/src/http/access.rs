@@ -97,7 +97,10 @@ impl AccessEntry {
         let policy = &self.state.policy;
         let pool = route.and_then(|(pool, backend)| {
             let pool = policy.pools.get(pool as usize)?;
-            Some((pool.name.as_str(), pool.backends.get(backend as usize)?.address))
+            Some((
+                pool.name.as_str(),
+                pool.backends.get(backend as usize)?.address,
+            ))
         });
         let request = &self.request;
         let path = request.path.as_ref().map_or("", PathAndQuery::as_str);

@@ -159,7 +159,10 @@ pub async fn process_request<C: Codec>(
 ) -> C::Done {
     let started = Instant::now();
     let state = listener.state();
-    let request_line = state.access_log.is_some().then(|| RequestLine::of(&view.head));
+    let request_line = state
+        .access_log
+        .is_some()
+        .then(|| RequestLine::of(&view.head));
     let mut proxy_error: Option<Bytes> = None;
     let mut budget: Option<u32> = None;
     let mut last_error: Option<AttemptError> = None;

@@ -110,7 +110,14 @@ impl Codec for HyperCodec<'_> {
         };
         let request = Request::from_parts(head, body);
         let upstream_time = &mut self.exchanged.upstream_time;
-        let result = forward(request, &mut self.client_upgrade, self.conn, target, upstream_time).await;
+        let result = forward(
+            request,
+            &mut self.client_upgrade,
+            self.conn,
+            target,
+            upstream_time,
+        )
+        .await;
         result.map_err(|(error, unsent)| {
             match unsent.map(Request::into_body) {
                 // Nothing was sent: the body can go to another backend.

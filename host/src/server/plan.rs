@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 
 use crate::access_log::AccessLog;
 use crate::config::{Config, ConfigError, ListenerConfig, Protocol};
-use crate::metrics::Counter;
 use crate::http::metrics::ListenerMetrics;
 use crate::listener::ListenerState;
+use crate::metrics::Counter;
 use crate::policy::{BoundPolicy, CompiledPolicy, PolicyEngine, PolicyLimits, SharedCounters};
 use crate::pool::BackendPool;
 use crate::tls::Frontend;

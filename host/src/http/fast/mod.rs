@@ -41,9 +41,7 @@ use tokio::time::Sleep;
 
 use super::body::ProxyBody;
 use super::metrics::{ListenerMetrics, Outcome};
-use super::pipeline::{
-    Codec, ConnInfo, Exchanged, ProxyShared, Target, process_request, refused,
-};
+use super::pipeline::{Codec, ConnInfo, Exchanged, ProxyShared, Target, process_request, refused};
 use super::retry::{self, AttemptError};
 use super::{Drain, HEADER_READ_TIMEOUT};
 use crate::http::state::ListenerHandle;
