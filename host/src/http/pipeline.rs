@@ -170,7 +170,12 @@ pub async fn process_request<C: Codec>(
     let mut attempts = 0;
     let (mut done, status) = loop {
         let route;
-        (view, route) = decide_route(listener, &state, shared, view);
+        // The first decision starts with the request: no second clock read.
+        let decision_start = match attempts {
+            0 => started,
+            _ => Instant::now(),
+        };
+        (view, route) = decide_route(listener, &state, shared, view, decision_start);
         let target = match route {
             Route::Forward(target) => target,
             Route::Local(response) => break respond(codec, response).await,
@@ -253,8 +258,9 @@ fn decide_route(
     state: &ListenerState,
     shared: &ProxyShared,
     view: RequestView,
+    started: Instant,
 ) -> (RequestView, Route) {
-    let (view, result) = policy::decide(&state.policy, view);
+    let (view, result) = policy::decide_since(&state.policy, view, started);
     let route = match result {
         Ok(decision) => route_of(state, decision, &view.tried),
         Err(error) => on_decision_error(listener, state, shared, error, &view.tried),

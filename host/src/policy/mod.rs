@@ -38,7 +38,7 @@ use wasmtime::{Config, Engine, Store};
 pub use breaker::{FIRST_BACK_OFF, MAX_BACK_OFF, TRIP_AFTER};
 pub use counters::{COUNTER_SLOTS, SharedCounters};
 pub use host::{Decision, HeaderEdit, RequestView, find_cookie};
-pub use worker::decide;
+pub use worker::{decide, decide_since};
 
 use crate::metrics::{DecisionErrorKind, DecisionMetrics};
 use crate::pool::BackendPool;
