@@ -93,7 +93,7 @@ pub struct Exchanged {
     /// Response body bytes sent to the client (hyper's codec counts a
     /// streamed body when it ends).
     pub bytes_out: u64,
-    /// To the response head of the last attempt that got one.
+    /// To the response head of the last attempt, when it got one.
     pub upstream_time: Option<Duration>,
 }
 

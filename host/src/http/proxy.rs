@@ -110,6 +110,7 @@ impl Codec for HyperCodec<'_> {
         };
         let request = Request::from_parts(head, body);
         let upstream_time = &mut self.exchanged.upstream_time;
+        *upstream_time = None;
         let result = forward(
             request,
             &mut self.client_upgrade,

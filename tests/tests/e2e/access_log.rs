@@ -1,6 +1,7 @@
 //! The access log over real sockets: JSON lines for known traffic on both
 //! codecs (pool, backend, attempts, bytes), a locally answered request
-//! (no backend, its error), the combined format, reopening after a move,
+//! (no backend, its error), one that failed on a backend (named, with its
+//! error), the combined format, reopening after a move,
 //! lines dropped and counted when the writer cannot keep up (a FIFO
 //! nobody reads), invalid `[access_log]` keys, and an unwritable path
 //! refused at start, by the planning `wasmroute check` runs, and at
@@ -15,7 +16,7 @@ use wasmroute::policy::PolicyEngine;
 use wasmroute::server::{Plan, Reusable};
 use wasmroute_e2e::client::full;
 use wasmroute_e2e::{
-    Backend, Client, ConfigBuilder, FixtureDir, ListenerSpec, PoolSpec, ProxyFixture, STEP,
+    Backend, Client, ConfigBuilder, Faulty, FixtureDir, ListenerSpec, PoolSpec, ProxyFixture, STEP,
     bundled, eventually, guests,
 };
 
@@ -171,6 +172,42 @@ async fn a_locally_answered_request_has_no_backend_and_its_error() {
     assert_eq!(entry["error"], "routing policy failed");
     assert_eq!(entry["bytes_out"], reply.body.len() as u64);
     assert_eq!(backend.served(), 0);
+}
+
+#[tokio::test]
+async fn a_request_that_failed_on_a_backend_names_it_with_the_error() {
+    let faulty = Faulty::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let config = ConfigBuilder::new()
+        .listener(ListenerSpec::new("edge", "round-robin", &["web"]))
+        .pool(
+            PoolSpec::new("web", &[])
+                .address(faulty.addr())
+                .extra("retries = 0\n"),
+        );
+    let text = format!("[access_log]\npath = \"access.log\"\n\n{}", config.render());
+    let fx = ProxyFixture::start_with_text(&text, &[("round-robin", bundled("round-robin"))])
+        .await
+        .unwrap();
+    let reply = Client::http1().get(&fx.url("edge", "/f")).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    let lines = lines(&fx.dir().path().join("access.log"), 1).await;
+    let entry = parse(&lines[0]);
+    assert_eq!(entry["status"], 502);
+    assert_eq!(entry["backend"], faulty.addr().to_string().as_str());
+    assert_eq!(
+        (entry["pool"].as_str(), entry["attempts"].as_u64()),
+        (Some("web"), Some(1))
+    );
+    assert!(
+        entry["upstream_ms"].is_null(),
+        "no response head: {}",
+        lines[0]
+    );
+    let error = entry["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("bad gateway: ") && !error.ends_with('\n'),
+        "{error}"
+    );
 }
 
 #[tokio::test]

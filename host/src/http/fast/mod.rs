@@ -279,7 +279,7 @@ struct FastCodec<'c, IO> {
     status: u16,
     /// Response body bytes written to the client.
     bytes_out: u64,
-    /// To the response head of the last attempt that got one.
+    /// To the response head of the last attempt, when it got one.
     upstream_time: Option<Duration>,
 }
 
@@ -292,6 +292,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Codec for FastCodec<'_, IO> {
         target: Target,
         _last: bool,
     ) -> Result<After, AttemptError> {
+        self.upstream_time = None;
         self.forward(view, target).await
     }
 
