@@ -7,6 +7,7 @@
 //! [`pool`] keeps the backend signals the policy reads. [`server`] owns
 //! everything that changes at run time (config, modules, listeners).
 
+pub mod access_log;
 pub mod admin;
 pub mod bundled;
 pub mod config;
@@ -40,6 +41,7 @@ mod layers {
             "lifecycle",
             "logging",
             "metrics",
+            "access_log",
         ],
         &["tls"],
         &["upstream"],

@@ -132,7 +132,9 @@ async fn accept_loop(
         let open = OpenConnection::new(&state.metrics.connections);
         drop(state);
         let (handle, shared) = (Arc::clone(&handle), Arc::clone(&shared));
-        spawn_connection(frontend, stream, conn, handle, shared, &builder, drain, open);
+        spawn_connection(
+            frontend, stream, conn, handle, shared, &builder, drain, open,
+        );
     }
     drop(socket);
     // Idle keep-alive connections close now; busy ones after their
@@ -174,7 +176,10 @@ pin_project_lite::pin_project! {
 impl<F: Future> Future for Counted<F> {
     type Output = F::Output;
 
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
         self.project().task.poll(cx)
     }
 }
@@ -183,7 +188,10 @@ impl<F: Future> Future for Counted<F> {
 /// as the listener's frontend says. Each kind is its own task, built
 /// before it is spawned: a plain connection's task holds only the fast
 /// path's state (no hyper, no rustls, no second copy of its arguments).
-#[expect(clippy::too_many_arguments, reason = "one accepted connection's parts, passed on once")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one accepted connection's parts, passed on once"
+)]
 fn spawn_connection(
     frontend: Frontend,
     stream: TcpStream,

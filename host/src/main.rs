@@ -1,7 +1,8 @@
 //! The `wasmroute` command line.
 //!
 //! ```text
-//! wasmroute serve --config FILE   # run; SIGHUP reloads the config, SIGTERM drains
+//! wasmroute serve --config FILE   # run; SIGHUP reloads the config, SIGTERM drains,
+//!                                 # SIGUSR1 reopens the access log
 //! wasmroute serve --config FILE --upgrade
 //!                                 # take over the sockets of the running instance
 //! wasmroute check --config FILE   # validate config and policies; exit 1 with
@@ -159,6 +160,7 @@ async fn serve(config: PathBuf, upgrade: bool) -> anyhow::Result<()> {
 /// The signals `serve` and `demo` act on.
 struct Signals {
     hangup: tokio::signal::unix::Signal,
+    user1: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
 }
@@ -168,12 +170,13 @@ impl Signals {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Signals {
             hangup: signal(SignalKind::hangup())?,
+            user1: signal(SignalKind::user_defined1())?,
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
         })
     }
 
-    /// Reloads on SIGHUP; returns on SIGTERM or SIGINT, or once a new
+    /// Reloads on SIGHUP, reopens the access log on SIGUSR1; returns on SIGTERM or SIGINT, or once a new
     /// instance has taken over (`serve --upgrade`).
     async fn wait_for_stop(&mut self, server: &wasmroute::Server) {
         loop {
@@ -183,6 +186,7 @@ impl Signals {
                         tracing::error!(%error, "SIGHUP reload refused; the previous config keeps serving");
                     }
                 }
+                _ = self.user1.recv() => server.reopen_logs(),
                 _ = self.terminate.recv() => return tracing::info!("SIGTERM: draining"),
                 _ = self.interrupt.recv() => return tracing::info!("SIGINT: draining"),
                 () = server.handed_over() => return,

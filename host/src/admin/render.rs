@@ -37,6 +37,7 @@ pub(super) fn metrics(context: &AdminContext) -> Answer {
         connections(&mut out, &states);
     }
     reloads(&mut out, published);
+    access_log(&mut out, published);
     process(&mut out);
     let body = Bytes::from(out.finish());
     super::routes::answer(StatusCode::OK, CONTENT_TYPE, body)
@@ -333,6 +334,16 @@ fn reloads(out: &mut Exposition, published: &Published) {
         ],
         1,
     );
+}
+
+fn access_log(out: &mut Exposition, published: &Published) {
+    let name = "wasmroute_access_log_dropped_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Access log lines dropped because the writer fell behind (its queue was full).",
+    );
+    out.sample(name, &[], published.access_log_dropped.get());
 }
 
 /// The process families, read from `/proc/self` now.

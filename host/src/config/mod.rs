@@ -16,6 +16,11 @@
 //! drain_timeout = "30s"         # default 30s, > 0: how long SIGTERM waits for in-flight requests
 //! upgrade_socket = "/run/wasmroute/edge.sock"  # default: see docs/operations.md
 //!
+//! [access_log]                  # optional; no access log without it
+//! path = "access.log"           # "-" = stdout; relative to the config file's folder
+//! format = "json"               # json (default) | combined
+//! queue = 8192                  # lines waiting for the writer, 1..=1048576; more are dropped
+//!
 //! [policies]
 //! dir = "policies.d"            # required; relative to the config file's folder
 //! decision_timeout = "5ms"      # default 5ms, must be > 0
@@ -107,9 +112,9 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    AdminConfig, BackendConfig, CertificateConfig, Config, HealthConfig, ListenerConfig, OnError,
-    PassiveConfig, PoliciesConfig, PoolConfig, Protocol, ServerConfig, UnknownSni, UpstreamConfig,
-    UpstreamTlsConfig,
+    AccessLogConfig, AdminConfig, BackendConfig, CertificateConfig, Config, HealthConfig,
+    ListenerConfig, LogFormat, LogTarget, OnError, PassiveConfig, PoliciesConfig, PoolConfig,
+    Protocol, ServerConfig, UnknownSni, UpstreamConfig, UpstreamTlsConfig,
 };
 
 impl Config {

@@ -17,6 +17,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// `[server]`: the process's own lifecycle (drain, upgrade).
     pub server: ServerConfig,
+    /// `[access_log]`; none (no access log) when the section is absent.
+    pub access_log: Option<AccessLogConfig>,
     pub policies: PoliciesConfig,
     /// At least one.
     pub listeners: Vec<ListenerConfig>,
@@ -54,6 +56,36 @@ impl Default for ServerConfig {
             upgrade_socket: None,
         }
     }
+}
+
+/// `[access_log]`: one line per request, written off the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    /// Where the lines go.
+    pub target: LogTarget,
+    /// How a line is written. Default `json`.
+    pub format: LogFormat,
+    /// Lines waiting for the writer at most; past it lines are dropped
+    /// (and counted). Default 8192; 1..=1048576.
+    pub queue: usize,
+}
+
+/// Where access log lines go: `path = "-"` or a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Standard output.
+    Stdout,
+    /// A file, appended to; resolved against the config file's folder.
+    File(PathBuf),
+}
+
+/// The line format of the access log: `"json"` or `"combined"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// nginx's `combined`, then the upstream address and time.
+    Combined,
 }
 
 /// `[policies]`: where policy modules live and what each call may use.

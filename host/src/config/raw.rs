@@ -18,6 +18,7 @@ use super::model::{OnError, Protocol, UnknownSni};
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub admin: Option<RawAdmin>,
+    pub access_log: Option<RawAccessLog>,
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
@@ -33,6 +34,15 @@ pub(super) struct RawConfig {
 pub(super) struct RawAdmin {
     pub address: Option<String>,
     pub token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccessLog {
+    pub path: Option<String>,
+    pub format: Option<String>,
+    /// Any integer here; the range is checked in `validate`.
+    pub queue: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

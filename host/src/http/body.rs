@@ -82,6 +82,8 @@ pub struct UpstreamResponse {
     ended: bool,
     /// The request's outcome, recorded when the body is dropped.
     outcome: Option<PendingOutcome>,
+    /// Data bytes passed on to the client so far.
+    sent: u64,
 }
 
 impl UpstreamResponse {
@@ -95,6 +97,7 @@ impl UpstreamResponse {
             connection,
             ended: false,
             outcome: None,
+            sent: 0,
         }
     }
 
@@ -122,6 +125,11 @@ impl UpstreamResponse {
             Poll::Ready(frame) => {
                 self.idle.armed = false;
                 self.ended = frame.is_none();
+                if let Some(Ok(frame)) = &frame
+                    && let Some(data) = frame.data_ref()
+                {
+                    self.sent += data.len() as u64;
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
         }
@@ -131,7 +139,7 @@ impl UpstreamResponse {
 impl Drop for UpstreamResponse {
     fn drop(&mut self) {
         if let Some(outcome) = self.outcome.take() {
-            outcome.record();
+            outcome.record(self.sent);
         }
         if let Some(connection) = self.connection.take()
             && (self.ended || self.body.is_end_stream())

@@ -6,13 +6,14 @@
 //! address), so a reload does not reset them.
 //!
 //! Every request served by the pipeline ends in one [`Outcome`]: where it
-//! went, what the client got, how long it took. The metrics read it; an
-//! access log can hook the same place.
+//! went, what the client got, how long it took. The metrics read it, and
+//! so does the access log ([`super::access`]) when the listener has one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::access::AccessEntry;
 use crate::metrics::{Counter, DecisionMetrics, Gauge, Histogram, REQUEST_BUCKETS, StatusCounts};
 use crate::pool::BackendPool;
 
@@ -119,7 +120,7 @@ impl ListenerMetrics {
 /// (`super::pipeline::process_request`), when the last byte of the
 /// response was written (the fast codec) or when the response body ends
 /// (hyper's).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outcome {
     /// When the pipeline started on it.
     pub started: Instant,
@@ -132,22 +133,30 @@ pub struct Outcome {
     pub attempts: u32,
     /// Time spent in the policy, over every decision.
     pub decision_time: Duration,
+    /// Its access log line, when the listener has a log.
+    pub access: Option<AccessEntry>,
 }
 
 impl Outcome {
-    /// Counts the request in `metrics` (its listener's).
-    pub fn record(&self, metrics: &ListenerMetrics) {
-        count(metrics, self.route, self.status, self.started.elapsed());
+    /// Counts the request in `metrics` (its listener's) and logs it.
+    pub fn record(self, metrics: &ListenerMetrics) {
+        let elapsed = self.started.elapsed();
+        count(metrics, self.route, self.status, elapsed);
+        if let Some(access) = &self.access {
+            access.write(self.route, self.status, elapsed);
+        }
     }
 
     /// The part of a forwarded request's outcome that is counted when its
-    /// response body ends (kept small: it rides in the body).
-    pub fn pending(&self, metrics: &Arc<ListenerMetrics>) -> PendingOutcome {
+    /// response body ends (kept small: it rides in the body; the access
+    /// entry, when there is one, is boxed).
+    pub fn pending(self, metrics: &Arc<ListenerMetrics>) -> PendingOutcome {
         PendingOutcome {
             metrics: Arc::clone(metrics),
             started: self.started,
             route: self.route.unwrap_or((u32::MAX, u32::MAX)),
             status: self.status,
+            access: self.access.map(Box::new),
         }
     }
 }
@@ -176,13 +185,18 @@ pub struct PendingOutcome {
     started: Instant,
     route: (u32, u32),
     status: u16,
+    access: Option<Box<AccessEntry>>,
 }
 
 impl PendingOutcome {
-    /// Counts it now.
-    pub fn record(self) {
+    /// Counts it now, and logs it with `body_bytes` sent to the client.
+    pub fn record(self, body_bytes: u64) {
         let elapsed = self.started.elapsed();
         count(&self.metrics, Some(self.route), self.status, elapsed);
+        if let Some(mut access) = self.access {
+            access.exchanged.bytes_out = body_bytes;
+            access.write(Some(self.route), self.status, elapsed);
+        }
     }
 }
 
@@ -213,6 +227,7 @@ mod tests {
             status,
             attempts: u32::from(route.is_some()),
             decision_time: Duration::ZERO,
+            access: None,
         }
     }
 

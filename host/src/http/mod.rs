@@ -8,6 +8,7 @@
 //! (400, 417, or 431 for oversized heads) and the connection is closed;
 //! nothing reaches the policy or a backend.
 
+pub mod access;
 pub mod body;
 pub mod client;
 pub mod fast;

@@ -23,12 +23,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use tokio::sync::broadcast;
 
+use super::access::{AccessEntry, RequestLine};
 use super::body::ProxyBody;
 use super::headers;
 use super::metrics::{ListenerMetrics, Outcome};
@@ -80,10 +81,25 @@ pub struct Target {
     pub response_edits: Vec<HeaderEdit>,
 }
 
+/// What the access log reads of an exchange from its codec.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Exchanged {
+    /// Request body bytes read from the client.
+    pub bytes_in: u64,
+    /// Response body bytes sent to the client (hyper's codec counts a
+    /// streamed body when it ends).
+    pub bytes_out: u64,
+    /// To the response head of the last attempt, when it got one.
+    pub upstream_time: Option<Duration>,
+}
+
 /// Where a request goes after the decision.
 enum Route {
     Forward(Target),
+    /// The policy's own answer.
     Local(Response<ProxyBody>),
+    /// An error answer of the proxy (a failed decision).
+    Refuse(Response<ProxyBody>),
     /// A retry found no healthy backend that was not tried yet.
     Exhausted,
 }
@@ -118,6 +134,12 @@ pub trait Codec {
     /// The status of the backend's response that `done` relayed.
     fn relayed_status(&self, done: &Self::Done) -> u16;
 
+    /// The client connection.
+    fn conn(&self) -> &ConnInfo;
+
+    /// Bytes and upstream time so far, for the access log.
+    fn exchanged(&self) -> Exchanged;
+
     /// Records how the request ended in `metrics`: now when the whole
     /// response was written, or when the response body ends.
     fn finish(&mut self, done: &mut Self::Done, outcome: Outcome, metrics: &Arc<ListenerMetrics>);
@@ -133,6 +155,11 @@ pub async fn process_request<C: Codec>(
 ) -> C::Done {
     let started = Instant::now();
     let state = listener.state();
+    let request_line = state
+        .access_log
+        .is_some()
+        .then(|| RequestLine::of(&view.head));
+    let mut proxy_error: Option<Bytes> = None;
     let mut budget: Option<u32> = None;
     let mut last_error: Option<AttemptError> = None;
     let mut last_target: Option<(u32, u32)> = None;
@@ -148,11 +175,16 @@ pub async fn process_request<C: Codec>(
         let target = match route {
             Route::Forward(target) => target,
             Route::Local(response) => break respond(codec, response).await,
+            Route::Refuse(response) => {
+                proxy_error = reason_of(&response);
+                break respond(codec, response).await;
+            }
             Route::Exhausted => {
                 let response = last_error.map_or_else(
                     || unavailable("no healthy backend\n"),
                     |error| error.response(),
                 );
+                proxy_error = reason_of(&response);
                 break respond(codec, response).await;
             }
         };
@@ -177,17 +209,36 @@ pub async fn process_request<C: Codec>(
             last_error = Some(error);
             continue;
         }
-        break respond(codec, error.response()).await;
+        let response = error.response();
+        proxy_error = reason_of(&response);
+        break respond(codec, response).await;
     };
+    let access = request_line.map(|request| AccessEntry {
+        exchanged: codec.exchanged(),
+        attempts,
+        decision_time: view.decision_time,
+        error: proxy_error,
+        ..AccessEntry::new(request, &state, codec.conn())
+    });
     let outcome = Outcome {
         started,
         route: last_target,
         status,
         attempts,
         decision_time: view.decision_time,
+        access,
     };
     codec.finish(&mut done, outcome, &state.metrics);
     done
+}
+
+/// The body of an error response the proxy made (a copy of a
+/// reference-counted buffer).
+fn reason_of(response: &Response<ProxyBody>) -> Option<Bytes> {
+    match response.body() {
+        ProxyBody::Local(Some(body)) => Some(body.clone()),
+        _ => None,
+    }
 }
 
 /// Sends a response the proxy or the policy made; returns its status too.
@@ -277,8 +328,8 @@ fn on_decision_error(
             response_edits: Vec::new(),
         }),
         (OnError::Fallback, None) if !tried.is_empty() => Route::Exhausted,
-        (OnError::Fallback, None) => Route::Local(unavailable("no healthy backend\n")),
-        (OnError::Reject, _) => Route::Local(unavailable("routing policy failed\n")),
+        (OnError::Fallback, None) => Route::Refuse(unavailable("no healthy backend\n")),
+        (OnError::Reject, _) => Route::Refuse(unavailable("routing policy failed\n")),
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
@@ -28,7 +28,9 @@ use super::body::{ProxyBody, UpstreamResponse};
 use super::client;
 use super::headers;
 use super::metrics::{ListenerMetrics, Outcome};
-use super::pipeline::{Codec, ConnInfo, ProxyShared, Target, local, process_request, refused};
+use super::pipeline::{
+    Codec, ConnInfo, Exchanged, ProxyShared, Target, local, process_request, refused,
+};
 use super::retry::{self, AttemptError};
 use crate::http::state::ListenerHandle;
 use crate::policy::RequestView;
@@ -53,6 +55,10 @@ pub async fn handle(
         body: (!body.is_end_stream()).then_some(body),
         body_sent: false,
         client_upgrade,
+        exchanged: Exchanged {
+            bytes_in: declared_length(&head.headers),
+            ..Exchanged::default()
+        },
     };
     if let Err(refusal) = headers::check_request(&mut head) {
         tracing::debug!(peer = %conn.peer, reason = refusal.reason, "request refused");
@@ -71,6 +77,17 @@ struct HyperCodec<'c> {
     body: Option<Incoming>,
     body_sent: bool,
     client_upgrade: Option<OnUpgrade>,
+    /// `bytes_in` is the request's `Content-Length` (0 without one);
+    /// `bytes_out` is set for local answers, a streamed body counts its own.
+    exchanged: Exchanged,
+}
+
+/// The `Content-Length` a request declares (0 without one).
+fn declared_length(headers: &http::HeaderMap) -> u64 {
+    let value = headers.get(header::CONTENT_LENGTH);
+    value
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Codec for HyperCodec<'_> {
@@ -92,7 +109,16 @@ impl Codec for HyperCodec<'_> {
             None => Either::Right(Empty::new()),
         };
         let request = Request::from_parts(head, body);
-        let result = forward(request, &mut self.client_upgrade, self.conn, target).await;
+        let upstream_time = &mut self.exchanged.upstream_time;
+        *upstream_time = None;
+        let result = forward(
+            request,
+            &mut self.client_upgrade,
+            self.conn,
+            target,
+            upstream_time,
+        )
+        .await;
         result.map_err(|(error, unsent)| {
             match unsent.map(Request::into_body) {
                 // Nothing was sent: the body can go to another backend.
@@ -110,6 +136,9 @@ impl Codec for HyperCodec<'_> {
             let close = HeaderValue::from_static("close");
             response.headers_mut().insert(header::CONNECTION, close);
         }
+        if let ProxyBody::Local(Some(body)) = response.body() {
+            self.exchanged.bytes_out = body.len() as u64;
+        }
         response
     }
 
@@ -119,6 +148,14 @@ impl Codec for HyperCodec<'_> {
 
     fn relayed_status(&self, done: &Response<ProxyBody>) -> u16 {
         done.status().as_u16()
+    }
+
+    fn conn(&self) -> &ConnInfo {
+        self.conn
+    }
+
+    fn exchanged(&self) -> Exchanged {
+        self.exchanged
     }
 
     fn finish(
@@ -140,12 +177,14 @@ type Failed = (AttemptError, Option<Request<UpstreamBody>>);
 
 /// One attempt: sends `request` to the target backend and returns the
 /// response to stream back. The attempt counts as a request of the
-/// backend (active, latency, errors, passive health).
+/// backend (active, latency, errors, passive health); its time to the
+/// response head goes to `upstream_time`.
 async fn forward(
     mut request: Request<UpstreamBody>,
     client_upgrade: &mut Option<OnUpgrade>,
     conn: &ConnInfo,
     target: Target,
+    upstream_time: &mut Option<Duration>,
 ) -> Result<Response<ProxyBody>, Failed> {
     let backend = &target.backend;
     let upgrade = client_upgrade.is_some();
@@ -167,7 +206,9 @@ async fn forward(
     };
     let (mut response, connection) =
         retry::settle(sent, &guard, timeout).map_err(|error| (error, unsent))?;
-    guard.record_response(started.elapsed(), response.status());
+    let elapsed = started.elapsed();
+    *upstream_time = Some(elapsed);
+    guard.record_response(elapsed, response.status());
     take_load_report(&mut response, backend);
 
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;

@@ -18,6 +18,8 @@ use crate::policy::BoundPolicy;
 /// What a request on a listener needs, replaced as a whole on reload.
 #[derive(Debug)]
 pub struct ListenerState {
+    /// The listener's name in the config.
+    pub name: Arc<str>,
     /// The policy bound to this listener's pools and `policy_config`.
     pub policy: Arc<BoundPolicy>,
     /// What to do when a decision fails.
@@ -29,6 +31,8 @@ pub struct ListenerState {
     pub frontend: crate::tls::Frontend,
     /// What its requests and connections count, laid out like its pools.
     pub metrics: Arc<super::metrics::ListenerMetrics>,
+    /// The server's access log, when the config has one.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 /// A listener as requests see it.

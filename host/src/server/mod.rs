@@ -5,7 +5,8 @@
 //!
 //! Changes come from the file watcher (policies folder, config file), from
 //! [`Server::reload`] (SIGHUP) and from [`Server::shutdown`] (SIGTERM,
-//! which waits up to `[server] drain_timeout` for in-flight requests). A
+//! which waits up to `[server] drain_timeout` for in-flight requests);
+//! [`Server::reopen_logs`] (SIGUSR1) reopens the access log. A
 //! running server also listens for a new instance to hand its sockets to
 //! ([`upgrade`], [`Server::take_over`], [`Server::handed_over`]).
 //! Each is planned off the request path ([`plan`]) and committed only when
@@ -68,6 +69,7 @@ pub struct Server {
     handed_over: tokio::sync::watch::Receiver<bool>,
     /// `None` when the upgrade socket could not be bound.
     upgrade: Option<Endpoint>,
+    published: Arc<Published>,
     /// Stops with the server (dropped last, after the drain).
     admin: Option<AdminServer>,
 }
@@ -180,7 +182,7 @@ impl Server {
             AdminServer::start(
                 socket,
                 AdminContext {
-                    published,
+                    published: Arc::clone(&published),
                     lifecycle: Arc::clone(&lifecycle),
                     control: Control {
                         commands: commands.downgrade(),
@@ -195,6 +197,7 @@ impl Server {
             lifecycle,
             handed_over,
             upgrade,
+            published,
             admin,
         })
     }
@@ -243,6 +246,15 @@ impl Server {
             .await
             .context("the server has stopped")?
             .map_err(|reason| anyhow::anyhow!("{reason}"))
+    }
+
+    /// Makes the access log open its file again before its next line
+    /// (what SIGUSR1 does, after logrotate moved the file away); a no-op
+    /// without a file log.
+    pub fn reopen_logs(&self) {
+        if let Some(log) = self.published.access_log() {
+            log.reopen();
+        }
     }
 
     /// Stops accepting, lets in-flight requests finish (at most

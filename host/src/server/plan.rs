@@ -21,9 +21,11 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::access_log::AccessLog;
 use crate::config::{Config, ConfigError, ListenerConfig, Protocol};
 use crate::http::metrics::ListenerMetrics;
 use crate::listener::ListenerState;
+use crate::metrics::Counter;
 use crate::policy::{BoundPolicy, CompiledPolicy, PolicyEngine, PolicyLimits, SharedCounters};
 use crate::pool::BackendPool;
 use crate::tls::Frontend;
@@ -46,6 +48,8 @@ pub struct Plan {
     /// Why a listener keeps its serving module (its file is gone), one
     /// line each, for the log.
     pub kept: Vec<String>,
+    /// The access log, when the config has one.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// The parts of the running server a plan may reuse.
@@ -59,15 +63,22 @@ pub struct Reusable<'a> {
     pub counters: Option<&'a HashMap<String, Arc<SharedCounters>>>,
     /// Listener metrics now, by listener name.
     pub metrics: Option<&'a HashMap<String, Arc<ListenerMetrics>>>,
+    /// The access log now (kept when `[access_log]` is unchanged).
+    pub access_log: Option<&'a Arc<AccessLog>>,
+    /// Where access logs count the lines they drop.
+    pub access_log_dropped: Option<&'a Arc<Counter>>,
 }
 
 /// What a listener keeps from its previous binding: the policy's shared
-/// counters, and its metrics (those that still apply).
+/// counters, and its metrics (those that still apply); and the server's
+/// access log it writes to.
 pub struct Kept {
     /// The listener's shared policy counters.
     pub counters: Arc<SharedCounters>,
     /// Its metrics before this binding.
     pub metrics: Option<Arc<ListenerMetrics>>,
+    /// The access log of the config being bound.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// The limits the config sets for every policy instance.
@@ -100,6 +111,7 @@ impl Plan {
             }));
             UpstreamTlsPlan::default()
         });
+        let access_log = open_access_log(&config, &reuse, &mut errors);
         let mut kept = Vec::new();
         let (modules, fresh_modules) =
             compile_modules(&config, engine, serving, &mut errors, &mut kept);
@@ -131,6 +143,7 @@ impl Plan {
             let kept = Kept {
                 counters: Arc::clone(&counters[&listener.name]),
                 metrics: reuse.metrics.and_then(|m| m.get(&listener.name)).cloned(),
+                access_log: access_log.clone(),
             };
             match bind_listener(&config, index, listener, module, &pools, kept, frontend) {
                 Ok(state) => listeners.push(state),
@@ -148,6 +161,7 @@ impl Plan {
             counters,
             listeners,
             kept,
+            access_log,
         })
     }
 }
@@ -161,6 +175,28 @@ fn kept_module(config: &Config, key: &str, serving: Option<&Modules>) -> bool {
         .and_then(|index| index.parse::<usize>().ok());
     let listener = index.and_then(|index| config.listeners.get(index));
     listener.is_some_and(|l| serving.is_some_and(|m| m.contains_key(&l.policy)))
+}
+
+/// The config's access log: the running one when `[access_log]` is
+/// unchanged, else opened now (an unwritable path is an error of
+/// `access_log.path`).
+fn open_access_log(
+    config: &Config,
+    reuse: &Reusable<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Arc<AccessLog>> {
+    let wanted = config.access_log.as_ref()?;
+    if let Some(running) = reuse.access_log.filter(|log| log.config() == wanted) {
+        return Some(Arc::clone(running));
+    }
+    let dropped = reuse.access_log_dropped.cloned().unwrap_or_default();
+    match AccessLog::open(wanted, dropped) {
+        Ok(log) => Some(Arc::new(log)),
+        Err(reason) => {
+            errors.push(ConfigError::new(&config.file, "access_log.path", reason));
+            None
+        }
+    }
 }
 
 /// Binds `module` to a listener and runs its `init` once.
@@ -197,11 +233,13 @@ pub fn bind_listener(
         ),
     })?;
     Ok(ListenerState {
+        name: listener.name.as_str().into(),
         policy: Arc::new(bound),
         on_error: listener.on_error,
         send_timeout: listener.send_timeout,
         frontend,
         metrics: Arc::new(metrics),
+        access_log: kept.access_log,
     })
 }
 

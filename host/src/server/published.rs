@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
+use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::listener::ListenerHandle;
 use crate::metrics::Counter;
@@ -54,6 +55,10 @@ pub struct Published {
     /// Config reloads that were refused.
     pub config_reloads_refused: Counter,
     policy_reloads: ArcSwap<Vec<(String, Arc<PolicyReloads>)>>,
+    /// Access log lines dropped because the writer fell behind (every
+    /// access log of this server counts here).
+    pub access_log_dropped: Arc<Counter>,
+    access_log: ArcSwapOption<AccessLog>,
 }
 
 impl Published {
@@ -65,6 +70,16 @@ impl Published {
     /// Publishes a new serving state.
     pub(super) fn publish(&self, snapshot: Snapshot) {
         self.snapshot.store(Some(Arc::new(snapshot)));
+    }
+
+    /// The access log serving now.
+    pub fn access_log(&self) -> Option<Arc<AccessLog>> {
+        self.access_log.load_full()
+    }
+
+    /// Publishes the access log a commit serves with.
+    pub(super) fn publish_access_log(&self, log: Option<Arc<AccessLog>>) {
+        self.access_log.store(log);
     }
 
     /// The reload counters of `policy`, created on first use (the control

@@ -15,6 +15,7 @@ use super::published::{Published, PublishedListener, Snapshot};
 use super::upgrade::{HandedSocket, Inherited};
 use super::watch::{FileChange, FileWatcher, Noticed};
 use super::{Addresses, ServerEvent};
+use crate::access_log::AccessLog;
 use crate::config::{Config, ConfigError, ListenerConfig, ServerConfig};
 use crate::health::HealthTasks;
 use crate::http::ProxyShared;
@@ -35,6 +36,7 @@ struct Serving {
     counters: HashMap<String, Arc<SharedCounters>>,
     /// By listener name, with the address the config asked for.
     listeners: HashMap<String, (SocketAddr, RunningListener)>,
+    access_log: Option<Arc<AccessLog>>,
     /// Health checkers and ejection sweepers of `pools`; dropping them
     /// (when the next config commits) stops them.
     #[expect(dead_code, reason = "held for its Drop, which stops the tasks")]
@@ -165,12 +167,16 @@ impl Runtime {
             ),
             None => (None, None, None, None),
         };
+        let access_log = self.serving.as_ref().and_then(|s| s.access_log.clone());
+        let dropped = Arc::clone(&self.published.access_log_dropped);
         let plan = tokio::task::spawn_blocking(move || {
             let reuse = Reusable {
                 modules: modules.as_ref(),
                 pools: pools.as_ref(),
                 counters: counters.as_ref(),
                 metrics: metrics.as_ref(),
+                access_log: access_log.as_ref(),
+                access_log_dropped: Some(&dropped),
             };
             Plan::build(config, &engine, reuse)
         })
@@ -302,6 +308,7 @@ impl Runtime {
             tracing::warn!(file = %plan.config.file.display(), "config applied, but {reason}");
         }
         self.publish(&plan.config, &plan.pools, &listeners);
+        self.published.publish_access_log(plan.access_log.clone());
         // The previous config's checkers were stopped with its `Serving`
         // above; the new pools share their backends' stats.
         let health = HealthTasks::start(&plan.config, &plan.pools, &self.events);
@@ -311,6 +318,7 @@ impl Runtime {
             pools: plan.pools,
             counters: plan.counters,
             listeners,
+            access_log: plan.access_log,
             health,
         });
     }
@@ -405,6 +413,7 @@ impl Runtime {
         let pools = serving.pools.clone();
         let counters = serving.counters.clone();
         let metrics = serving.listener_metrics();
+        let access_log = serving.access_log.clone();
         let frontends: HashMap<String, Frontend> = (serving.listeners.iter())
             .map(|(name, (_, running))| (name.clone(), running.handle.state().frontend.clone()))
             .collect();
@@ -421,6 +430,7 @@ impl Runtime {
                     let kept = Kept {
                         counters: counters.get(&listener.name).cloned().unwrap_or_default(),
                         metrics: metrics.get(&listener.name).cloned(),
+                        access_log: access_log.clone(),
                     };
                     let frontend = frontends.get(&listener.name).cloned().unwrap_or_default();
                     let module = Arc::clone(&module);

@@ -2,6 +2,7 @@
 //! wasmtime into one test executable per file cost minutes of link time
 //! and gigabytes of disk per build. Each module is one area.
 
+mod access_log;
 mod admin;
 mod balancing;
 mod balancing_affinity;

@@ -286,6 +286,26 @@ fn admin_section_without_address_defaults_to_loopback() {
 }
 
 #[test]
+fn access_log_paths_resolve_and_default_to_json() {
+    let config = parse_ok(&format!("[access_log]\npath = \"logs/a.log\"\n{MINIMAL}"));
+    assert_eq!(
+        config.access_log,
+        Some(AccessLogConfig {
+            target: LogTarget::File(PathBuf::from("/srv/wasmroute/logs/a.log")),
+            format: LogFormat::Json,
+            queue: 8192,
+        })
+    );
+    let text = format!("[access_log]\npath = \"-\"\nformat = \"combined\"\nqueue = 4\n{MINIMAL}");
+    let log = parse_ok(&text).access_log.unwrap();
+    assert_eq!(
+        (log.target, log.format, log.queue),
+        (LogTarget::Stdout, LogFormat::Combined, 4)
+    );
+    assert_eq!(parse_ok(MINIMAL).access_log, None);
+}
+
+#[test]
 fn other_values_and_forms() {
     let text = minimal_with(
         "dir = \"policies.d\"",

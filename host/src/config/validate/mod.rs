@@ -19,6 +19,7 @@ use super::raw::{
 };
 use super::units;
 
+mod access_log;
 mod pools;
 mod server;
 
@@ -90,6 +91,7 @@ impl<'a> Checker<'a> {
     fn config(&mut self, raw: RawConfig) -> Config {
         let admin = raw.admin.map(|admin| self.admin(admin));
         let server = self.server(raw.server);
+        let access_log = raw.access_log.map(|log| self.access_log(log));
         let policies = self.policies(raw.policies);
         let listeners = self.listeners(&raw.listeners);
         let pools = self.pools(&raw.pools);
@@ -98,6 +100,7 @@ impl<'a> Checker<'a> {
             file: self.file.to_path_buf(),
             admin,
             server,
+            access_log,
             policies,
             listeners,
             pools,

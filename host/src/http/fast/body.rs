@@ -41,6 +41,8 @@ pub struct BodyState {
     pub sent: bool,
     /// The body has been read to its end.
     pub done: bool,
+    /// Body bytes taken from the client so far (chunk framing included).
+    pub received: u64,
     /// A framing error found while prefilling, reported by the next send.
     error: Option<ClientFault>,
 }
@@ -65,6 +67,7 @@ impl BodyState {
             expect_continue,
             sent: false,
             done: false,
+            received: 0,
             error: None,
         })
     }
@@ -80,6 +83,12 @@ impl BodyState {
 
     /// How many of `bytes` belong to the body, and whether it ends there.
     fn advance(&mut self, bytes: &[u8]) -> Result<(usize, bool), ClientFault> {
+        let advanced = self.take(bytes)?;
+        self.received += advanced.0 as u64;
+        Ok(advanced)
+    }
+
+    fn take(&mut self, bytes: &[u8]) -> Result<(usize, bool), ClientFault> {
         match &mut self.progress {
             Progress::Length(left) => {
                 let take = (*left).min(bytes.len() as u64);

@@ -41,7 +41,7 @@ use tokio::time::Sleep;
 
 use super::body::ProxyBody;
 use super::metrics::{ListenerMetrics, Outcome};
-use super::pipeline::{Codec, ConnInfo, ProxyShared, Target, process_request, refused};
+use super::pipeline::{Codec, ConnInfo, Exchanged, ProxyShared, Target, process_request, refused};
 use super::retry::{self, AttemptError};
 use super::{Drain, HEADER_READ_TIMEOUT};
 
@@ -258,6 +258,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
             client: self,
             drain,
             status: 0,
+            bytes_out: 0,
+            upstream_time: None,
         };
         process_request(&mut codec, listener, shared, view).await
     }
@@ -325,6 +327,10 @@ struct FastCodec<'c, IO> {
     drain: &'c Drain,
     /// The status of the backend's response being relayed.
     status: u16,
+    /// Response body bytes written to the client.
+    bytes_out: u64,
+    /// To the response head of the last attempt, when it got one.
+    upstream_time: Option<Duration>,
 }
 
 impl<IO> FastCodec<'_, IO> {
@@ -345,12 +351,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Codec for FastCodec<'_, IO> {
         target: Target,
         _last: bool,
     ) -> Result<After, AttemptError> {
+        self.upstream_time = None;
         self.forward(view, target).await
     }
 
     async fn respond(&mut self, response: Response<ProxyBody>) -> After {
         // A body left unread cannot be skipped safely: close after.
         let close = self.closing() || self.body.as_ref().is_some_and(|b| !b.done);
+        if let (ProxyBody::Local(Some(body)), false) = (response.body(), self.head_only) {
+            self.bytes_out = body.len() as u64;
+        }
         self.client
             .write_local(response, self.head_only, close)
             .await
@@ -362,6 +372,18 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Codec for FastCodec<'_, IO> {
 
     fn relayed_status(&self, _done: &After) -> u16 {
         self.status
+    }
+
+    fn conn(&self) -> &ConnInfo {
+        &self.client.conn
+    }
+
+    fn exchanged(&self) -> Exchanged {
+        Exchanged {
+            bytes_in: self.body.as_ref().map_or(0, |b| b.received),
+            bytes_out: self.bytes_out,
+            upstream_time: self.upstream_time,
+        }
     }
 
     fn finish(&mut self, _done: &mut After, outcome: Outcome, metrics: &Arc<ListenerMetrics>) {
@@ -425,7 +447,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
         let timeout = backend.upstream.response_timeout;
         let (mut connection, meta) = retry::settle(Some(exchanged), &guard, timeout)?;
         self.status = meta.status.as_u16();
-        guard.record_response(started.elapsed(), meta.status);
+        let upstream_time = started.elapsed();
+        self.upstream_time = Some(upstream_time);
+        guard.record_response(upstream_time, meta.status);
         if let Some(load) = &meta.load {
             super::pipeline::record_load_report(load, backend);
         }
@@ -444,6 +468,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
             &mut connection,
             meta.framing,
             limits,
+            &mut self.bytes_out,
         );
         match relayed.await {
             Ok(()) => {

@@ -33,7 +33,8 @@ pub enum RelayError {
     Idle(Duration),
 }
 
-/// Writes `out` (the client's head) and the body to `client`. On success
+/// Writes `out` (the client's head) and the body to `client`, adding the
+/// body bytes written to `sent` as they go. On success
 /// the body has been relayed whole and the connection's buffer holds only
 /// what followed it (nothing, from a well-behaved backend).
 pub async fn relay<C: AsyncWrite + Unpin>(
@@ -42,6 +43,7 @@ pub async fn relay<C: AsyncWrite + Unpin>(
     upstream: &mut RawConnection,
     framing: Framing,
     (idle, send): (Duration, Duration),
+    sent: &mut u64,
 ) -> Result<(), RelayError> {
     let mut body = Body::new(framing);
     let mut first = true;
@@ -62,6 +64,7 @@ pub async fn relay<C: AsyncWrite + Unpin>(
         } else if !chunk.is_empty() {
             write(client, chunk, send).await?;
         }
+        *sent += take as u64;
         let buffer = &mut upstream.buffer;
         buffer.advance(take);
         if done {

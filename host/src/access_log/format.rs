@@ -1,0 +1,380 @@
+//! Access log lines: a [`Record`] of one request written as one JSON
+//! object ([`json`]) or as nginx's `combined` format followed by the
+//! upstream address and time ([`combined`]), each ending in `\n`.
+//!
+//! Both write into a caller's buffer with no allocation of their own
+//! (bytes that are not UTF-8 are replaced, for JSON, without building a
+//! string). Times are UTC: RFC 3339 with milliseconds for JSON,
+//! `01/Dec/2026:13:18:36 +0000` for `combined`.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One request as the access log writes it.
+#[derive(Debug, Clone)]
+pub struct Record<'a> {
+    /// When the proxy started on the request.
+    pub time: SystemTime,
+    /// The listener's name.
+    pub listener: &'a str,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The request method.
+    pub method: &'a str,
+    /// The `Host` header (or HTTP/2 authority), as received.
+    pub host: Option<&'a [u8]>,
+    /// Path and query, as received.
+    pub path: &'a [u8],
+    /// `HTTP/1.1`, `HTTP/2`, ...
+    pub protocol: &'static str,
+    /// The status the client got.
+    pub status: u16,
+    /// Request body bytes read from the client.
+    pub bytes_in: u64,
+    /// Response body bytes sent to the client.
+    pub bytes_out: u64,
+    /// To the last byte of the response.
+    pub duration: Duration,
+    /// To the response head of the last attempt; `None` without one.
+    pub upstream: Option<Duration>,
+    /// The pool of the last attempt.
+    pub pool: Option<&'a str>,
+    /// The backend of the last attempt; `None` when answered locally.
+    pub backend: Option<SocketAddr>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The listener's policy.
+    pub policy: &'a str,
+    /// Its module version.
+    pub policy_version: u64,
+    /// Time spent deciding, over every decision.
+    pub decision: Duration,
+    /// The client spoke TLS.
+    pub tls: bool,
+    /// The SNI name it sent.
+    pub sni: Option<&'a str>,
+    /// Why the proxy answered with an error itself.
+    pub error: Option<&'a [u8]>,
+    /// The `Referer` header.
+    pub referer: Option<&'a [u8]>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<&'a [u8]>,
+}
+
+/// Writes `record` as one JSON object and a newline.
+pub fn json(record: &Record<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"ts\":\"");
+    rfc3339_millis(record.time, out);
+    out.extend_from_slice(b"\",\"listener\":");
+    json_string(record.listener.as_bytes(), out);
+    let _ = write!(out, ",\"client\":\"{}\",\"method\":", record.client);
+    json_string(record.method.as_bytes(), out);
+    out.extend_from_slice(b",\"host\":");
+    json_opt(record.host, out);
+    out.extend_from_slice(b",\"path\":");
+    json_string(record.path, out);
+    let _ = write!(
+        out,
+        ",\"protocol\":\"{}\",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{:.3},\"upstream_ms\":",
+        record.protocol,
+        record.status,
+        record.bytes_in,
+        record.bytes_out,
+        millis(record.duration)
+    );
+    match record.upstream {
+        Some(upstream) => _ = write!(out, "{:.3}", millis(upstream)),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"pool\":");
+    json_opt(record.pool.map(str::as_bytes), out);
+    match record.backend {
+        Some(backend) => _ = write!(out, ",\"backend\":\"{backend}\""),
+        None => out.extend_from_slice(b",\"backend\":null"),
+    }
+    let _ = write!(out, ",\"attempts\":{},\"policy\":", record.attempts);
+    json_string(record.policy.as_bytes(), out);
+    let _ = write!(
+        out,
+        ",\"policy_version\":{},\"decision_us\":{},\"tls\":{},\"sni\":",
+        record.policy_version,
+        record.decision.as_micros(),
+        record.tls
+    );
+    json_opt(record.sni.map(str::as_bytes), out);
+    out.extend_from_slice(b",\"error\":");
+    json_opt(record.error, out);
+    out.extend_from_slice(b"}\n");
+}
+
+/// Writes `record` in nginx's combined format, then the upstream address
+/// and the upstream time in seconds (`-` for each when there is none).
+pub fn combined(record: &Record<'_>, out: &mut Vec<u8>) {
+    let _ = write!(out, "{} - - [", record.client.ip());
+    time_local(record.time, out);
+    out.extend_from_slice(b"] \"");
+    combined_text(record.method.as_bytes(), out);
+    out.push(b' ');
+    combined_text(record.path, out);
+    let _ = write!(
+        out,
+        " {}\" {} {} \"",
+        record.protocol, record.status, record.bytes_out
+    );
+    combined_text(record.referer.unwrap_or(b"-"), out);
+    out.extend_from_slice(b"\" \"");
+    combined_text(record.user_agent.unwrap_or(b"-"), out);
+    out.extend_from_slice(b"\" ");
+    match record.backend {
+        Some(backend) => _ = write!(out, "{backend}"),
+        None => out.push(b'-'),
+    }
+    match record.upstream {
+        Some(upstream) => _ = writeln!(out, " {:.3}", upstream.as_secs_f64()),
+        None => out.extend_from_slice(b" -\n"),
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn json_opt(value: Option<&[u8]>, out: &mut Vec<u8>) {
+    match value {
+        Some(value) => json_string(value, out),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// `bytes` as a JSON string: quotes, backslashes and control characters
+/// escaped, bytes that are not UTF-8 replaced by U+FFFD.
+pub fn json_string(bytes: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    for chunk in bytes.utf8_chunks() {
+        json_escape(chunk.valid(), out);
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice("\u{FFFD}".as_bytes());
+        }
+    }
+    out.push(b'"');
+}
+
+fn json_escape(text: &str, out: &mut Vec<u8>) {
+    for &byte in text.as_bytes() {
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..0x20 | 0x7f => _ = write!(out, "\\u{byte:04x}"),
+            _ => out.push(byte),
+        }
+    }
+}
+
+/// Text inside a `combined` field: `"` and `\` escaped with a backslash,
+/// control and non-ASCII bytes as `\xHH` (as nginx writes them).
+pub fn combined_text(bytes: &[u8], out: &mut Vec<u8>) {
+    for &byte in bytes {
+        match byte {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', byte]),
+            0x20..0x7f => out.push(byte),
+            _ => _ = write!(out, "\\x{byte:02X}"),
+        }
+    }
+}
+
+/// A UTC time broken down.
+struct Civil {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u64,
+    minute: u64,
+    second: u64,
+    millis: u32,
+}
+
+impl Civil {
+    fn of(time: SystemTime) -> Civil {
+        let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let of_day = secs % 86_400;
+        Civil {
+            year,
+            month,
+            day,
+            hour: of_day / 3600,
+            minute: of_day % 3600 / 60,
+            second: of_day % 60,
+            millis: since.subsec_millis(),
+        }
+    }
+}
+
+/// Year, month (1..=12) and day (1..=31) of a day counted from 1970-01-01
+/// (the proleptic Gregorian calendar, by 400-year eras).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `2026-12-01T13:18:36.123Z`.
+fn rfc3339_millis(time: SystemTime, out: &mut Vec<u8>) {
+    let c = Civil::of(time);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis
+    );
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `01/Dec/2026:13:18:36 +0000`.
+fn time_local(time: SystemTime, out: &mut Vec<u8>) {
+    let c = Civil::of(time);
+    let month = MONTHS[(c.month - 1) as usize];
+    let _ = write!(
+        out,
+        "{:02}/{month}/{:04}:{:02}:{:02}:{:02} +0000",
+        c.day, c.year, c.hour, c.minute, c.second
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-12-01T13:18:36.123Z
+    fn time() -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(1_796_131_116_123)
+    }
+
+    fn record() -> Record<'static> {
+        Record {
+            time: time(),
+            listener: "edge",
+            client: "127.0.0.1:50000".parse().unwrap(),
+            method: "GET",
+            host: Some(b"example.com"),
+            path: b"/a?b=1",
+            protocol: "HTTP/1.1",
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 12,
+            duration: Duration::from_micros(1500),
+            upstream: Some(Duration::from_micros(1250)),
+            pool: Some("web"),
+            backend: Some("127.0.0.1:9001".parse().unwrap()),
+            attempts: 1,
+            policy: "rr",
+            policy_version: 3,
+            decision: Duration::from_micros(7),
+            tls: false,
+            sni: None,
+            error: None,
+            referer: None,
+            user_agent: Some(b"curl/8"),
+        }
+    }
+
+    fn text(write: fn(&Record<'_>, &mut Vec<u8>), record: &Record<'_>) -> String {
+        let mut out = Vec::new();
+        write(record, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn json_line_has_every_key_in_order() {
+        assert_eq!(
+            text(json, &record()),
+            "{\"ts\":\"2026-12-01T13:18:36.123Z\",\"listener\":\"edge\",\"client\":\"127.0.0.1:50000\",\
+             \"method\":\"GET\",\"host\":\"example.com\",\"path\":\"/a?b=1\",\"protocol\":\"HTTP/1.1\",\
+             \"status\":200,\"bytes_in\":0,\"bytes_out\":12,\"duration_ms\":1.500,\"upstream_ms\":1.250,\
+             \"pool\":\"web\",\"backend\":\"127.0.0.1:9001\",\"attempts\":1,\"policy\":\"rr\",\
+             \"policy_version\":3,\"decision_us\":7,\"tls\":false,\"sni\":null,\"error\":null}\n"
+        );
+    }
+
+    #[test]
+    fn json_local_answer_has_nulls_and_its_error() {
+        let local = Record {
+            upstream: None,
+            pool: None,
+            backend: None,
+            attempts: 0,
+            host: None,
+            error: Some(b"no healthy backend"),
+            tls: true,
+            sni: Some("a.example"),
+            ..record()
+        };
+        let line = text(json, &local);
+        for part in [
+            "\"upstream_ms\":null,\"pool\":null,\"backend\":null,\"attempts\":0,",
+            "\"host\":null,",
+            "\"tls\":true,\"sni\":\"a.example\",\"error\":\"no healthy backend\"}",
+        ] {
+            assert!(line.contains(part), "{part} in {line}");
+        }
+    }
+
+    #[test]
+    fn json_strings_escape_quotes_controls_and_bad_utf8() {
+        let mut out = Vec::new();
+        json_string(b"a\"b\\c\nd\re\tf\x01g\x7fh\xffi\xc3\xa9", &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a\\\"b\\\\c\\nd\\re\\tf\\u0001g\\u007fh\u{FFFD}i\u{e9}\""
+        );
+    }
+
+    #[test]
+    fn combined_line_is_nginx_then_upstream() {
+        assert_eq!(
+            text(combined, &record()),
+            "127.0.0.1 - - [01/Dec/2026:13:18:36 +0000] \"GET /a?b=1 HTTP/1.1\" 200 12 \"-\" \"curl/8\" 127.0.0.1:9001 0.001\n"
+        );
+        let local = Record {
+            upstream: None,
+            backend: None,
+            referer: Some(b"http://x/\"q\""),
+            user_agent: Some(b"\xe9\n"),
+            ..record()
+        };
+        assert_eq!(
+            text(combined, &local),
+            "127.0.0.1 - - [01/Dec/2026:13:18:36 +0000] \"GET /a?b=1 HTTP/1.1\" 200 12 \"http://x/\\\"q\\\"\" \"\\xE9\\x0A\" - -\n"
+        );
+    }
+
+    #[test]
+    fn civil_dates_across_leap_years_and_eras() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        let mut out = Vec::new();
+        rfc3339_millis(UNIX_EPOCH + Duration::from_secs(951_868_799), &mut out);
+        assert_eq!(out, b"2000-02-29T23:59:59.000Z");
+    }
+}

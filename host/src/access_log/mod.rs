@@ -1,0 +1,277 @@
+//! The access log: one line per request ([`format`]), written off the
+//! request path.
+//!
+//! A request formats its line into a buffer of its own and offers it to a
+//! bounded queue ([`AccessLog::write`]); one writer thread takes lines off
+//! the queue and appends them, whole, to the file (or standard output),
+//! batching what is queued into one write. Nothing waits for the writer:
+//! when it falls behind (a slow disk, a pipe nobody reads) the queue is
+//! full, the line is dropped and counted (`wasmroute_access_log_dropped_total`).
+//!
+//! [`AccessLog::reopen`] (SIGUSR1) makes the writer open the path again
+//! before its next line: logrotate's move-then-signal. A reload that
+//! changes `[access_log]` opens a new log; the old one's writer ends when
+//! the last request holding it is done.
+
+pub mod format;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
+
+use crate::config::{AccessLogConfig, LogFormat, LogTarget};
+use crate::metrics::Counter;
+pub use format::Record;
+
+/// Room a line is given up front (most lines fit).
+const LINE_CAPACITY: usize = 384;
+/// The writer writes its batch once it holds this much.
+const BATCH: usize = 64 * 1024;
+
+/// An open access log and its writer.
+#[derive(Debug)]
+pub struct AccessLog {
+    config: AccessLogConfig,
+    lines: mpsc::Sender<Vec<u8>>,
+    reopen: Arc<AtomicBool>,
+    dropped: Arc<Counter>,
+}
+
+impl AccessLog {
+    /// Opens the log `config` names (appending to its file, created when
+    /// missing) and starts its writer; lines it has to drop count in
+    /// `dropped`. `Err`: why the file cannot be written. Blocking.
+    pub fn open(config: &AccessLogConfig, dropped: Arc<Counter>) -> Result<AccessLog, String> {
+        let sink = Sink::open(&config.target)?;
+        let (lines, queue) = mpsc::channel(config.queue);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            sink,
+            queue,
+            reopen: Arc::clone(&reopen),
+            batch: Vec::with_capacity(BATCH),
+            failing: false,
+        };
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || writer.run())
+            .map_err(|e| format!("cannot start the access log writer: {e}"))?;
+        Ok(AccessLog {
+            config: config.clone(),
+            lines,
+            reopen,
+            dropped,
+        })
+    }
+
+    /// The config it was opened with.
+    pub fn config(&self) -> &AccessLogConfig {
+        &self.config
+    }
+
+    /// Formats `record` and queues the line; drops (and counts) it when
+    /// the queue is full. Never waits.
+    pub fn write(&self, record: &Record<'_>) {
+        let mut line = Vec::with_capacity(LINE_CAPACITY);
+        match self.config.format {
+            LogFormat::Json => format::json(record, &mut line),
+            LogFormat::Combined => format::combined(record, &mut line),
+        }
+        if self.lines.try_send(line).is_err() {
+            self.dropped.inc();
+        }
+    }
+
+    /// Makes the writer open the path again before its next line (the
+    /// file may have been moved away); a no-op for standard output.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Where the writer writes.
+enum Sink {
+    Stdout,
+    File { path: PathBuf, file: File },
+}
+
+impl Sink {
+    fn open(target: &LogTarget) -> Result<Sink, String> {
+        match target {
+            LogTarget::Stdout => Ok(Sink::Stdout),
+            LogTarget::File(path) => Ok(Sink::File {
+                file: open_append(path)?,
+                path: path.clone(),
+            }),
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes)?;
+                out.flush()
+            }
+            Sink::File { file, .. } => file.write_all(bytes),
+        }
+    }
+
+    /// Opens the path again; on failure the old file keeps being written.
+    fn reopen(&mut self) {
+        if let Sink::File { path, file } = self {
+            match open_append(path) {
+                Ok(reopened) => *file = reopened,
+                Err(reason) => {
+                    tracing::error!(%reason, "access log not reopened; writing on to the old file");
+                }
+            }
+        }
+    }
+}
+
+/// Opens `path` for appending, creating it when missing.
+fn open_append(path: &Path) -> Result<File, String> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {} for writing: {e}", path.display()))
+}
+
+/// The writer thread's state.
+struct Writer {
+    sink: Sink,
+    queue: mpsc::Receiver<Vec<u8>>,
+    reopen: Arc<AtomicBool>,
+    /// Whole lines waiting to be written.
+    batch: Vec<u8>,
+    /// The last write failed (reported once until one succeeds).
+    failing: bool,
+}
+
+impl Writer {
+    /// Writes lines until every sender is gone, then what is left.
+    fn run(mut self) {
+        loop {
+            let line = match self.queue.try_recv() {
+                Ok(line) => line,
+                Err(TryRecvError::Empty) => {
+                    // Nothing more queued: out with the batch, then wait.
+                    self.flush();
+                    match self.queue.blocking_recv() {
+                        Some(line) => line,
+                        None => break,
+                    }
+                }
+                Err(TryRecvError::Disconnected) => break,
+            };
+            if self.reopen.swap(false, Ordering::Relaxed) {
+                self.flush();
+                self.sink.reopen();
+            }
+            self.batch.extend_from_slice(&line);
+            if self.batch.len() >= BATCH {
+                self.flush();
+            }
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        match self.sink.write_all(&self.batch) {
+            Ok(()) => self.failing = false,
+            Err(error) if !self.failing => {
+                self.failing = true;
+                tracing::error!(%error, "access log write failed; its lines are lost until a write succeeds");
+            }
+            Err(_) => {}
+        }
+        self.batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn record(path: &'static [u8]) -> Record<'static> {
+        Record {
+            time: SystemTime::now(),
+            listener: "edge",
+            client: "127.0.0.1:1".parse().unwrap(),
+            method: "GET",
+            host: None,
+            path,
+            protocol: "HTTP/1.1",
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration: Duration::ZERO,
+            upstream: None,
+            pool: None,
+            backend: None,
+            attempts: 0,
+            policy: "rr",
+            policy_version: 1,
+            decision: Duration::ZERO,
+            tls: false,
+            sni: None,
+            error: None,
+            referer: None,
+            user_agent: None,
+        }
+    }
+
+    fn read_lines(path: &Path, want: usize) -> Vec<String> {
+        for _ in 0..500 {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.lines().count() >= want {
+                return text.lines().map(str::to_owned).collect();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{want} lines never reached {}", path.display());
+    }
+
+    #[test]
+    fn lines_land_whole_and_reopen_follows_a_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let config = AccessLogConfig {
+            target: LogTarget::File(path.clone()),
+            format: LogFormat::Combined,
+            queue: 64,
+        };
+        let log = AccessLog::open(&config, Arc::default()).unwrap();
+        log.write(&record(b"/one"));
+        assert!(read_lines(&path, 1)[0].contains("\"GET /one HTTP/1.1\""));
+        let moved = dir.path().join("access.log.1");
+        std::fs::rename(&path, &moved).unwrap();
+        log.reopen();
+        log.write(&record(b"/two"));
+        assert!(read_lines(&path, 1)[0].contains("/two"));
+        assert_eq!(read_lines(&moved, 1).len(), 1);
+    }
+
+    #[test]
+    fn an_unwritable_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AccessLogConfig {
+            target: LogTarget::File(dir.path().join("missing/access.log")),
+            format: LogFormat::Json,
+            queue: 1,
+        };
+        let reason = AccessLog::open(&config, Arc::default()).unwrap_err();
+        assert!(reason.starts_with("cannot open "), "{reason}");
+    }
+}
