@@ -15,7 +15,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 
 use crate::Server;
 
@@ -109,7 +108,9 @@ fn demo_config(address: SocketAddr, backends: &[(&str, SocketAddr)]) -> String {
 
 /// A tiny HTTP backend answering `hello from <name>`.
 async fn spawn_backend(name: &'static str) -> std::io::Result<SocketAddr> {
-    let socket = TcpListener::bind("127.0.0.1:0").await?;
+    // The listeners' default queue: a burst the proxy accepts is not
+    // refused one hop further.
+    let socket = crate::listener::bind(SocketAddr::from(([127, 0, 0, 1], 0)), 4096)?;
     let address = socket.local_addr()?;
     let body = Bytes::from(format!("hello from {name}\n"));
     tokio::spawn(async move {
