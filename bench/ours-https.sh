@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The proxy under ../../shared/bench/peers.sh in https mode: writes a config
+# The proxy under bench/peers.sh in https mode (../shared/bench/peers.sh): writes a config
 # with peers.sh's certificate (BENCH_CERT, BENCH_KEY) and runs the release
 # binary on the fixed "ours" ports (http 18084, https 18445), round robin
 # over the two bench backends. Build first:
 #   cargo build --release -p wasmroute && cargo policies
 # then from the repository root:
-#   ../shared/bench/peers.sh --mode https --ours bench/ours-https.sh
+#   bench/peers.sh --mode https
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cfg="$BENCH_DIR/wasmroute.toml"
