@@ -53,6 +53,22 @@ async fn spread(fx: &ProxyFixture, backends: &[&Backend], n: usize) -> Vec<usize
     counts
 }
 
+/// Two backends, and the proxy serving the first alone with round robin:
+/// the start of every reload test (which then adds the second).
+async fn one_of_two_backends_served() -> (Backend, Backend, ProxyFixture) {
+    let (b1, b2) = (
+        Backend::start("web-1").await.unwrap(),
+        Backend::start("web-2").await.unwrap(),
+    );
+    let fx = ProxyFixture::start_with_text(
+        &config(&[b1.addr()], r#"["web"]"#, ""),
+        &[("round-robin", bundled("round-robin"))],
+    )
+    .await
+    .unwrap();
+    (b1, b2, fx)
+}
+
 fn rejected(e: &ServerEvent) -> bool {
     matches!(e, ServerEvent::ConfigRejected { .. })
 }
@@ -84,16 +100,7 @@ fn invalid_edits(a: SocketAddr) -> Vec<(&'static str, &'static str, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_edits_are_refused_by_reload_and_a_valid_edit_is_applied() {
-    let (b1, b2) = (
-        Backend::start("web-1").await.unwrap(),
-        Backend::start("web-2").await.unwrap(),
-    );
-    let mut fx = ProxyFixture::start_with_text(
-        &config(&[b1.addr()], r#"["web"]"#, ""),
-        &[("round-robin", bundled("round-robin"))],
-    )
-    .await
-    .unwrap();
+    let (b1, b2, mut fx) = one_of_two_backends_served().await;
     assert_eq!(spread(&fx, &[&b1], 3).await, [3]);
 
     for (label, key, text) in invalid_edits(b1.addr()) {
@@ -130,16 +137,7 @@ async fn invalid_edits_are_refused_by_reload_and_a_valid_edit_is_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_config_file_watcher_refuses_invalid_and_applies_valid_edits() {
-    let (b1, b2) = (
-        Backend::start("web-1").await.unwrap(),
-        Backend::start("web-2").await.unwrap(),
-    );
-    let mut fx = ProxyFixture::start_with_text(
-        &config(&[b1.addr()], r#"["web"]"#, ""),
-        &[("round-robin", bundled("round-robin"))],
-    )
-    .await
-    .unwrap();
+    let (b1, b2, mut fx) = one_of_two_backends_served().await;
 
     fx.clear_events();
     fx.rewrite_config(&config(&[b1.addr()], r#"["web", "missing"]"#, ""))
@@ -172,16 +170,7 @@ async fn the_config_file_watcher_refuses_invalid_and_applies_valid_edits() {
 /// `no module at ...`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_module_does_not_block_later_reloads() {
-    let (b1, b2) = (
-        Backend::start("web-1").await.unwrap(),
-        Backend::start("web-2").await.unwrap(),
-    );
-    let mut fx = ProxyFixture::start_with_text(
-        &config(&[b1.addr()], r#"["web"]"#, ""),
-        &[("round-robin", bundled("round-robin"))],
-    )
-    .await
-    .unwrap();
+    let (b1, b2, mut fx) = one_of_two_backends_served().await;
     std::fs::remove_file(fx.dir().policy_path("round-robin")).unwrap();
     assert_eq!(spread(&fx, &[&b1], 3).await, [3]);
 
