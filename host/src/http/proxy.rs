@@ -111,14 +111,8 @@ impl Codec for HyperCodec<'_> {
         let request = Request::from_parts(head, body);
         let upstream_time = &mut self.exchanged.upstream_time;
         *upstream_time = None;
-        let result = forward(
-            request,
-            &mut self.client_upgrade,
-            self.conn,
-            target,
-            upstream_time,
-        )
-        .await;
+        let timing = (view.decided_at, upstream_time);
+        let result = forward(request, &mut self.client_upgrade, self.conn, target, timing).await;
         result.map_err(|(error, unsent)| {
             match unsent.map(Request::into_body) {
                 // Nothing was sent: the body can go to another backend.
@@ -178,13 +172,14 @@ type Failed = (AttemptError, Option<Request<UpstreamBody>>);
 /// One attempt: sends `request` to the target backend and returns the
 /// response to stream back. The attempt counts as a request of the
 /// backend (active, latency, errors, passive health); its time to the
-/// response head goes to `upstream_time`.
+/// response head, from the end of the decision when there was one, goes
+/// to `upstream_time`.
 async fn forward(
     mut request: Request<UpstreamBody>,
     client_upgrade: &mut Option<OnUpgrade>,
     conn: &ConnInfo,
     target: Target,
-    upstream_time: &mut Option<Duration>,
+    (decided_at, upstream_time): (Option<Instant>, &mut Option<Duration>),
 ) -> Result<Response<ProxyBody>, Failed> {
     let backend = &target.backend;
     let upgrade = client_upgrade.is_some();
@@ -197,7 +192,7 @@ async fn forward(
     headers::apply_edits(request.headers_mut(), target.request_edits);
 
     let guard = backend.start_request();
-    let started = Instant::now();
+    let started = decided_at.unwrap_or_else(Instant::now);
     let timeout = backend.upstream.response_timeout;
     let (sent, unsent) = match tokio::time::timeout(timeout, client::send(backend, request)).await {
         Ok(Ok(sent)) => (Some(Ok(sent)), None),

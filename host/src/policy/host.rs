@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::Resource;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
@@ -112,6 +112,10 @@ pub struct RequestView {
     /// Time spent in the policy for this request so far (every decision
     /// of its attempts).
     pub decision_time: Duration,
+    /// When the last decision ended (`None` before the first, or when the
+    /// policy was tripped and not called): the attempt that follows takes
+    /// it as its start instead of reading the clock again.
+    pub decided_at: Option<Instant>,
 }
 
 impl RequestView {
@@ -129,6 +133,7 @@ impl RequestView {
             server_name,
             tried: Vec::new(),
             decision_time: Duration::ZERO,
+            decided_at: None,
         }
     }
 }

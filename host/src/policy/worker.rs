@@ -58,9 +58,13 @@ pub fn decide_since(
         return (view, Err(DecisionError::Tripped));
     }
     let (mut view, result) = call(policy, view);
-    let elapsed = started.elapsed();
+    // The one clock read the decision metrics need; the attempt that
+    // follows reuses it as its own start (`decided_at`).
+    let ended = Instant::now();
+    let elapsed = ended.saturating_duration_since(started);
     policy.metrics.duration.observe(elapsed);
     view.decision_time += elapsed;
+    view.decided_at = Some(ended);
     let result = match result {
         Ok(decision) => {
             if policy.breaker.succeeded(admission) {

@@ -425,7 +425,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
             parse: |bytes: &[u8]| response::rewrite(bytes, &rewrite, output),
         };
         let guard = backend.start_request();
-        let started = Instant::now();
+        let started = view.decided_at.unwrap_or_else(Instant::now);
         let head_bytes = &mut bufs.upstream_head;
         let exchanged = match &mut self.body {
             None => {
