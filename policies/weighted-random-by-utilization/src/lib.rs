@@ -33,11 +33,8 @@ struct ByUtilization {
 }
 
 fn fraction(config: &Config, key: &str, default: f32) -> Result<f32, String> {
-    match config.get_float(key)? {
-        None => Ok(default),
-        Some(x) if (0.0..=1.0).contains(&x) => Ok(x as f32),
-        Some(x) => Err(format!("{key}: must be between 0 and 1, got {x}")),
-    }
+    let x = config.get_float_in(key, 0.0, 1.0)?;
+    Ok(x.map_or(default, |x| x as f32))
 }
 
 impl Policy for ByUtilization {
