@@ -17,6 +17,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -82,6 +84,9 @@ pub struct UpstreamResponse {
     ended: bool,
     /// The request's outcome, recorded when the body is dropped.
     outcome: Option<PendingOutcome>,
+    /// The request body's bytes, counted as they streamed (a body without
+    /// `Content-Length`), read when the outcome is recorded.
+    received: Option<Arc<AtomicU64>>,
     /// Data bytes passed on to the client so far.
     sent: u64,
 }
@@ -97,14 +102,17 @@ impl UpstreamResponse {
             connection,
             ended: false,
             outcome: None,
+            received: None,
             sent: 0,
         }
     }
 
     /// Records `outcome` when this body ends (is dropped: read to its end,
-    /// cut off, or abandoned by the client).
-    pub fn record_at_end(&mut self, outcome: PendingOutcome) {
+    /// cut off, or abandoned by the client), with the request body bytes
+    /// `received` has counted by then, when there is a count.
+    pub fn record_at_end(&mut self, outcome: PendingOutcome, received: Option<Arc<AtomicU64>>) {
         self.outcome = Some(outcome);
+        self.received = received;
     }
 
     fn poll_frame(
@@ -139,7 +147,8 @@ impl UpstreamResponse {
 impl Drop for UpstreamResponse {
     fn drop(&mut self) {
         if let Some(outcome) = self.outcome.take() {
-            outcome.record(self.sent);
+            let received = self.received.as_ref();
+            outcome.record(self.sent, received.map(|r| r.load(Ordering::Relaxed)));
         }
         if let Some(connection) = self.connection.take()
             && (self.ended || self.body.is_end_stream())

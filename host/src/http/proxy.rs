@@ -14,6 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::uri::PathAndQuery;
@@ -35,7 +36,7 @@ use super::retry::{self, AttemptError};
 use crate::http::state::ListenerHandle;
 use crate::policy::RequestView;
 use crate::pool::Backend;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{CountedBody, UpstreamBody};
 
 /// Handles one request from a client through the pipeline.
 pub async fn handle(
@@ -49,14 +50,23 @@ pub async fn handle(
         true => head.extensions.remove::<OnUpgrade>(),
         false => None,
     };
+    let declared = declared_length(&head.headers);
+    let body = (!body.is_end_stream()).then_some(body);
+    // A body without a length is counted as it streams, when the access
+    // log reads the count.
+    let received = match (&body, declared) {
+        (Some(_), None) if listener.state().access_log.is_some() => Some(Arc::default()),
+        _ => None,
+    };
     let mut codec = HyperCodec {
         conn,
         http1: head.version < Version::HTTP_2,
-        body: (!body.is_end_stream()).then_some(body),
+        body: body.map(|body| CountedBody::new(body, received.clone())),
+        received,
         body_sent: false,
         client_upgrade,
         exchanged: Exchanged {
-            bytes_in: declared_length(&head.headers),
+            bytes_in: declared.unwrap_or(0),
             ..Exchanged::default()
         },
     };
@@ -74,20 +84,22 @@ struct HyperCodec<'c> {
     /// The client speaks HTTP/1 (a `Connection` header means something).
     http1: bool,
     /// The client's body, while it has not been sent.
-    body: Option<Incoming>,
+    body: Option<CountedBody>,
+    /// The data bytes of a body without `Content-Length`, counted as they
+    /// stream (only when the access log reads them).
+    received: Option<Arc<AtomicU64>>,
     body_sent: bool,
     client_upgrade: Option<OnUpgrade>,
-    /// `bytes_in` is the request's `Content-Length` (0 without one);
-    /// `bytes_out` is set for local answers, a streamed body counts its own.
+    /// `bytes_in` is the request's `Content-Length` (`received` without
+    /// one); `bytes_out` is set for local answers, a streamed body counts
+    /// its own.
     exchanged: Exchanged,
 }
 
-/// The `Content-Length` a request declares (0 without one).
-fn declared_length(headers: &http::HeaderMap) -> u64 {
-    let value = headers.get(header::CONTENT_LENGTH);
-    value
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(0)
+/// The `Content-Length` a request declares.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    let value = headers.get(header::CONTENT_LENGTH)?;
+    value.to_str().ok()?.parse().ok()
 }
 
 impl Codec for HyperCodec<'_> {
@@ -155,7 +167,11 @@ impl Codec for HyperCodec<'_> {
     }
 
     fn exchanged(&self) -> Exchanged {
-        self.exchanged
+        let mut exchanged = self.exchanged;
+        if let Some(received) = &self.received {
+            exchanged.bytes_in = received.load(Ordering::Relaxed);
+        }
+        exchanged
     }
 
     fn finish(
@@ -166,7 +182,9 @@ impl Codec for HyperCodec<'_> {
     ) {
         match done.body_mut() {
             // Counted when the body ends (or the client goes away).
-            ProxyBody::Upstream(upstream) => upstream.record_at_end(outcome.pending(metrics)),
+            ProxyBody::Upstream(upstream) => {
+                upstream.record_at_end(outcome.pending(metrics), self.received.take());
+            }
             ProxyBody::Local(_) => outcome.record(metrics),
         }
     }

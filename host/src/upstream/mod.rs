@@ -9,6 +9,7 @@
 //! This layer knows sockets and TLS only: nothing of requests, pools or
 //! policies.
 
+pub mod counted;
 pub mod idle;
 pub mod raw;
 pub mod tls;
@@ -18,18 +19,18 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use tokio::net::TcpStream;
 
+pub use counted::CountedBody;
 pub use idle::{IDLE_TIMEOUT, IdleConnections, MAX_IDLE, Reusable};
 pub use raw::RawConnection;
 pub use tls::{BackendTls, MaybeTls};
 
 /// The body of an upstream request sent by hyper's client: the client's
-/// body, streamed, or nothing (a bodiless request, which a retry can send
+/// body, streamed (and counted: [`CountedBody`]), or nothing (a bodiless request, which a retry can send
 /// again).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+pub type UpstreamBody = Either<CountedBody, Empty<Bytes>>;
 
 /// The sending half of one hyper upstream connection.
 pub type Connection = http1::SendRequest<UpstreamBody>;
