@@ -33,6 +33,7 @@ use super::pipeline::{
     Codec, ConnInfo, Exchanged, ProxyShared, Target, local, process_request, refused,
 };
 use super::retry::{self, AttemptError};
+use super::send_watch::ClientWatch;
 use crate::http::state::ListenerHandle;
 use crate::policy::RequestView;
 use crate::pool::Backend;
@@ -44,6 +45,7 @@ pub async fn handle(
     conn: &ConnInfo,
     listener: &ListenerHandle,
     shared: &ProxyShared,
+    watch: &Arc<ClientWatch>,
 ) -> Response<ProxyBody> {
     let (mut head, body) = request.into_parts();
     let client_upgrade = match headers::wants_upgrade(&head.headers) {
@@ -60,6 +62,7 @@ pub async fn handle(
     };
     let mut codec = HyperCodec {
         conn,
+        watch,
         http1: head.version < Version::HTTP_2,
         body: body.map(|body| CountedBody::new(body, received.clone())),
         received,
@@ -81,6 +84,8 @@ pub async fn handle(
 /// One request on hyper's side.
 struct HyperCodec<'c> {
     conn: &'c ConnInfo,
+    /// The connection's send watch, which its response bodies tell.
+    watch: &'c Arc<ClientWatch>,
     /// The client speaks HTTP/1 (a `Connection` header means something).
     http1: bool,
     /// The client's body, while it has not been sent.
@@ -126,7 +131,7 @@ impl Codec for HyperCodec<'_> {
         let result = forward(
             request,
             &mut self.client_upgrade,
-            self.conn,
+            (self.conn, self.watch),
             target,
             upstream_time,
         )
@@ -200,7 +205,7 @@ type Failed = (AttemptError, Option<Request<UpstreamBody>>);
 async fn forward(
     mut request: Request<UpstreamBody>,
     client_upgrade: &mut Option<OnUpgrade>,
-    conn: &ConnInfo,
+    (conn, watch): (&ConnInfo, &Arc<ClientWatch>),
     target: Target,
     upstream_time: &mut Option<Duration>,
 ) -> Result<Response<ProxyBody>, Failed> {
@@ -238,7 +243,8 @@ async fn forward(
     }
     headers::strip_hop_by_hop(response.headers_mut(), switching);
     headers::apply_edits(response.headers_mut(), target.response_edits);
-    Ok(response.map(|body| ProxyBody::Upstream(UpstreamResponse::new(body, guard, connection))))
+    Ok(response
+        .map(|body| ProxyBody::Upstream(UpstreamResponse::new(body, guard, connection, watch))))
 }
 
 /// Records and removes the backend's utilization report (the pool's load

@@ -12,6 +12,7 @@
 pub mod counted;
 pub mod idle;
 pub mod raw;
+pub mod stall;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use tokio::net::TcpStream;
 pub use counted::CountedBody;
 pub use idle::{IDLE_TIMEOUT, IdleConnections, MAX_IDLE, Reusable};
 pub use raw::RawConnection;
+pub use stall::SendStall;
 pub use tls::{BackendTls, MaybeTls};
 
 /// The body of an upstream request sent by hyper's client: the client's
@@ -32,12 +34,19 @@ pub use tls::{BackendTls, MaybeTls};
 /// again).
 pub type UpstreamBody = Either<CountedBody, Empty<Bytes>>;
 
-/// The sending half of one hyper upstream connection.
-pub type Connection = http1::SendRequest<UpstreamBody>;
+/// One hyper upstream connection: its sending half, and the stall watch
+/// its driver task runs ([`SendStall`]).
+#[derive(Debug)]
+pub struct Connection {
+    /// hyper's sending half.
+    pub send: http1::SendRequest<UpstreamBody>,
+    /// Shared with the connection's driver task.
+    pub stall: Arc<SendStall>,
+}
 
 impl Reusable for Connection {
     fn is_closed(&mut self) -> bool {
-        http1::SendRequest::is_closed(self)
+        self.send.is_closed() || self.stall.is_cut()
     }
 }
 
