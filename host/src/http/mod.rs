@@ -98,26 +98,30 @@ pub async fn serve_with_hyper<IO>(
     listener: Arc<ListenerHandle>,
     shared: Arc<ProxyShared>,
     builder: &auto::Builder<TokioExecutor>,
-    graceful: Watcher,
+    drain: Drain,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // The listener's at accept time, like the fast path's.
     let watch = Arc::new(send_watch::ClientWatch::new(listener.state().send_timeout));
     let stalls = Arc::clone(&watch);
+    let client = Arc::new(proxy::HyperConnection {
+        conn,
+        watch,
+        closing: drain.closing,
+    });
     let service = service_fn(move |request| {
-        let conn = conn.clone();
+        let client = Arc::clone(&client);
         let listener = Arc::clone(&listener);
         let shared = Arc::clone(&shared);
-        let watch = Arc::clone(&watch);
         async move {
-            let response = proxy::handle(request, &conn, &listener, &shared, &watch).await;
+            let response = proxy::handle(request, &client, &listener, &shared).await;
             Ok::<_, Infallible>(response)
         }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::select! {
-        served = graceful.watch(connection.into_owned()) => if let Err(error) = served {
+        served = drain.graceful.watch(connection.into_owned()) => if let Err(error) = served {
             tracing::debug!(%error, "client connection ended with an error");
         },
         // Dropping the connection drops every response body on it.

@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::uri::PathAndQuery;
@@ -39,14 +39,67 @@ use crate::policy::RequestView;
 use crate::pool::Backend;
 use crate::upstream::{CountedBody, UpstreamBody};
 
+/// What every request on one client connection hyper serves shares
+/// (built once per connection).
+pub struct HyperConnection {
+    /// The client.
+    pub conn: ConnInfo,
+    /// The connection's send watch, which its response bodies tell.
+    pub watch: Arc<ClientWatch>,
+    /// The listener is draining: HTTP/1 responses say `connection: close`.
+    pub closing: Arc<AtomicBool>,
+}
+
 /// Handles one request from a client through the pipeline.
 pub async fn handle(
     request: Request<Incoming>,
-    conn: &ConnInfo,
+    client: &HyperConnection,
     listener: &ListenerHandle,
     shared: &ProxyShared,
-    watch: &Arc<ClientWatch>,
 ) -> Response<ProxyBody> {
+    let version = request.version();
+    let keep_alive = version == Version::HTTP_10 && asks_keep_alive(request.headers());
+    let mut response = handle_request(request, client, listener, shared).await;
+    if version < Version::HTTP_2 {
+        connection_header(&mut response, keep_alive, &client.closing);
+    }
+    response
+}
+
+/// Whether an HTTP/1.0 request asks to keep its connection.
+fn asks_keep_alive(headers: &http::HeaderMap) -> bool {
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    values
+        .any(|v| headers::list_tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"keep-alive")))
+}
+
+/// The `Connection` header of an HTTP/1 response that has none: `close`
+/// while the listener drains (hyper then closes the connection after the
+/// response), `keep-alive` for an HTTP/1.0 client that asked for it
+/// (hyper closes an HTTP/1.0 connection whose response does not say so).
+/// A switch of protocols keeps its own.
+fn connection_header(response: &mut Response<ProxyBody>, keep_alive: bool, closing: &AtomicBool) {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        || response.headers().contains_key(header::CONNECTION)
+    {
+        return;
+    }
+    let value = match (closing.load(Ordering::Relaxed), keep_alive) {
+        (true, _) => HeaderValue::from_static("close"),
+        (false, true) => HeaderValue::from_static("keep-alive"),
+        (false, false) => return,
+    };
+    response.headers_mut().insert(header::CONNECTION, value);
+}
+
+/// [`handle`], before the connection's own header.
+async fn handle_request(
+    request: Request<Incoming>,
+    client: &HyperConnection,
+    listener: &ListenerHandle,
+    shared: &ProxyShared,
+) -> Response<ProxyBody> {
+    let HyperConnection { conn, watch, .. } = client;
     let (mut head, body) = request.into_parts();
     let client_upgrade = match headers::wants_upgrade(&head.headers) {
         true => head.extensions.remove::<OnUpgrade>(),
