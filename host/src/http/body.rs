@@ -29,7 +29,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -116,9 +116,10 @@ pub struct UpstreamResponse {
     rest: Bytes,
     /// The request's outcome, recorded when the body is dropped.
     outcome: Option<PendingOutcome>,
-    /// The request body's bytes, counted as they streamed (a body without
-    /// `Content-Length`), read when the outcome is recorded.
-    received: Option<Arc<AtomicU64>>,
+    /// The request body's bytes were counted as they streamed (a body
+    /// without `Content-Length`), on the connection: the outcome reads
+    /// the count.
+    counted: bool,
     /// Data bytes passed on to the client so far.
     sent: u64,
 }
@@ -136,7 +137,7 @@ impl UpstreamResponse {
     ) -> Self {
         let sequence = connection
             .as_ref()
-            .map_or(0, |c| c.stall.watch(client.timeout));
+            .map_or(0, |c| c.state.stall.watch(client.timeout));
         UpstreamResponse {
             body,
             guard,
@@ -148,17 +149,17 @@ impl UpstreamResponse {
             sequence,
             rest: Bytes::new(),
             outcome: None,
-            received: None,
+            counted: false,
             sent: 0,
         }
     }
 
     /// Records `outcome` when this body ends (is dropped: read to its end,
-    /// cut off, or abandoned by the client), with the request body bytes
-    /// `received` has counted by then, when there is a count.
-    pub fn record_at_end(&mut self, outcome: PendingOutcome, received: Option<Arc<AtomicU64>>) {
+    /// cut off, or abandoned by the client); `counted`: with the request
+    /// body bytes the connection counted by then.
+    pub fn record_at_end(&mut self, outcome: PendingOutcome, counted: bool) {
         self.outcome = Some(outcome);
-        self.received = received;
+        self.counted = counted;
     }
 
     fn poll_frame(
@@ -181,7 +182,12 @@ impl UpstreamResponse {
                 self.discard_connection();
                 Poll::Ready(Some(Err(Box::new(IdleTimeout(timeout)))))
             }
-            Poll::Ready(_) if self.connection.as_ref().is_some_and(|c| c.stall.is_cut()) => {
+            Poll::Ready(_)
+                if self
+                    .connection
+                    .as_ref()
+                    .is_some_and(|c| c.state.stall.is_cut()) =>
+            {
                 // The client stalled: the connection was closed under
                 // this body, whose end must not look complete. The
                 // client's fault, not the backend's.
@@ -233,14 +239,15 @@ impl UpstreamResponse {
         self.waiting = data;
         self.sequence += 1;
         if let Some(connection) = &self.connection {
-            connection.stall.progress(self.sequence, data);
+            connection.state.stall.progress(self.sequence, data);
         }
     }
 
-    /// The connection cannot carry another request: its driver ends now.
+    /// The connection cannot carry another request: its driver ends now
+    /// (the connection is kept for its counts, never pooled again).
     fn discard_connection(&mut self) {
-        if let Some(connection) = self.connection.take() {
-            connection.stall.abandon();
+        if let Some(connection) = &self.connection {
+            connection.state.stall.abandon();
         }
     }
 }
@@ -248,20 +255,25 @@ impl UpstreamResponse {
 impl Drop for UpstreamResponse {
     fn drop(&mut self) {
         if let Some(outcome) = self.outcome.take() {
-            let received = self.received.as_ref();
-            outcome.record(self.sent, received.map(|r| r.load(Ordering::Relaxed)));
+            let state = self.connection.as_ref().map(|c| &c.state);
+            let received = state.filter(|_| self.counted);
+            outcome.record(
+                self.sent,
+                received.map(|s| s.request_bytes.load(Ordering::Relaxed)),
+            );
         }
         self.client.dropped(self.waiting);
         let Some(connection) = self.connection.take() else {
             return;
         };
-        match self.ended || self.body.is_end_stream() {
+        let stall = &connection.state.stall;
+        match (self.ended || self.body.is_end_stream()) && !stall.is_cut() {
             true => {
-                connection.stall.unwatch(self.sequence + 1);
+                stall.unwatch(self.sequence + 1);
                 self.guard.backend().conns.hyper.put(connection);
             }
             // The rest of the response is still on the wire.
-            false => connection.stall.abandon(),
+            false => stall.abandon(),
         }
     }
 }

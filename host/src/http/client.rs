@@ -12,13 +12,14 @@
 use std::sync::Arc;
 
 use http::{Request, Response};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
 use super::retry::{AttemptError, ClientFault};
 use crate::pool::Backend;
-use crate::upstream::{Connection, SendStall, UpstreamBody, error_chain};
+use crate::upstream::{Connection, ConnectionState, UpstreamBody, error_chain};
 
 /// Sends `request` to `backend` on a pooled connection, or a new one, and
 /// returns the response head with the connection, to be given back to
@@ -33,6 +34,7 @@ pub async fn send(
         if connection.send.ready().await.is_err() {
             continue;
         }
+        count_into(&mut request, &connection);
         match connection.send.try_send_request(request).await {
             Ok(response) => return Ok((response, connection)),
             Err(mut error) => match error.take_message() {
@@ -46,6 +48,7 @@ pub async fn send(
         Ok(connection) => connection,
         Err(error) => return Err((error, Some(request))),
     };
+    count_into(&mut request, &connection);
     match connection.send.try_send_request(request).await {
         Ok(response) => Ok((response, connection)),
         Err(mut error) => {
@@ -55,6 +58,13 @@ pub async fn send(
                 None => Err((failure(error.error()), None)),
             }
         }
+    }
+}
+
+/// The request's body is counted on `connection`, when it is counted.
+fn count_into(request: &mut Request<UpstreamBody>, connection: &Connection) {
+    if let Either::Left(body) = request.body_mut() {
+        body.count_into(&connection.state);
     }
 }
 
@@ -84,18 +94,18 @@ async fn connect(backend: &Backend) -> Result<Connection, AttemptError> {
         .await
         .map_err(|error| AttemptError::Connect(error_chain(&error)))?;
     let address = backend.address;
-    let stall = Arc::new(SendStall::default());
-    let watch = Arc::clone(&stall);
+    let state = Arc::new(ConnectionState::default());
+    let watch = Arc::clone(&state);
     tokio::spawn(async move {
         tokio::select! {
             ended = driver.with_upgrades() => if let Err(error) = ended {
                 tracing::debug!(backend = %address, %error, "upstream connection ended with an error");
             },
             // Dropping the driver closes the connection to the backend.
-            () = watch.stalled() => {
+            () = watch.stall.stalled() => {
                 tracing::debug!(backend = %address, "client stopped reading the response: send timeout, upstream connection closed");
             }
         }
     });
-    Ok(Connection { send, stall })
+    Ok(Connection { send, state })
 }

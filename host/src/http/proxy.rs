@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::uri::PathAndQuery;
@@ -109,16 +109,13 @@ async fn handle_request(
     let body = (!body.is_end_stream()).then_some(body);
     // A body without a length is counted as it streams, when the access
     // log reads the count.
-    let received = match (&body, declared) {
-        (Some(_), None) if listener.state().access_log.is_some() => Some(Arc::default()),
-        _ => None,
-    };
+    let counted = body.is_some() && declared.is_none() && listener.state().access_log.is_some();
     let mut codec = HyperCodec {
         conn,
         watch,
         http1: head.version < Version::HTTP_2,
-        body: body.map(|body| CountedBody::new(body, received.clone())),
-        received,
+        body: body.map(|body| CountedBody::new(body, counted)),
+        counted,
         body_sent: false,
         client_upgrade,
         exchanged: Exchanged {
@@ -143,14 +140,15 @@ struct HyperCodec<'c> {
     http1: bool,
     /// The client's body, while it has not been sent.
     body: Option<CountedBody>,
-    /// The data bytes of a body without `Content-Length`, counted as they
-    /// stream (only when the access log reads them).
-    received: Option<Arc<AtomicU64>>,
+    /// The body has no `Content-Length` and the access log reads its
+    /// size: its bytes are counted as they stream, the response's outcome
+    /// reads the count.
+    counted: bool,
     body_sent: bool,
     client_upgrade: Option<OnUpgrade>,
-    /// `bytes_in` is the request's `Content-Length` (`received` without
-    /// one); `bytes_out` is set for local answers, a streamed body counts
-    /// its own.
+    /// `bytes_in` is the request's `Content-Length` (0 without one,
+    /// `counted` when a backend's response ends); `bytes_out` is set for
+    /// local answers, a streamed body counts its own.
     exchanged: Exchanged,
 }
 
@@ -225,11 +223,7 @@ impl Codec for HyperCodec<'_> {
     }
 
     fn exchanged(&self) -> Exchanged {
-        let mut exchanged = self.exchanged;
-        if let Some(received) = &self.received {
-            exchanged.bytes_in = received.load(Ordering::Relaxed);
-        }
-        exchanged
+        self.exchanged
     }
 
     fn finish(
@@ -241,7 +235,7 @@ impl Codec for HyperCodec<'_> {
         match done.body_mut() {
             // Counted when the body ends (or the client goes away).
             ProxyBody::Upstream(upstream) => {
-                upstream.record_at_end(outcome.pending(metrics), self.received.take());
+                upstream.record_at_end(outcome.pending(metrics), self.counted);
             }
             ProxyBody::Local(_) => outcome.record(metrics),
         }

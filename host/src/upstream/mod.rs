@@ -17,6 +17,7 @@ pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
@@ -34,19 +35,31 @@ pub use tls::{BackendTls, MaybeTls};
 /// again).
 pub type UpstreamBody = Either<CountedBody, Empty<Bytes>>;
 
-/// One hyper upstream connection: its sending half, and the stall watch
-/// its driver task runs ([`SendStall`]).
+/// One hyper upstream connection: its sending half, and what it shares
+/// with its driver task and its current exchange's bodies.
 #[derive(Debug)]
 pub struct Connection {
     /// hyper's sending half.
     pub send: http1::SendRequest<UpstreamBody>,
-    /// Shared with the connection's driver task.
-    pub stall: Arc<SendStall>,
+    /// Built with the connection (one allocation per connection, none per
+    /// request).
+    pub state: Arc<ConnectionState>,
+}
+
+/// What a hyper upstream connection shares with the task driving it and
+/// with the bodies of the exchange it carries (one at a time).
+#[derive(Debug, Default)]
+pub struct ConnectionState {
+    /// The client-side stall watch the driver task runs.
+    pub stall: SendStall,
+    /// The data bytes of the current request's body, when it is counted
+    /// ([`CountedBody::count_into`]).
+    pub request_bytes: AtomicU64,
 }
 
 impl Reusable for Connection {
     fn is_closed(&mut self) -> bool {
-        self.send.is_closed() || self.stall.is_cut()
+        self.send.is_closed() || self.state.stall.is_cut()
     }
 }
 
