@@ -10,7 +10,11 @@
 //! at all: then the request, body included, comes back unsent and may go
 //! to another backend. An aborted client body is the client's fault (400),
 //! never the backend's. A response the proxy makes while the client's
-//! HTTP/1 body is unread says `Connection: close`.
+//! HTTP/1 body is unread says `Connection: close`, and so does every
+//! HTTP/1 response while the listener drains; an HTTP/1.0 client that
+//! asks for keep-alive gets `Connection: keep-alive` (and keeps its
+//! connection) otherwise. Response bodies tell the connection's send
+//! watch of their progress (`super::send_watch`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
