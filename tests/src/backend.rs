@@ -10,7 +10,8 @@
 //! - anything else: the backend's name.
 //!
 //! Every response carries `x-backend: <name>`. Dropping the [`Backend`]
-//! stops the accept loop and every open connection.
+//! stops the accept loop and every open connection; open connections are
+//! counted ([`Backend::open_connections`]).
 //!
 //! Behaviour knobs, changeable while it runs (for health, retry and
 //! balancing tests): [`Backend::set_delay`] delays every answer,
@@ -98,6 +99,17 @@ struct Shared {
     report_to_checks_only: std::sync::atomic::AtomicBool,
     /// Health-check requests received.
     health_checks: AtomicU64,
+    /// Connections open right now.
+    open: AtomicU64,
+}
+
+/// Counts a connection as open while its task lives.
+struct OpenConnection(Arc<Shared>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A running backend. Stops when dropped.
@@ -130,6 +142,7 @@ impl Backend {
             load_report: tokio::sync::RwLock::new(None),
             report_to_checks_only: std::sync::atomic::AtomicBool::new(false),
             health_checks: AtomicU64::new(0),
+            open: AtomicU64::new(0),
         });
         let task = Some(tokio::spawn(accept_loop(listener, shared.clone())));
         Ok(Backend { shared, addr, task })
@@ -209,6 +222,12 @@ impl Backend {
         self.addr
     }
 
+    /// Connections open right now (a connection counts until the backend
+    /// has seen it end).
+    pub fn open_connections(&self) -> u64 {
+        self.shared.open.load(Ordering::SeqCst)
+    }
+
     /// Requests received so far.
     pub fn served(&self) -> u64 {
         self.shared.served.load(Ordering::SeqCst)
@@ -243,7 +262,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 let Ok((stream, _peer)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
+                shared.open.fetch_add(1, Ordering::SeqCst);
+                let open = OpenConnection(shared.clone());
                 connections.spawn(async move {
+                    let _open = open;
                     let service = service_fn(move |req| handle(shared.clone(), req));
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)

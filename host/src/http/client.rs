@@ -9,14 +9,17 @@
 //! idle hands the request back unsent; it then goes on a new connection,
 //! so a keep-alive race never reaches the client or the retry budget.
 
+use std::sync::Arc;
+
 use http::{Request, Response};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
 use super::retry::{AttemptError, ClientFault};
 use crate::pool::Backend;
-use crate::upstream::{Connection, UpstreamBody, error_chain};
+use crate::upstream::{Connection, ConnectionState, UpstreamBody, error_chain};
 
 /// Sends `request` to `backend` on a pooled connection, or a new one, and
 /// returns the response head with the connection, to be given back to
@@ -28,10 +31,11 @@ pub async fn send(
     mut request: Request<UpstreamBody>,
 ) -> Result<(Response<Incoming>, Connection), (AttemptError, Option<Request<UpstreamBody>>)> {
     while let Some(mut connection) = backend.conns.hyper.take() {
-        if connection.ready().await.is_err() {
+        if connection.send.ready().await.is_err() {
             continue;
         }
-        match connection.try_send_request(request).await {
+        count_into(&mut request, &connection);
+        match connection.send.try_send_request(request).await {
             Ok(response) => return Ok((response, connection)),
             Err(mut error) => match error.take_message() {
                 // Closed before the request was written: try another.
@@ -44,7 +48,8 @@ pub async fn send(
         Ok(connection) => connection,
         Err(error) => return Err((error, Some(request))),
     };
-    match connection.try_send_request(request).await {
+    count_into(&mut request, &connection);
+    match connection.send.try_send_request(request).await {
         Ok(response) => Ok((response, connection)),
         Err(mut error) => {
             let text = error_chain(error.error());
@@ -53,6 +58,13 @@ pub async fn send(
                 None => Err((failure(error.error()), None)),
             }
         }
+    }
+}
+
+/// The request's body is counted on `connection`, when it is counted.
+fn count_into(request: &mut Request<UpstreamBody>, connection: &Connection) {
+    if let Either::Left(body) = request.body_mut() {
+        body.count_into(&connection.state);
     }
 }
 
@@ -77,15 +89,23 @@ async fn connect(backend: &Backend) -> Result<Connection, AttemptError> {
             )));
         }
     };
-    let (connection, driver) = http1::Builder::new()
+    let (send, driver) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
         .map_err(|error| AttemptError::Connect(error_chain(&error)))?;
     let address = backend.address;
+    let state = Arc::new(ConnectionState::default());
+    let watch = Arc::clone(&state);
     tokio::spawn(async move {
-        if let Err(error) = driver.with_upgrades().await {
-            tracing::debug!(backend = %address, %error, "upstream connection ended with an error");
+        tokio::select! {
+            ended = driver.with_upgrades() => if let Err(error) = ended {
+                tracing::debug!(backend = %address, %error, "upstream connection ended with an error");
+            },
+            // Dropping the driver closes the connection to the backend.
+            () = watch.stall.stalled() => {
+                tracing::debug!(backend = %address, "client stopped reading the response: send timeout, upstream connection closed");
+            }
         }
     });
-    Ok(connection)
+    Ok(Connection { send, state })
 }

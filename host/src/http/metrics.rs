@@ -189,12 +189,17 @@ pub struct PendingOutcome {
 }
 
 impl PendingOutcome {
-    /// Counts it now, and logs it with `body_bytes` sent to the client.
-    pub fn record(self, body_bytes: u64) {
+    /// Counts it now, and logs it with `body_bytes` sent to the client
+    /// and, when they were counted as they streamed, `request_bytes`
+    /// received from it.
+    pub fn record(self, body_bytes: u64, request_bytes: Option<u64>) {
         let elapsed = self.started.elapsed();
         count(&self.metrics, Some(self.route), self.status, elapsed);
         if let Some(mut access) = self.access {
             access.exchanged.bytes_out = body_bytes;
+            if let Some(bytes) = request_bytes {
+                access.exchanged.bytes_in = bytes;
+            }
             access.write(Some(self.route), self.status, elapsed);
         }
     }

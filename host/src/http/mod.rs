@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod redirect;
 pub mod retry;
 pub mod rewind;
+pub mod send_watch;
 pub mod state;
 
 use std::convert::Infallible;
@@ -97,18 +98,35 @@ pub async fn serve_with_hyper<IO>(
     listener: Arc<ListenerHandle>,
     shared: Arc<ProxyShared>,
     builder: &auto::Builder<TokioExecutor>,
-    graceful: Watcher,
+    drain: Drain,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The listener's at accept time, like the fast path's.
+    let watch = Arc::new(send_watch::ClientWatch::new(listener.state().send_timeout));
+    let stalls = Arc::clone(&watch);
+    let client = Arc::new(proxy::HyperConnection {
+        conn,
+        watch,
+        closing: drain.closing,
+    });
     let service = service_fn(move |request| {
-        let conn = conn.clone();
+        let client = Arc::clone(&client);
         let listener = Arc::clone(&listener);
         let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(proxy::handle(request, &conn, &listener, &shared).await) }
+        async move {
+            let response = proxy::handle(request, &client, &listener, &shared).await;
+            Ok::<_, Infallible>(response)
+        }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(error) = graceful.watch(connection.into_owned()).await {
-        tracing::debug!(%error, "client connection ended with an error");
+    tokio::select! {
+        served = drain.graceful.watch(connection.into_owned()) => if let Err(error) = served {
+            tracing::debug!(%error, "client connection ended with an error");
+        },
+        // Dropping the connection drops every response body on it.
+        () = stalls.stalled() => {
+            tracing::debug!(timeout = ?stalls.timeout, "client stopped reading: send timeout, connection closed");
+        }
     }
 }

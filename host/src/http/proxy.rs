@@ -10,10 +10,15 @@
 //! at all: then the request, body included, comes back unsent and may go
 //! to another backend. An aborted client body is the client's fault (400),
 //! never the backend's. A response the proxy makes while the client's
-//! HTTP/1 body is unread says `Connection: close`.
+//! HTTP/1 body is unread says `Connection: close`, and so does every
+//! HTTP/1 response while the listener drains; an HTTP/1.0 client that
+//! asks for keep-alive gets `Connection: keep-alive` (and keeps its
+//! connection) otherwise. Response bodies tell the connection's send
+//! watch of their progress (`super::send_watch`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::uri::PathAndQuery;
@@ -32,31 +37,93 @@ use super::pipeline::{
     Codec, ConnInfo, Exchanged, ProxyShared, Target, local, process_request, refused,
 };
 use super::retry::{self, AttemptError};
+use super::send_watch::ClientWatch;
 use crate::http::state::ListenerHandle;
 use crate::policy::RequestView;
 use crate::pool::Backend;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{CountedBody, UpstreamBody};
+
+/// What every request on one client connection hyper serves shares
+/// (built once per connection).
+pub struct HyperConnection {
+    /// The client.
+    pub conn: ConnInfo,
+    /// The connection's send watch, which its response bodies tell.
+    pub watch: Arc<ClientWatch>,
+    /// The listener is draining: HTTP/1 responses say `connection: close`.
+    pub closing: Arc<AtomicBool>,
+}
 
 /// Handles one request from a client through the pipeline.
 pub async fn handle(
     request: Request<Incoming>,
-    conn: &ConnInfo,
+    client: &HyperConnection,
     listener: &ListenerHandle,
     shared: &ProxyShared,
 ) -> Response<ProxyBody> {
+    let version = request.version();
+    let keep_alive = version == Version::HTTP_10 && asks_keep_alive(request.headers());
+    let mut response = handle_request(request, client, listener, shared).await;
+    if version < Version::HTTP_2 {
+        connection_header(&mut response, keep_alive, &client.closing);
+    }
+    response
+}
+
+/// Whether an HTTP/1.0 request asks to keep its connection.
+fn asks_keep_alive(headers: &http::HeaderMap) -> bool {
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    values
+        .any(|v| headers::list_tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"keep-alive")))
+}
+
+/// The `Connection` header of an HTTP/1 response that has none: `close`
+/// while the listener drains (hyper then closes the connection after the
+/// response), `keep-alive` for an HTTP/1.0 client that asked for it
+/// (hyper closes an HTTP/1.0 connection whose response does not say so).
+/// A switch of protocols keeps its own.
+fn connection_header(response: &mut Response<ProxyBody>, keep_alive: bool, closing: &AtomicBool) {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        || response.headers().contains_key(header::CONNECTION)
+    {
+        return;
+    }
+    let value = match (closing.load(Ordering::Relaxed), keep_alive) {
+        (true, _) => HeaderValue::from_static("close"),
+        (false, true) => HeaderValue::from_static("keep-alive"),
+        (false, false) => return,
+    };
+    response.headers_mut().insert(header::CONNECTION, value);
+}
+
+/// [`handle`], before the connection's own header.
+async fn handle_request(
+    request: Request<Incoming>,
+    client: &HyperConnection,
+    listener: &ListenerHandle,
+    shared: &ProxyShared,
+) -> Response<ProxyBody> {
+    let HyperConnection { conn, watch, .. } = client;
     let (mut head, body) = request.into_parts();
     let client_upgrade = match headers::wants_upgrade(&head.headers) {
         true => head.extensions.remove::<OnUpgrade>(),
         false => None,
     };
+    let declared = declared_length(&head.headers);
+    let body = (!body.is_end_stream()).then_some(body);
+    // A body without a length is counted as it streams, when the access
+    // log reads the count.
+    let counted = body.is_some() && declared.is_none() && listener.state().access_log.is_some();
     let mut codec = HyperCodec {
         conn,
+        watch,
         http1: head.version < Version::HTTP_2,
-        body: (!body.is_end_stream()).then_some(body),
+        body: body.map(|body| CountedBody::new(body, counted)),
+        counted,
         body_sent: false,
         client_upgrade,
         exchanged: Exchanged {
-            bytes_in: declared_length(&head.headers),
+            bytes_in: declared.unwrap_or(0),
             ..Exchanged::default()
         },
     };
@@ -71,23 +138,28 @@ pub async fn handle(
 /// One request on hyper's side.
 struct HyperCodec<'c> {
     conn: &'c ConnInfo,
+    /// The connection's send watch, which its response bodies tell.
+    watch: &'c Arc<ClientWatch>,
     /// The client speaks HTTP/1 (a `Connection` header means something).
     http1: bool,
     /// The client's body, while it has not been sent.
-    body: Option<Incoming>,
+    body: Option<CountedBody>,
+    /// The body has no `Content-Length` and the access log reads its
+    /// size: its bytes are counted as they stream, the response's outcome
+    /// reads the count.
+    counted: bool,
     body_sent: bool,
     client_upgrade: Option<OnUpgrade>,
-    /// `bytes_in` is the request's `Content-Length` (0 without one);
-    /// `bytes_out` is set for local answers, a streamed body counts its own.
+    /// `bytes_in` is the request's `Content-Length` (0 without one,
+    /// `counted` when a backend's response ends); `bytes_out` is set for
+    /// local answers, a streamed body counts its own.
     exchanged: Exchanged,
 }
 
-/// The `Content-Length` a request declares (0 without one).
-fn declared_length(headers: &http::HeaderMap) -> u64 {
-    let value = headers.get(header::CONTENT_LENGTH);
-    value
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(0)
+/// The `Content-Length` a request declares.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    let value = headers.get(header::CONTENT_LENGTH)?;
+    value.to_str().ok()?.parse().ok()
 }
 
 impl Codec for HyperCodec<'_> {
@@ -112,7 +184,8 @@ impl Codec for HyperCodec<'_> {
         let upstream_time = &mut self.exchanged.upstream_time;
         *upstream_time = None;
         let timing = (view.decided_at, upstream_time);
-        let result = forward(request, &mut self.client_upgrade, self.conn, target, timing).await;
+        let client = (self.conn, self.watch);
+        let result = forward(request, &mut self.client_upgrade, client, target, timing).await;
         result.map_err(|(error, unsent)| {
             match unsent.map(Request::into_body) {
                 // Nothing was sent: the body can go to another backend.
@@ -160,7 +233,9 @@ impl Codec for HyperCodec<'_> {
     ) {
         match done.body_mut() {
             // Counted when the body ends (or the client goes away).
-            ProxyBody::Upstream(upstream) => upstream.record_at_end(outcome.pending(metrics)),
+            ProxyBody::Upstream(upstream) => {
+                upstream.record_at_end(outcome.pending(metrics), self.counted);
+            }
             ProxyBody::Local(_) => outcome.record(metrics),
         }
     }
@@ -177,7 +252,7 @@ type Failed = (AttemptError, Option<Request<UpstreamBody>>);
 async fn forward(
     mut request: Request<UpstreamBody>,
     client_upgrade: &mut Option<OnUpgrade>,
-    conn: &ConnInfo,
+    (conn, watch): (&ConnInfo, &Arc<ClientWatch>),
     target: Target,
     (decided_at, upstream_time): (Option<Instant>, &mut Option<Duration>),
 ) -> Result<Response<ProxyBody>, Failed> {
@@ -215,7 +290,8 @@ async fn forward(
     }
     headers::strip_hop_by_hop(response.headers_mut(), switching);
     headers::apply_edits(response.headers_mut(), target.response_edits);
-    Ok(response.map(|body| ProxyBody::Upstream(UpstreamResponse::new(body, guard, connection))))
+    Ok(response
+        .map(|body| ProxyBody::Upstream(UpstreamResponse::new(body, guard, connection, watch))))
 }
 
 /// Records and removes the backend's utilization report (the pool's load

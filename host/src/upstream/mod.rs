@@ -9,34 +9,57 @@
 //! This layer knows sockets and TLS only: nothing of requests, pools or
 //! policies.
 
+pub mod counted;
 pub mod idle;
 pub mod raw;
+pub mod stall;
 pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use tokio::net::TcpStream;
 
+pub use counted::CountedBody;
 pub use idle::{IDLE_TIMEOUT, IdleConnections, MAX_IDLE, Reusable};
 pub use raw::RawConnection;
+pub use stall::SendStall;
 pub use tls::{BackendTls, MaybeTls};
 
 /// The body of an upstream request sent by hyper's client: the client's
-/// body, streamed, or nothing (a bodiless request, which a retry can send
+/// body, streamed (and counted: [`CountedBody`]), or nothing (a bodiless request, which a retry can send
 /// again).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+pub type UpstreamBody = Either<CountedBody, Empty<Bytes>>;
 
-/// The sending half of one hyper upstream connection.
-pub type Connection = http1::SendRequest<UpstreamBody>;
+/// One hyper upstream connection: its sending half, and what it shares
+/// with its driver task and its current exchange's bodies.
+#[derive(Debug)]
+pub struct Connection {
+    /// hyper's sending half.
+    pub send: http1::SendRequest<UpstreamBody>,
+    /// Built with the connection (one allocation per connection, none per
+    /// request).
+    pub state: Arc<ConnectionState>,
+}
+
+/// What a hyper upstream connection shares with the task driving it and
+/// with the bodies of the exchange it carries (one at a time).
+#[derive(Debug, Default)]
+pub struct ConnectionState {
+    /// The client-side stall watch the driver task runs.
+    pub stall: SendStall,
+    /// The data bytes of the current request's body, when it is counted
+    /// ([`CountedBody::count_into`]).
+    pub request_bytes: AtomicU64,
+}
 
 impl Reusable for Connection {
     fn is_closed(&mut self) -> bool {
-        http1::SendRequest::is_closed(self)
+        self.send.is_closed() || self.state.stall.is_cut()
     }
 }
 

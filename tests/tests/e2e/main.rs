@@ -17,6 +17,8 @@ mod harness;
 mod health;
 mod health_return;
 mod hot_reload;
+mod hyper_drain;
+mod hyper_paths;
 mod listener_burst;
 mod protocol;
 mod retries;

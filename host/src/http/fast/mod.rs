@@ -164,7 +164,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientConnection<IO> {
             Next::Handoff => {
                 let ClientConnection { io, conn, bufs, .. } = self;
                 let io = super::rewind::Rewind::new(bufs.input.freeze(), io);
-                super::serve_with_hyper(io, conn, listener, shared, builder, drain.graceful).await;
+                super::serve_with_hyper(io, conn, listener, shared, builder, drain).await;
             }
             Next::Invalid(status, reason) => {
                 tracing::debug!(peer = %self.conn.peer, %status, reason, "request refused");
