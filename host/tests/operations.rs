@@ -91,3 +91,98 @@ async fn sigusr1_reopens_the_access_log_after_a_move() {
     assert_eq!(fresh, expected("/after"), "the file opened again");
     drop(proxy);
 }
+
+/// The decision failure lines' message (warn, by `http::pipeline`).
+const DECISION_FAILED: &str = "\"message\":\"policy decision failed (one line per 5s";
+
+/// The number value of `"name":N` in a JSON log line.
+fn number(line: &str, name: &str) -> u64 {
+    let key = format!("\"{name}\":");
+    let start = line
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        + key.len();
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} is no number in {line}"))
+}
+
+/// A policy failing every decision (the `bad-decision` test policy: an
+/// unknown pool, which does not trip the breaker, so every request calls
+/// it) is logged once, then once per interval with the count of the
+/// failures not logged: 300 failed requests in a row give one or two
+/// lines per 5 s, not 300, and every failure is either logged or counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_failing_every_decision_logs_a_bounded_number_of_lines() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let module = wasmroute_e2e::guests::BAD_DECISION;
+    std::fs::write(dir.path().join("policies/bad-decision.wasm"), module).unwrap();
+    let config = dir.path().join("wasmroute.toml");
+    let text = format!(
+        "[policies]\ndir = \"policies\"\n\n[[listeners]]\nname = \"edge\"\n\
+         address = \"127.0.0.1:0\"\npolicy = \"bad-decision\"\npools = [\"web\"]\n\
+         on_error = \"reject\"\n\n[[pools]]\nname = \"web\"\n\
+         backends = [ {{ address = \"{}\" }} ]\n",
+        backend.addr
+    );
+    std::fs::write(&config, text).unwrap();
+    let (proxy, address) = tokio::task::spawn_blocking(move || {
+        let proxy = Proxy::spawn(&config, &[]);
+        let address = proxy.listening();
+        (proxy, address)
+    })
+    .await
+    .unwrap();
+
+    let started = Instant::now();
+    let mut failed = 0u64;
+    let mut fail_once = async || {
+        let response = get_once(address, "/").await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+        assert!(response.ends_with("routing policy failed\n"), "{response}");
+        failed += 1;
+    };
+    for _ in 0..300 {
+        fail_once().await;
+    }
+    // Until a line accounts for more than the 300 (a probe's, once the
+    // interval has passed), one failing request per tick.
+    let mut lines: Vec<String> = Vec::new();
+    let mut ticks = tokio::time::interval(Duration::from_millis(100));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let accounted = |lines: &[String]| lines.iter().map(|l| 1 + number(l, "suppressed")).sum();
+    while accounted(&lines) <= 300 {
+        assert!(Instant::now() < deadline, "no summary line: {lines:?}");
+        ticks.tick().await;
+        fail_once().await;
+        let arrived = proxy.arrived_lines().into_iter();
+        lines.extend(arrived.filter(|line| line.contains(DECISION_FAILED)));
+    }
+    let elapsed = started.elapsed();
+    let first = &lines[0];
+    assert!(first.contains("\"level\":\"WARN\""), "{first}");
+    assert!(first.contains("\"listener\":\"edge\""), "{first}");
+    assert!(first.contains("\"policy\":\"bad-decision\""), "{first}");
+    assert!(first.contains("invalid decision"), "{first}");
+    assert_eq!(number(first, "suppressed"), 0, "the first failure: {first}");
+    let last = lines.last().unwrap();
+    assert!(number(last, "suppressed") > 0, "the summary line: {last}");
+    // Each line accounts for itself and the failures suppressed before it.
+    let accounted: u64 = accounted(&lines);
+    assert!(
+        accounted <= failed,
+        "{accounted} accounted, {failed} failed"
+    );
+    let bound = 2 + elapsed.as_secs() / 5;
+    assert!(
+        lines.len() as u64 <= bound,
+        "{} lines in {elapsed:?} for {failed} failures: {lines:#?}",
+        lines.len()
+    );
+}

@@ -203,6 +203,11 @@ impl Proxy {
         }
     }
 
+    /// The stderr lines that arrived and were not read yet.
+    pub fn arrived_lines(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// Waits for the `listening` line and returns the listener's address.
     pub fn listening(&self) -> SocketAddr {
         let line = self.wait_for("listening");
