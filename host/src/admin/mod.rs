@@ -24,6 +24,7 @@ mod status;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -39,6 +40,10 @@ use crate::server::published::Published;
 
 /// The listen queue of the admin socket (a few scrapers and operators).
 const ADMIN_BACKLOG: u32 = 128;
+
+/// How long, after a handover, a connection accepted before it may take
+/// to send its first request.
+const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The response type of every admin answer.
 type Answer = http::Response<Full<Bytes>>;
@@ -92,6 +97,12 @@ impl AdminServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
+
+    /// Completes once it has stopped accepting (after a handover) and its
+    /// connections have ended; never without a handover.
+    pub async fn stopped(&mut self) {
+        let _ = (&mut self.task).await;
+    }
 }
 
 impl Drop for AdminServer {
@@ -134,25 +145,51 @@ async fn accept_loop(socket: TcpListener, context: AdminContext, flag: watch::Re
     while connections.join_next().await.is_some() {}
 }
 
-/// Serves one admin connection; after a handover, its request in flight
-/// finishes and the connection closes.
+/// Serves one admin connection. After a handover, a connection that has
+/// received a request finishes it and closes once idle; one that has not
+/// gets [`FIRST_REQUEST_GRACE`] to send it (it may be on the way), so no
+/// client that reached this instance goes unanswered. Every answer after
+/// the handover says `connection: close`.
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     context: AdminContext,
     flag: watch::Receiver<bool>,
 ) {
+    let started = Arc::new(AtomicBool::new(false));
+    let (received, handed) = (Arc::clone(&started), flag.clone());
     let service = service_fn(move |request| {
-        let context = context.clone();
-        async move { Ok::<_, std::convert::Infallible>(routes::handle(request, peer, &context).await) }
+        received.store(true, Ordering::SeqCst);
+        let (context, handed) = (context.clone(), handed.clone());
+        async move {
+            let mut answer = routes::handle(request, peer, &context).await;
+            if *handed.borrow() {
+                let close = http::HeaderValue::from_static("close");
+                answer.headers_mut().insert(http::header::CONNECTION, close);
+            }
+            Ok::<_, std::convert::Infallible>(answer)
+        }
     });
     let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
         () = handed_over(flag) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+            let first = (!started.load(Ordering::SeqCst))
+                .then(|| tokio::time::timeout(FIRST_REQUEST_GRACE, connection.as_mut()));
+            match first {
+                Some(waited) => match waited.await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                },
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
         }
     };
     if let Err(error) = result {

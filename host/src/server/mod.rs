@@ -107,8 +107,9 @@ impl Server {
         Self::launch(config_path, config, Inherited::default()).await
     }
 
-    /// `serve --upgrade`: takes over the listening sockets of the instance
-    /// running with this config's upgrade socket, starts like
+    /// `serve --upgrade`: takes over the listening sockets (the admin
+    /// endpoint's included) of the instance running with this config's
+    /// upgrade socket, starts like
     /// [`Server::start`], then tells the old instance, which drains and
     /// exits. Fails (and the old instance keeps serving) when no instance
     /// answers or this one cannot start.
@@ -135,10 +136,9 @@ impl Server {
     async fn launch(
         config_path: std::path::PathBuf,
         config: Config,
-        inherited: Inherited,
+        mut inherited: Inherited,
     ) -> anyhow::Result<Server> {
         let socket = upgrade_socket(&config, &config_path);
-        let mut inherited = inherited;
         let admin_socket = admin_socket(&config, &mut inherited)?;
         let published = Arc::new(Published::default());
         let engine = PolicyEngine::new().context("creating the Wasm engine")?;
@@ -275,6 +275,13 @@ impl Server {
         let (reply, done) = oneshot::channel();
         if self.commands.send(Command::Shutdown(reply)).await.is_ok() {
             let _ = done.await;
+        }
+        // After a handover, the admin requests this instance accepted are
+        // answered before it goes (the new instance accepts the rest).
+        if *self.handed_over.borrow()
+            && let Some(admin) = &mut self.admin
+        {
+            admin.stopped().await;
         }
     }
 }
