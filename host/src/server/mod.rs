@@ -48,6 +48,11 @@ use crate::policy::PolicyEngine;
 /// after writing): enough for an in-place write to settle.
 const DEBOUNCE: Duration = Duration::from_millis(30);
 
+/// The longest a handed-over instance waits, after its drain, for the
+/// admin connections it had accepted (a client that does not read its
+/// answer cannot keep it alive).
+const ADMIN_ANSWERS: Duration = Duration::from_secs(10);
+
 /// What the control loop is asked to do.
 enum Command {
     Reload(oneshot::Sender<Result<(), String>>),
@@ -280,8 +285,14 @@ impl Server {
         // answered before it goes (the new instance accepts the rest).
         if *self.handed_over.borrow()
             && let Some(admin) = &mut self.admin
+            && tokio::time::timeout(ADMIN_ANSWERS, admin.stopped())
+                .await
+                .is_err()
         {
-            admin.stopped().await;
+            tracing::warn!(
+                ?ADMIN_ANSWERS,
+                "admin connections still open after the handover; closing them"
+            );
         }
     }
 }
