@@ -186,7 +186,10 @@ impl Signals {
                         tracing::error!(%error, "SIGHUP reload refused; the previous config keeps serving");
                     }
                 }
-                _ = self.user1.recv() => server.reopen_logs(),
+                _ = self.user1.recv() => {
+                    server.reopen_logs();
+                    tracing::info!("SIGUSR1: the access log is reopened before its next line");
+                }
                 _ = self.terminate.recv() => return tracing::info!("SIGTERM: draining"),
                 _ = self.interrupt.recv() => return tracing::info!("SIGINT: draining"),
                 () = server.handed_over() => return,

@@ -164,7 +164,9 @@ fn refusal(
     peer: SocketAddr,
 ) -> Option<Refusal> {
     let Some(token) = token else {
-        return (!peer.ip().is_loopback()).then_some(Refusal::NotLoopback);
+        // An IPv4 peer of a dual-stack (`[::]`) socket comes as
+        // `::ffff:a.b.c.d`: `::ffff:127.0.0.1` is loopback too.
+        return (!peer.ip().to_canonical().is_loopback()).then_some(Refusal::NotLoopback);
     };
     let bearer = presented
         .and_then(|value| value.to_str().ok())
@@ -311,6 +313,22 @@ mod tests {
         assert_eq!(
             refusal(token, Some(&wrong), local),
             Some(Refusal::WrongToken)
+        );
+    }
+
+    #[test]
+    fn an_ipv4_mapped_loopback_peer_is_loopback() {
+        let peer = |text: &str| text.parse::<SocketAddr>().unwrap();
+        assert_eq!(refusal(None, None, peer("[::ffff:127.0.0.1]:5")), None);
+        assert_eq!(refusal(None, None, peer("[::ffff:127.8.9.10]:5")), None);
+        assert_eq!(refusal(None, None, peer("[::1]:5")), None);
+        assert_eq!(
+            refusal(None, None, peer("[::ffff:192.0.2.7]:5")),
+            Some(Refusal::NotLoopback)
+        );
+        assert_eq!(
+            refusal(None, None, peer("[2001:db8::1]:5")),
+            Some(Refusal::NotLoopback)
         );
     }
 

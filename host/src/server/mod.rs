@@ -48,6 +48,11 @@ use crate::policy::PolicyEngine;
 /// after writing): enough for an in-place write to settle.
 const DEBOUNCE: Duration = Duration::from_millis(30);
 
+/// The longest a handed-over instance waits, after its drain, for the
+/// admin connections it had accepted (a client that does not read its
+/// answer cannot keep it alive).
+const ADMIN_ANSWERS: Duration = Duration::from_secs(10);
+
 /// What the control loop is asked to do.
 enum Command {
     Reload(oneshot::Sender<Result<(), String>>),
@@ -107,8 +112,9 @@ impl Server {
         Self::launch(config_path, config, Inherited::default()).await
     }
 
-    /// `serve --upgrade`: takes over the listening sockets of the instance
-    /// running with this config's upgrade socket, starts like
+    /// `serve --upgrade`: takes over the listening sockets (the admin
+    /// endpoint's included) of the instance running with this config's
+    /// upgrade socket, starts like
     /// [`Server::start`], then tells the old instance, which drains and
     /// exits. Fails (and the old instance keeps serving) when no instance
     /// answers or this one cannot start.
@@ -135,13 +141,10 @@ impl Server {
     async fn launch(
         config_path: std::path::PathBuf,
         config: Config,
-        inherited: Inherited,
+        mut inherited: Inherited,
     ) -> anyhow::Result<Server> {
         let socket = upgrade_socket(&config, &config_path);
-        let admin_socket = match &config.admin {
-            Some(admin) => Some(crate::admin::bind(&config.file, admin.address)?),
-            None => None,
-        };
+        let admin_socket = admin_socket(&config, &mut inherited)?;
         let published = Arc::new(Published::default());
         let engine = PolicyEngine::new().context("creating the Wasm engine")?;
         let (events, _) = broadcast::channel(1024);
@@ -171,24 +174,35 @@ impl Server {
         let lifecycle = Arc::new(Lifecycle::default());
         lifecycle.set_ready();
         let (handed_over_tx, handed_over) = tokio::sync::watch::channel(false);
-        let upgrade = match Endpoint::listen(&socket, commands.clone(), handed_over_tx) {
+        let admin_handed = admin_socket.as_ref().and_then(|(address, socket)| {
+            HandedSocket::admin(*address, socket)
+                .inspect_err(
+                    |error| tracing::error!(%error, "cannot keep the admin socket for an upgrade"),
+                )
+                .ok()
+        });
+        let upgrade = match Endpoint::listen(
+            &socket,
+            commands.clone(),
+            admin_handed,
+            handed_over_tx,
+        ) {
             Ok(endpoint) => Some(endpoint),
             Err(error) => {
                 tracing::warn!(socket = %socket.display(), %error, "cannot listen on the upgrade socket; `serve --upgrade` will not find this instance");
                 None
             }
         };
-        let admin = admin_socket.map(|socket| {
-            AdminServer::start(
-                socket,
-                AdminContext {
-                    published: Arc::clone(&published),
-                    lifecycle: Arc::clone(&lifecycle),
-                    control: Control {
-                        commands: commands.downgrade(),
-                    },
+        let admin = admin_socket.map(|(_, socket)| {
+            let context = AdminContext {
+                published: Arc::clone(&published),
+                lifecycle: Arc::clone(&lifecycle),
+                control: Control {
+                    commands: commands.downgrade(),
                 },
-            )
+            };
+            // Once handed over, the new instance alone accepts on it.
+            AdminServer::start(socket, context, handed_over.clone())
         });
         Ok(Server {
             commands,
@@ -267,6 +281,19 @@ impl Server {
         if self.commands.send(Command::Shutdown(reply)).await.is_ok() {
             let _ = done.await;
         }
+        // After a handover, the admin requests this instance accepted are
+        // answered before it goes (the new instance accepts the rest).
+        if *self.handed_over.borrow()
+            && let Some(admin) = &mut self.admin
+            && tokio::time::timeout(ADMIN_ANSWERS, admin.stopped())
+                .await
+                .is_err()
+        {
+            tracing::warn!(
+                ?ADMIN_ANSWERS,
+                "admin connections still open after the handover; closing them"
+            );
+        }
     }
 }
 
@@ -309,6 +336,35 @@ async fn control_loop(
 /// Reads and validates the config file at `path`.
 fn load(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))
+}
+
+/// The admin endpoint's socket and its configured address, when the
+/// config has `[admin]`: the previous instance's when it had the same
+/// address (`serve --upgrade`), else bound now.
+fn admin_socket(
+    config: &Config,
+    inherited: &mut Inherited,
+) -> anyhow::Result<Option<(SocketAddr, tokio::net::TcpListener)>> {
+    let Some(admin) = &config.admin else {
+        return Ok(None);
+    };
+    let taken = inherited.take_admin(admin.address).map(|socket| {
+        socket
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(socket))
+    });
+    let socket = match taken {
+        Some(Ok(socket)) => {
+            tracing::info!("admin socket taken over from the previous instance");
+            socket
+        }
+        Some(Err(error)) => {
+            tracing::warn!(%error, "cannot use the inherited admin socket; binding a new one");
+            crate::admin::bind(&config.file, admin.address)?
+        }
+        None => crate::admin::bind(&config.file, admin.address)?,
+    };
+    Ok(Some((admin.address, socket)))
 }
 
 /// `[server] upgrade_socket`, or the default for this config file.

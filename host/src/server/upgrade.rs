@@ -6,14 +6,18 @@
 //! is `[server] upgrade_socket`, default [`default_socket`]). A new
 //! instance connects ([`Takeover::connect`]) and receives one message:
 //! the text `wasmroute-upgrade 1\n`, one `NAME ADDRESS\n` line per
-//! listener (its name and the address its config asked for), a blank
-//! line, and with it the listening sockets' descriptors (`SCM_RIGHTS`, in
-//! line order). The new instance starts serving, taking over each socket
-//! whose listener has the same address in its own config (and, for port
-//! 0, the same name) and binding the rest, replaces the unix socket with
-//! its own, and writes `serving\n` ([`Takeover::confirm`]). Only then does
-//! the old instance drain and exit. Until that line arrives, the old one
-//! goes on serving: a new instance that fails to start changes nothing.
+//! listener (its name and the address its config asked for), one more
+//! line `[admin] ADDRESS` for the admin endpoint's socket when it has one
+//! (no listener name has brackets), a blank line, and with it the
+//! listening sockets' descriptors (`SCM_RIGHTS`, in line order). The new
+//! instance starts serving, taking over each socket whose listener has
+//! the same address in its own config (and, for port 0, the same name),
+//! the admin socket when its `[admin] address` is the same, and binding
+//! the rest, replaces the unix socket with its own, and writes
+//! `serving\n` ([`Takeover::confirm`]). Only then does the old instance
+//! stop accepting on the admin socket, drain and exit. Until that line
+//! arrives, the old one goes on serving: a new instance that fails to
+//! start changes nothing.
 //!
 //! Both processes accept from the same kernel queues while the handover
 //! lasts, so a connection is always accepted by one of them. Only a peer
@@ -47,6 +51,9 @@ const SERVING: &[u8] = b"serving\n";
 const MAX_SOCKETS: usize = 200;
 /// The longest a handover message may be.
 const MAX_MESSAGE: usize = 64 * 1024;
+/// The name of the admin endpoint's socket in a handover message: not a
+/// valid listener name (`[A-Za-z0-9_.-]`), so it cannot clash with one.
+pub const ADMIN_SOCKET: &str = "[admin]";
 /// How long either side waits for the other during a handover (the new
 /// instance compiles its policies between receiving and confirming).
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -63,6 +70,26 @@ pub struct HandedSocket {
     pub fd: OwnedFd,
 }
 
+impl HandedSocket {
+    /// The admin endpoint's socket, bound for `[admin] address`.
+    pub fn admin(address: SocketAddr, socket: &tokio::net::TcpListener) -> io::Result<Self> {
+        Ok(HandedSocket {
+            name: ADMIN_SOCKET.to_owned(),
+            address,
+            fd: socket.as_fd().try_clone_to_owned()?,
+        })
+    }
+
+    /// Another descriptor of the same socket.
+    fn duplicate(&self) -> io::Result<HandedSocket> {
+        Ok(HandedSocket {
+            name: self.name.clone(),
+            address: self.address,
+            fd: self.fd.try_clone()?,
+        })
+    }
+}
+
 /// Sockets received from the previous instance, taken by the listeners
 /// of the new config that match them; the rest are closed when dropped.
 #[derive(Debug, Default)]
@@ -73,10 +100,27 @@ pub struct Inherited {
 impl Inherited {
     /// The inherited socket for a listener called `name` on `address`:
     /// the same configured address, and for port 0 also the same name.
+    /// Never the admin socket.
     pub fn take(&mut self, name: &str, address: SocketAddr) -> Option<std::net::TcpListener> {
-        let index = self.sockets.iter().position(|socket| {
-            socket.address == address && (address.port() != 0 || socket.name == name)
-        })?;
+        self.take_where(|socket| {
+            socket.name != ADMIN_SOCKET
+                && socket.address == address
+                && (address.port() != 0 || socket.name == name)
+        })
+    }
+
+    /// The inherited admin endpoint's socket, when the previous instance's
+    /// `[admin] address` was `address` too (port 0 included: there is one
+    /// admin socket).
+    pub fn take_admin(&mut self, address: SocketAddr) -> Option<std::net::TcpListener> {
+        self.take_where(|socket| socket.name == ADMIN_SOCKET && socket.address == address)
+    }
+
+    fn take_where(
+        &mut self,
+        matches: impl Fn(&HandedSocket) -> bool,
+    ) -> Option<std::net::TcpListener> {
+        let index = self.sockets.iter().position(matches)?;
         let socket = self.sockets.swap_remove(index);
         Some(std::net::TcpListener::from(socket.fd))
     }
@@ -117,11 +161,13 @@ pub(super) struct Endpoint {
 
 impl Endpoint {
     /// Listens on `path` (replacing a stale socket file), readable and
-    /// writable by this user only. `handed_over` turns true once a new
-    /// instance confirmed it serves.
+    /// writable by this user only. A new instance gets the listeners'
+    /// sockets and `admin`'s. `handed_over` turns true once it confirmed
+    /// it serves.
     pub(super) fn listen(
         path: &Path,
         commands: mpsc::Sender<Command>,
+        admin: Option<HandedSocket>,
         handed_over: watch::Sender<bool>,
     ) -> io::Result<Endpoint> {
         match std::fs::remove_file(path) {
@@ -132,7 +178,8 @@ impl Endpoint {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         let metadata = std::fs::metadata(path)?;
         let owner = metadata.uid();
-        let task = tokio::spawn(accept_loop(listener, owner, commands, handed_over));
+        let ours = Ours { commands, admin };
+        let task = tokio::spawn(accept_loop(listener, owner, ours, handed_over));
         tracing::info!(socket = %path.display(), "upgrade socket listening");
         Ok(Endpoint {
             path: path.to_path_buf(),
@@ -152,10 +199,37 @@ impl Drop for Endpoint {
     }
 }
 
+/// Where the running instance's sockets come from: the listeners' from
+/// the control loop (they change with reloads), the admin one's as bound
+/// at start.
+struct Ours {
+    commands: mpsc::Sender<Command>,
+    admin: Option<HandedSocket>,
+}
+
+impl Ours {
+    /// Every socket to hand over now, the admin one last.
+    async fn sockets(&self) -> anyhow::Result<Vec<HandedSocket>> {
+        let (reply, sockets) = oneshot::channel();
+        self.commands
+            .send(Command::Sockets(reply))
+            .await
+            .context("the server has stopped")?;
+        let mut sockets = sockets.await.context("the server has stopped")?;
+        if let Some(admin) = &self.admin {
+            match admin.duplicate() {
+                Ok(socket) => sockets.push(socket),
+                Err(error) => tracing::error!(%error, "cannot hand over the admin socket"),
+            }
+        }
+        Ok(sockets)
+    }
+}
+
 async fn accept_loop(
     listener: tokio::net::UnixListener,
     owner: u32,
-    commands: mpsc::Sender<Command>,
+    ours: Ours,
     handed_over: watch::Sender<bool>,
 ) {
     loop {
@@ -167,7 +241,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        match hand_over(stream, owner, &commands).await {
+        match hand_over(stream, owner, &ours).await {
             Ok(pid) => {
                 tracing::info!(pid, "upgrade: the new instance is serving; draining");
                 handed_over.send_replace(true);
@@ -182,11 +256,7 @@ async fn accept_loop(
 
 /// Sends this instance's listening sockets to the peer and waits for it
 /// to serve; returns its pid.
-async fn hand_over(
-    stream: tokio::net::UnixStream,
-    owner: u32,
-    commands: &mpsc::Sender<Command>,
-) -> anyhow::Result<i32> {
+async fn hand_over(stream: tokio::net::UnixStream, owner: u32, ours: &Ours) -> anyhow::Result<i32> {
     let stream = stream.into_std()?;
     stream.set_nonblocking(false)?;
     let peer = rustix::net::sockopt::socket_peercred(&stream)?;
@@ -195,13 +265,8 @@ async fn hand_over(
         uid == owner,
         "pid {pid} runs as uid {uid}, the socket belongs to uid {owner}"
     );
-    let (reply, sockets) = oneshot::channel();
-    commands
-        .send(Command::Sockets(reply))
-        .await
-        .context("the server has stopped")?;
-    let sockets = sockets.await.context("the server has stopped")?;
-    tracing::info!(pid, listeners = sockets.len(), "upgrade: handing over");
+    let sockets = ours.sockets().await?;
+    tracing::info!(pid, sockets = sockets.len(), "upgrade: handing over");
     tokio::task::spawn_blocking(move || send_and_await(&stream, &sockets))
         .await
         .context("the handover panicked")??;
@@ -408,6 +473,50 @@ mod tests {
         };
         assert!(inherited.take("new-name", address).is_some());
         assert!(inherited.is_empty());
+    }
+
+    /// The admin socket crosses with the listeners' and is told apart
+    /// from them, port 0 included: a listener never takes it, and the
+    /// admin endpoint takes it only for the same configured address.
+    #[test]
+    fn the_admin_socket_is_matched_apart_from_the_listeners() {
+        let asked: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let admin = std::net::TcpListener::bind(asked).unwrap();
+        let admin_bound = admin.local_addr().unwrap();
+        admin.set_nonblocking(true).unwrap();
+        let admin = tokio::net::TcpListener::from_std(admin).unwrap();
+        let listener = std::net::TcpListener::bind(asked).unwrap();
+        let handed = vec![
+            HandedSocket {
+                name: "edge".into(),
+                address: asked,
+                fd: OwnedFd::from(listener),
+            },
+            HandedSocket::admin(asked, &admin).unwrap(),
+        ];
+        let (old, new) = UnixStream::pair().unwrap();
+        let sender = std::thread::spawn(move || send_and_await(&old, &handed));
+        let (text, fds) = receive(&new).unwrap();
+        assert!(text.contains("\n[admin] 127.0.0.1:0\n"), "{text}");
+        let mut inherited = parse_message(&text, fds).unwrap();
+        assert!(inherited.take(ADMIN_SOCKET, asked).is_none());
+        assert!(
+            inherited
+                .take_admin("127.0.0.1:9".parse().unwrap())
+                .is_none()
+        );
+        let taken = inherited.take_admin(asked).expect("the admin socket");
+        assert_eq!(taken.local_addr().unwrap(), admin_bound);
+        let edge = inherited.take("edge", asked).expect("edge's socket");
+        assert_ne!(edge.local_addr().unwrap(), admin_bound);
+        assert!(inherited.is_empty());
+        (&new).write_all(SERVING).unwrap();
+        sender.join().unwrap().unwrap();
     }
 
     #[test]

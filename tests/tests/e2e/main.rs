@@ -4,6 +4,7 @@
 
 mod access_log;
 mod admin;
+mod admin_peers;
 mod balancing;
 mod balancing_affinity;
 mod balancing_health;
