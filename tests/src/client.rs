@@ -212,6 +212,21 @@ pub async fn raw_exchange(
     Ok(RawReply { bytes, closed })
 }
 
+/// Reads a response the proxy is expected to cut off until the
+/// connection ends (closed or reset); the bytes that came. Panics when
+/// nothing arrives for [`STEP`] while the connection stays open.
+pub async fn read_until_cut(stream: &mut TcpStream) -> usize {
+    let mut received = 0usize;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(STEP, stream.read(&mut chunk)).await {
+            Ok(Ok(0) | Err(_)) => return received,
+            Ok(Ok(n)) => received += n,
+            Err(_) => panic!("the proxy kept the stalled connection open"),
+        }
+    }
+}
+
 /// Reads one response with a `Content-Length` (or none, for HEAD:
 /// `head_only`) from a raw keep-alive connection: its head and body, each
 /// read bounded by [`STEP`]. The bytes after it stay in `buffer`.

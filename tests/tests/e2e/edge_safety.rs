@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wasmroute::ServerEvent;
 use wasmroute::health::HealthChange;
-use wasmroute_e2e::client::{empty, raw_exchange, read_response};
+use wasmroute_e2e::client::{empty, raw_exchange, read_response, read_until_cut};
 use wasmroute_e2e::scripted::Scripted;
 use wasmroute_e2e::{
     Backend, Client, ConfigBuilder, ListenerSpec, PoolSpec, ProxyFixture, STEP, bundled,
@@ -274,15 +274,7 @@ async fn a_client_that_stops_reading_is_closed_after_send_timeout() {
     // The stall is the stimulus: the client reads nothing for well over
     // the send timeout, while the socket buffers fill.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let mut received = 0usize;
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        match tokio::time::timeout(STEP, stream.read(&mut chunk)).await {
-            Ok(Ok(0) | Err(_)) => break,
-            Ok(Ok(n)) => received += n,
-            Err(_) => panic!("the proxy kept the stalled connection open"),
-        }
-    }
+    let received = read_until_cut(&mut stream).await;
     assert!(
         received < TOTAL,
         "the response was cut: {received} of {TOTAL} bytes"

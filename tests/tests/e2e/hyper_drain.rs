@@ -63,6 +63,21 @@ async fn read_to_close(stream: &mut TcpStream) -> usize {
     rest.len()
 }
 
+/// Reads the backend's response, starting with `status_line`, which
+/// must say `Connection: close` and be the connection's last.
+async fn expect_last_response(stream: &mut TcpStream, status_line: &str) {
+    let mut buffer = Vec::new();
+    let (head, body) = read_response(stream, &mut buffer, false).await;
+    assert!(head.starts_with(status_line), "{head}");
+    assert_eq!(
+        header(&head, "connection").as_deref(),
+        Some("close"),
+        "{head}"
+    );
+    assert_eq!(body, "web");
+    assert_eq!(read_to_close(stream).await, 0);
+}
+
 /// Sends `request` on `stream` and reads its response (head, body).
 async fn exchange(stream: &mut TcpStream, request: &str) -> (String, String) {
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -121,16 +136,7 @@ async fn an_http10_keep_alive_response_in_flight_at_a_drain_says_close() {
         .await
         .unwrap();
     let shutdown = drain_after(fx, &backend, 1).await;
-    let mut buffer = Vec::new();
-    let (head, body) = read_response(&mut stream, &mut buffer, false).await;
-    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
-    assert_eq!(
-        header(&head, "connection").as_deref(),
-        Some("close"),
-        "{head}"
-    );
-    assert_eq!(body, "web");
-    assert_eq!(read_to_close(&mut stream).await, 0);
+    expect_last_response(&mut stream, "HTTP/1.0 200").await;
     shutdown.await.unwrap().unwrap();
 }
 
@@ -145,16 +151,7 @@ async fn an_http11_response_hyper_serves_in_flight_at_a_drain_says_close() {
         .unwrap();
     // `OPTIONS *` was the backend's first request.
     let shutdown = drain_after(fx, &backend, 2).await;
-    let mut buffer = Vec::new();
-    let (head, body) = read_response(&mut stream, &mut buffer, false).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert_eq!(
-        header(&head, "connection").as_deref(),
-        Some("close"),
-        "{head}"
-    );
-    assert_eq!(body, "web");
-    assert_eq!(read_to_close(&mut stream).await, 0);
+    expect_last_response(&mut stream, "HTTP/1.1 200").await;
     shutdown.await.unwrap().unwrap();
 }
 

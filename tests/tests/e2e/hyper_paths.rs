@@ -11,12 +11,12 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body::Frame;
 use http_body_util::StreamBody;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use wasmroute::ServerEvent;
 use wasmroute::health::HealthChange;
-use wasmroute_e2e::client::boxed;
+use wasmroute_e2e::client::{boxed, read_until_cut};
 use wasmroute_e2e::{
     Backend, BoxError, Client, ConfigBuilder, ListenerSpec, PoolSpec, ProxyFixture, STEP, bundled,
     eventually,
@@ -281,15 +281,7 @@ async fn an_http10_client_that_stops_reading_is_cut_after_send_timeout() {
         closed,
         "the upstream connection of the stalled response is closed"
     );
-    let mut received = 0usize;
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        match tokio::time::timeout(STEP, stream.read(&mut chunk)).await {
-            Ok(Ok(0) | Err(_)) => break,
-            Ok(Ok(n)) => received += n,
-            Err(_) => panic!("the proxy kept the stalled connection open"),
-        }
-    }
+    let received = read_until_cut(&mut stream).await;
     assert!(
         received < TOTAL,
         "the response was cut: {received} of {TOTAL} bytes"
