@@ -105,50 +105,31 @@ fn requests(out: &mut Exposition, states: &States) {
 }
 
 fn policies(out: &mut Exposition, states: &States) {
+    let name = "wasmroute_policy_decisions_total";
     out.family(
-        "wasmroute_policy_decisions_total",
+        name,
         Kind::Counter,
         "Calls of the policy's decide, by listener and policy.",
     );
-    for (listener, state) in states {
-        let m = &state.metrics;
-        let labels = [
-            ("listener", listener.as_str()),
-            ("policy", m.policy.as_str()),
-        ];
-        out.sample(
-            "wasmroute_policy_decisions_total",
-            &labels,
-            m.decisions.duration.count(),
-        );
-    }
+    each_policy(states, |labels, m| {
+        out.sample(name, &labels, m.decisions.duration.count());
+    });
     let name = "wasmroute_policy_decision_seconds";
     out.family(name, Kind::Histogram, "Time of one policy decision.");
-    for (listener, state) in states {
-        let m = &state.metrics;
-        let labels = [
-            ("listener", listener.as_str()),
-            ("policy", m.policy.as_str()),
-        ];
+    each_policy(states, |labels, m| {
         out.histogram(name, &labels, &m.decisions.duration.snapshot());
-    }
+    });
     let name = "wasmroute_policy_errors_total";
     out.family(
         name,
         Kind::Counter,
         "Failed decisions by kind: trap, timeout, invalid, tripped.",
     );
-    for (listener, state) in states {
-        let m = &state.metrics;
+    each_policy(states, |[listener, policy], m| {
         for (kind, count) in DECISION_ERROR_KINDS.iter().zip(m.decisions.errors()) {
-            let labels = [
-                ("listener", listener.as_str()),
-                ("policy", m.policy.as_str()),
-                ("kind", kind),
-            ];
-            out.sample(name, &labels, count);
+            out.sample(name, &[listener, policy, ("kind", kind)], count);
         }
-    }
+    });
     let name = "wasmroute_policy_info";
     out.family(
         name,
@@ -250,6 +231,18 @@ fn backends(out: &mut Exposition, snapshot: &Snapshot) {
 }
 
 /// Calls `each` with every backend of `pools` (pool name, address text).
+/// Calls `each` with the `listener` and `policy` labels of every listener
+/// and its metrics.
+fn each_policy(
+    states: &States,
+    mut each: impl FnMut([(&str, &str); 2], &crate::http::metrics::ListenerMetrics),
+) {
+    for (listener, state) in states {
+        let m = &state.metrics;
+        each([("listener", listener), ("policy", &m.policy)], m);
+    }
+}
+
 fn each_backend(
     pools: &[Arc<BackendPool>],
     mut each: impl FnMut(&str, &str, &crate::pool::Backend),
