@@ -81,15 +81,14 @@ pub enum After {
     Close,
 }
 
-/// Where the next request comes from.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "moved once per request; boxing would allocate per request"
-)]
-enum Next {
-    Request(RequestHead),
+/// Why a connection leaves the fast path instead of reading its next
+/// request.
+enum Ending {
+    /// A request the fast codec does not serve: hyper takes over.
     Handoff,
+    /// A request head refused with this status.
     Invalid(StatusCode, &'static str),
+    /// The client closed, timed out, or a drain closed it while idle.
     Closed,
 }
 
@@ -135,8 +134,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientConnection<IO> {
         let mut fresh = true;
         loop {
             let head = match self.next_request(&mut drain, fresh).await {
-                Next::Request(head) => head,
-                other => return Box::pin(self.end(other, listener, shared, &builder, drain)).await,
+                Ok(head) => head,
+                Err(ending) => {
+                    return Box::pin(self.end(ending, listener, shared, &builder, drain)).await;
+                }
             };
             fresh = false;
             // Boxed: an idle connection's task keeps only what waiting for
@@ -154,24 +155,24 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientConnection<IO> {
     /// caller, once per connection: none of this weighs on an idle task).
     async fn end(
         mut self,
-        next: Next,
+        ending: Ending,
         listener: Arc<ListenerHandle>,
         shared: Arc<ProxyShared>,
         builder: &auto::Builder<TokioExecutor>,
         drain: Drain,
     ) {
-        match next {
-            Next::Handoff => {
+        match ending {
+            Ending::Handoff => {
                 let ClientConnection { io, conn, bufs, .. } = self;
                 let io = super::rewind::Rewind::new(bufs.input.freeze(), io);
                 super::serve_with_hyper(io, conn, listener, shared, builder, drain).await;
             }
-            Next::Invalid(status, reason) => {
+            Ending::Invalid(status, reason) => {
                 tracing::debug!(peer = %self.conn.peer, %status, reason, "request refused");
                 let _ = self.write_local(refused(status, reason), false, true).await;
                 let _ = self.io.shutdown().await;
             }
-            Next::Request(_) | Next::Closed => {}
+            Ending::Closed => {}
         }
     }
 }
@@ -183,7 +184,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
     /// idle: its client has connected to send a request, so a drain gives
     /// it [`FIRST_REQUEST_GRACE`] to start sending one (it is answered
     /// with `connection: close`).
-    async fn next_request(&mut self, drain: &mut Drain, fresh: bool) -> Next {
+    async fn next_request(
+        &mut self,
+        drain: &mut Drain,
+        fresh: bool,
+    ) -> Result<RequestHead, Ending> {
         let now = tokio::time::Instant::now();
         let mut deadline = now + HEADER_READ_TIMEOUT;
         if fresh && drain.draining() {
@@ -196,14 +201,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
         loop {
             let bufs = &mut self.bufs;
             match request::parse(&mut bufs.input, &mut bufs.scratch) {
-                Parsed::Ready(head) => return Next::Request(head),
-                Parsed::Handoff => return Next::Handoff,
-                Parsed::Invalid(status, reason) => return Next::Invalid(status, reason),
+                Parsed::Ready(head) => return Ok(head),
+                Parsed::Handoff => return Err(Ending::Handoff),
+                Parsed::Invalid(status, reason) => return Err(Ending::Invalid(status, reason)),
                 Parsed::Partial => {}
             }
             let idle = bufs.input.is_empty();
             if idle && !fresh && drain.draining() {
-                return Next::Closed;
+                return Err(Ending::Closed);
             }
             if idle {
                 // Nothing to hold on to: the buffers go back to the pool.
@@ -216,11 +221,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
                 read = read_some(&mut self.io, bufs, idle) => read,
                 () = self.timer.as_mut() => {
                     tracing::debug!(peer = %self.conn.peer, "request head timeout");
-                    return Next::Closed;
+                    return Err(Ending::Closed);
                 }
                 () = drain.started(), if idle && watch_drain => {
                     if !fresh {
-                        return Next::Closed;
+                        return Err(Ending::Closed);
                     }
                     watch_drain = false;
                     let grace = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
@@ -229,7 +234,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
                 }
             };
             match read {
-                Ok(0) | Err(_) => return Next::Closed,
+                Ok(0) | Err(_) => return Err(Ending::Closed),
                 Ok(_) => {}
             }
         }
