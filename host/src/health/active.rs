@@ -2,7 +2,8 @@
 //! `[pools.health]`, probing it every `interval` (plus jitter) and moving
 //! it up or down through the rise/fall state machine ([`RiseFall`]).
 //!
-//! A probe is either a TCP connect (no `path`) or an HTTP/1.1 `GET path`
+//! A probe is a TCP connect (no `path`), a send/expect script
+//! (`steps`: [`super::script`]) or an HTTP/1.1 `GET path`
 //! on a fresh connection (`Host: <backend address>`, `Connection: close`,
 //! `User-Agent: wasmroute-health`) that passes when the status is within
 //! `expect_status` and, with `expect_body`, the first 64 KiB of the body
@@ -18,6 +19,7 @@
 //! again, so one lucky probe of a flapping backend is not enough (and
 //! `rise = 1` behaves like Envoy).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,10 +29,11 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::HealthChange;
+use super::{HealthChange, script};
 use crate::config::HealthConfig;
 use crate::pool::outlier::Outlier;
 use crate::pool::{Backend, now_ms};
+use crate::upstream::MaybeTls;
 
 /// How much of a check response body is searched for `expect_body`.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -200,20 +203,24 @@ fn end_ejection(
 }
 
 /// One probe; Err is why it failed. A TCP check only connects; an HTTP
-/// check speaks to the backend as requests do (over TLS for a pool with
-/// `[pools.tls]`).
+/// check and a `steps` script speak to the backend as requests do (over
+/// TLS for a pool with `[pools.tls]`), on `port` when set.
 async fn probe(backend: &Backend, config: &HealthConfig) -> Result<(), String> {
+    let target = match config.port {
+        Some(port) => SocketAddr::new(backend.address.ip(), port),
+        None => backend.address,
+    };
+    if !config.steps.is_empty() {
+        let mut stream = open(backend, target).await?;
+        return script::run(&mut stream, &config.steps).await;
+    }
     let Some(path) = &config.path else {
-        return TcpStream::connect(backend.address)
+        return TcpStream::connect(target)
             .await
             .map(drop)
             .map_err(|e| format!("connect: {e}"));
     };
-    let stream = backend
-        .conns
-        .open()
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let stream = open(backend, target).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
@@ -248,6 +255,19 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<(), String> {
     }
     drop(driver);
     Ok(())
+}
+
+/// A connection to `target` (the backend's address or its check port),
+/// over TLS when the backend's pool speaks it.
+async fn open(backend: &Backend, target: SocketAddr) -> Result<MaybeTls, String> {
+    let tcp = TcpStream::connect(target)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| format!("connect: {e}"))?;
+    match &backend.conns.tls {
+        None => Ok(MaybeTls::Plain(tcp)),
+        Some(tls) => tls.connect(tcp).await.map_err(|e| format!("TLS: {e}")),
+    }
 }
 
 /// The first [`BODY_LIMIT`] bytes of a body.

@@ -21,6 +21,7 @@
 //! The full reference, with the state machine, is `docs/config.md`.
 
 pub mod active;
+mod script;
 pub use crate::pool::outlier as passive;
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ fn checks(path: Option<&str>) -> HealthConfig {
         expect_status: (200, 399),
         expect_body: None,
         jitter: Duration::ZERO,
+        steps: Vec::new(),
+        port: None,
     }
 }
 
