@@ -11,6 +11,11 @@
 //! `timeout`. An HTTP probe's response may carry the pool's load header;
 //! it updates the backend's utilization like a proxied response does.
 //!
+//! With `on_down = "close-connections"`, marking a backend down raises its
+//! cut signal (`crate::pool::cut`), and while it is down every check closes
+//! its idle pooled connections (also those that exchanges in flight at the
+//! cut gave back since).
+//!
 //! The checker also ends a passive ejection early: `rise` passing checks
 //! in a row, each run entirely while the backend was ejected, let it back
 //! in long before its ejection time is over ([`ReturnStreak`]). Envoy does
@@ -30,7 +35,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::{HealthChange, script};
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, OnDown};
 use crate::pool::outlier::Outlier;
 use crate::pool::{Backend, now_ms};
 use crate::upstream::MaybeTls;
@@ -124,6 +129,7 @@ pub(super) async fn check_backend(
     outlier: Arc<Outlier>,
     config: Arc<HealthConfig>,
     pool: String,
+    on_down: OnDown,
 ) {
     let mut rng = Jitter::new(backend.stable_id);
     tokio::time::sleep(rng.below(config.jitter)).await;
@@ -156,9 +162,16 @@ pub(super) async fn check_backend(
                     config.fall
                 );
                 tracing::warn!(%pool, backend = %backend.address, %reason, "backend down");
+                if on_down == OnDown::CloseConnections {
+                    stats.cut.raise();
+                }
                 outlier.announce(backend.address, HealthChange::Down, reason);
             }
             None => {}
+        }
+        if on_down == OnDown::CloseConnections && !machine.is_up() {
+            // Also those that exchanges in flight at the cut gave back.
+            backend.conns.close_idle();
         }
         // The active state may have been changed by the previous config's
         // checker during a reload; this one's machine is the authority now.

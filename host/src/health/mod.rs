@@ -74,6 +74,7 @@ impl HealthTasks {
                             Arc::clone(&pool.outlier),
                             Arc::clone(&health),
                             pool.name.clone(),
+                            pool_config.on_down,
                         ));
                     }
                 }

@@ -6,6 +6,7 @@
 //! whose address is unchanged carry their stats over, so a reload does not
 //! reset least-connections or latency state.
 
+pub mod cut;
 pub mod outlier;
 mod signals;
 
@@ -54,6 +55,8 @@ pub struct BackendStats {
     pub checks_passed: Counter,
     /// Active health checks that failed.
     pub checks_failed: Counter,
+    /// Raised to close the connections to the backend (`on_down`).
+    pub cut: cut::CutSignal,
 }
 
 impl Default for BackendStats {
@@ -72,6 +75,7 @@ impl Default for BackendStats {
             ejections: Counter::default(),
             checks_passed: Counter::default(),
             checks_failed: Counter::default(),
+            cut: cut::CutSignal::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::StatusCode;
+use http_body_util::BodyExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -169,5 +170,89 @@ async fn a_check_on_a_side_port_decides_a_backend_that_serves() {
         web.health_checks(),
         0,
         "no check went to the backend's own port"
+    );
+}
+
+/// A pool of `web` checked on the side port of `rest_api` (so the checks
+/// add no connection of their own to `web`), with `on_down`.
+fn side_checked(web: &Backend, rest_api: &Backend, on_down: &str) -> PoolSpec {
+    PoolSpec::new("web", &[web]).extra(&format!(
+        "on_down = \"{on_down}\"\n[pools.health]\npath = \"/\"\nport = {}\n\
+         interval = \"20ms\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n",
+        rest_api.addr().port()
+    ))
+}
+
+/// Starts a response of `bytes` from `web` over HTTP/2 (hyper's codec and
+/// client), read no further than its head, and waits for `web` to hold
+/// one connection from the proxy.
+async fn hold_a_download(
+    fx: &ProxyFixture,
+    web: &Backend,
+) -> http::Response<hyper::body::Incoming> {
+    let request = http::Request::get(fx.url("edge", "/download?bytes=67108864"))
+        .body(wasmroute_e2e::client::empty())
+        .unwrap();
+    let response = Client::http2().send(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(eventually(WAIT, || web.open_connections() == 1).await);
+    response
+}
+
+#[tokio::test]
+async fn close_connections_closes_pooled_connections_when_marked_down() {
+    let web = Backend::start("web").await.unwrap();
+    let rest_api = Backend::start("rest-api").await.unwrap();
+    let mut fx = proxy(side_checked(&web, &rest_api, "close-connections")).await;
+    let reply = Client::http1().get(&fx.url("edge", "/")).await.unwrap();
+    assert_eq!(reply.body, "web");
+    assert!(
+        eventually(WAIT, || web.open_connections() == 1).await,
+        "the fast codec keeps its upstream connection"
+    );
+    rest_api.set_status(Some(StatusCode::SERVICE_UNAVAILABLE));
+    await_change(&mut fx, web.addr(), HealthChange::Down).await;
+    assert!(
+        eventually(WAIT, || web.open_connections() == 0).await,
+        "the pooled connection was closed"
+    );
+}
+
+#[tokio::test]
+async fn close_connections_cuts_a_response_in_flight_when_marked_down() {
+    let web = Backend::start("web").await.unwrap();
+    let rest_api = Backend::start("rest-api").await.unwrap();
+    let mut fx = proxy(side_checked(&web, &rest_api, "close-connections")).await;
+    let response = hold_a_download(&fx, &web).await;
+    rest_api.set_status(Some(StatusCode::SERVICE_UNAVAILABLE));
+    await_change(&mut fx, web.addr(), HealthChange::Down).await;
+    assert!(
+        eventually(WAIT, || web.open_connections() == 0).await,
+        "the upstream connection carrying the response was closed"
+    );
+    let body = tokio::time::timeout(WAIT, response.into_body().collect()).await;
+    assert!(
+        matches!(body, Ok(Err(_))),
+        "the client's response ends in an error, not complete"
+    );
+}
+
+#[tokio::test]
+async fn keep_leaves_connections_open_when_marked_down() {
+    let web = Backend::start("web").await.unwrap();
+    let rest_api = Backend::start("rest-api").await.unwrap();
+    let mut fx = proxy(side_checked(&web, &rest_api, "keep")).await;
+    let _response = hold_a_download(&fx, &web).await;
+    let reply = Client::http1().get(&fx.url("edge", "/")).await.unwrap();
+    assert_eq!(reply.body, "web");
+    assert!(eventually(WAIT, || web.open_connections() == 2).await);
+    rest_api.set_status(Some(StatusCode::SERVICE_UNAVAILABLE));
+    await_change(&mut fx, web.addr(), HealthChange::Down).await;
+    let checks = rest_api.health_checks();
+    assert!(eventually(WAIT, || rest_api.health_checks() >= checks + 3).await);
+    assert_eq!(
+        web.open_connections(),
+        2,
+        "three checks after the down, the pooled and the busy connection are still open"
     );
 }
