@@ -70,6 +70,15 @@ impl CutWatch {
     }
 }
 
+/// [`CutWatch::cut`] of `watch`, or never without one (a backend whose
+/// pool keeps connections on down takes no watch).
+pub async fn cut_or_never(watch: Option<&mut CutWatch>) {
+    match watch {
+        Some(watch) => watch.cut().await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

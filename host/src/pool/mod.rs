@@ -18,7 +18,7 @@ use std::time::Duration;
 use http::HeaderName;
 use http::uri::Authority;
 
-use crate::config::{BackendConfig, PoolConfig, UpstreamConfig};
+use crate::config::{BackendConfig, OnDown, PoolConfig, UpstreamConfig};
 use crate::metrics::{Counter, Histogram, REQUEST_BUCKETS};
 use crate::upstream::tls::UpstreamTlsPlan;
 use crate::upstream::{Connections, IDLE_TIMEOUT};
@@ -165,6 +165,9 @@ pub struct Backend {
     /// Its connections: idle ones of each kind, and how to open one
     /// (plain, or TLS for a pool with `[pools.tls]`).
     pub conns: Connections,
+    /// `on_down = "close-connections"`: exchanges with it watch its cut
+    /// signal (`stats.cut`).
+    pub close_on_down: bool,
 }
 
 impl Backend {
@@ -187,6 +190,7 @@ impl Backend {
             upstream: pool.upstream,
             outlier,
             conns: Connections::new(config.address, tls.for_address(config.address)),
+            close_on_down: pool.on_down == OnDown::CloseConnections,
         }
     }
 

@@ -183,20 +183,31 @@ fn side_checked(web: &Backend, rest_api: &Backend, on_down: &str) -> PoolSpec {
     ))
 }
 
-/// Starts a response of `bytes` from `web` over HTTP/2 (hyper's codec and
-/// client), read no further than its head, and waits for `web` to hold
-/// one connection from the proxy.
+/// Starts a large response from `web` on `client` (HTTP/1.1: the fast
+/// codec; HTTP/2: hyper's codec and client), read no further than its
+/// head, and waits for `web` to hold `open` connections from the proxy.
 async fn hold_a_download(
     fx: &ProxyFixture,
+    client: &Client,
     web: &Backend,
+    open: u64,
 ) -> http::Response<hyper::body::Incoming> {
     let request = http::Request::get(fx.url("edge", "/download?bytes=67108864"))
         .body(wasmroute_e2e::client::empty())
         .unwrap();
-    let response = Client::http2().send(request).await.unwrap();
+    let response = client.send(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(eventually(WAIT, || web.open_connections() == 1).await);
+    assert!(eventually(WAIT, || web.open_connections() == open).await);
     response
+}
+
+/// Asserts that `response`'s body ends in an error (cut, not complete).
+async fn assert_cut(response: http::Response<hyper::body::Incoming>, what: &str) {
+    let body = tokio::time::timeout(WAIT, response.into_body().collect()).await;
+    assert!(
+        matches!(body, Ok(Err(_))),
+        "{what}: the response must end cut"
+    );
 }
 
 #[tokio::test]
@@ -219,22 +230,20 @@ async fn close_connections_closes_pooled_connections_when_marked_down() {
 }
 
 #[tokio::test]
-async fn close_connections_cuts_a_response_in_flight_when_marked_down() {
+async fn close_connections_cuts_responses_in_flight_when_marked_down() {
     let web = Backend::start("web").await.unwrap();
     let rest_api = Backend::start("rest-api").await.unwrap();
     let mut fx = proxy(side_checked(&web, &rest_api, "close-connections")).await;
-    let response = hold_a_download(&fx, &web).await;
+    let fast = hold_a_download(&fx, &Client::http1(), &web, 1).await;
+    let hyper = hold_a_download(&fx, &Client::http2(), &web, 2).await;
     rest_api.set_status(Some(StatusCode::SERVICE_UNAVAILABLE));
     await_change(&mut fx, web.addr(), HealthChange::Down).await;
     assert!(
         eventually(WAIT, || web.open_connections() == 0).await,
-        "the upstream connection carrying the response was closed"
+        "the upstream connections carrying the responses were closed"
     );
-    let body = tokio::time::timeout(WAIT, response.into_body().collect()).await;
-    assert!(
-        matches!(body, Ok(Err(_))),
-        "the client's response ends in an error, not complete"
-    );
+    assert_cut(fast, "HTTP/1.1 (fast codec)").await;
+    assert_cut(hyper, "HTTP/2 (hyper)").await;
 }
 
 #[tokio::test]
@@ -242,17 +251,18 @@ async fn keep_leaves_connections_open_when_marked_down() {
     let web = Backend::start("web").await.unwrap();
     let rest_api = Backend::start("rest-api").await.unwrap();
     let mut fx = proxy(side_checked(&web, &rest_api, "keep")).await;
-    let _response = hold_a_download(&fx, &web).await;
+    let _fast = hold_a_download(&fx, &Client::http1(), &web, 1).await;
+    let _hyper = hold_a_download(&fx, &Client::http2(), &web, 2).await;
     let reply = Client::http1().get(&fx.url("edge", "/")).await.unwrap();
     assert_eq!(reply.body, "web");
-    assert!(eventually(WAIT, || web.open_connections() == 2).await);
+    assert!(eventually(WAIT, || web.open_connections() == 3).await);
     rest_api.set_status(Some(StatusCode::SERVICE_UNAVAILABLE));
     await_change(&mut fx, web.addr(), HealthChange::Down).await;
     let checks = rest_api.health_checks();
     assert!(eventually(WAIT, || rest_api.health_checks() >= checks + 3).await);
     assert_eq!(
         web.open_connections(),
-        2,
-        "three checks after the down, the pooled and the busy connection are still open"
+        3,
+        "three checks after the down, the two busy and the pooled connection are still open"
     );
 }
