@@ -99,7 +99,7 @@ async fn connect(backend: &Backend) -> Result<Connection, AttemptError> {
     let address = backend.address;
     let state = Arc::new(ConnectionState::default());
     let watch = Arc::clone(&state);
-    let mut cut = backend.stats.cut.watch();
+    let mut cut = backend.close_on_down.then(|| backend.stats.cut.watch());
     tokio::spawn(async move {
         tokio::select! {
             ended = driver.with_upgrades() => if let Err(error) = ended {
@@ -110,7 +110,7 @@ async fn connect(backend: &Backend) -> Result<Connection, AttemptError> {
                 tracing::debug!(backend = %address, "client stopped reading the response: send timeout, upstream connection closed");
             }
             // on_down = "close-connections": the backend was marked down.
-            () = cut.cut() => {
+            () = crate::pool::cut::cut_or_never(cut.as_mut()) => {
                 tracing::debug!(backend = %address, "backend marked down: upstream connection closed");
             }
         }
