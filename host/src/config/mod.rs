@@ -112,9 +112,10 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    AccessLogConfig, AdminConfig, BackendConfig, CertificateConfig, Config, HealthConfig,
-    ListenerConfig, LogFormat, LogTarget, OnError, PassiveConfig, PoliciesConfig, PoolConfig,
-    Protocol, ServerConfig, UnknownSni, UpstreamConfig, UpstreamTlsConfig,
+    AccessLogConfig, AdminConfig, BackendConfig, CertificateConfig, Config, HEALTH_EXPECT_LIMIT,
+    HealthConfig, HealthStep, ListenerConfig, LogFormat, LogTarget, OnDown, OnError, PassiveConfig,
+    PoliciesConfig, PoolConfig, Protocol, ServerConfig, UnknownSni, UpstreamConfig,
+    UpstreamTlsConfig,
 };
 
 impl Config {

@@ -195,6 +195,9 @@ pub struct PoolConfig {
     /// `[pools.tls]`: speak TLS to this pool's backends; none (plain HTTP)
     /// when the table is absent.
     pub tls: Option<UpstreamTlsConfig>,
+    /// What a backend's connections become when its active check marks it
+    /// down.
+    pub on_down: OnDown,
 }
 
 /// `[pools.tls]`: TLS from the proxy to a pool's backends (re-encryption).
@@ -219,6 +222,7 @@ impl Default for PoolConfig {
             upstream: UpstreamConfig::default(),
             passive: Some(PassiveConfig::default()),
             tls: None,
+            on_down: OnDown::Keep,
         }
     }
 }
@@ -318,4 +322,36 @@ pub struct HealthConfig {
     /// `0..jitter`, so checks of many backends spread out. Default a tenth
     /// of `interval`; at most `interval`; `"0s"` turns it off.
     pub jitter: Duration,
+    /// A send/expect script run on one TCP connection (`steps = [...]`);
+    /// empty for a connect or an HTTP check. Never set with `path`.
+    pub steps: Vec<HealthStep>,
+    /// The backend port the check goes to instead of the backend's own
+    /// (same IP); none: the backend's address.
+    pub port: Option<u16>,
+}
+
+/// One step of a `steps` health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthStep {
+    /// Write these bytes to the connection.
+    Send(Vec<u8>),
+    /// Wait until these bytes (non-empty, at most
+    /// [`HEALTH_EXPECT_LIMIT`]) have arrived since the previous expect.
+    Expect(Vec<u8>),
+}
+
+/// How much an `expect` step buffers while waiting for its bytes.
+pub const HEALTH_EXPECT_LIMIT: usize = 64 * 1024;
+
+/// `on_down`: what marking a backend down by its active check does to the
+/// connections already open to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDown {
+    /// `"keep"` (the default): they carry on; only new requests avoid it.
+    #[default]
+    Keep,
+    /// `"close-connections"`: idle keep-alive connections to it are closed
+    /// and its in-flight exchanges are cut.
+    CloseConnections,
 }

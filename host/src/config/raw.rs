@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-use super::model::{OnError, Protocol, UnknownSni};
+use super::model::{OnDown, OnError, Protocol, UnknownSni};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +113,8 @@ pub(super) struct RawPool {
     pub passive: Option<RawPassive>,
     /// `[pools.tls]`: TLS to the backends.
     pub tls: Option<RawUpstreamTls>,
+    #[serde(default)]
+    pub on_down: OnDown,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +145,17 @@ pub(super) struct RawHealth {
     pub expect_status: Option<RawStatusRange>,
     pub expect_body: Option<String>,
     pub jitter: Option<RawDuration>,
+    pub steps: Option<Vec<RawHealthStep>>,
+    /// Wide, so that an out-of-range port gets our reason, not serde's.
+    pub port: Option<i64>,
+}
+
+/// One `steps` entry: exactly one of the two (checked by validation).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealthStep {
+    pub send: Option<String>,
+    pub expect: Option<String>,
 }
 
 /// `[pools.passive]`: outlier detection; every key optional.

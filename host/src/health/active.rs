@@ -2,13 +2,19 @@
 //! `[pools.health]`, probing it every `interval` (plus jitter) and moving
 //! it up or down through the rise/fall state machine ([`RiseFall`]).
 //!
-//! A probe is either a TCP connect (no `path`) or an HTTP/1.1 `GET path`
+//! A probe is a TCP connect (no `path`), a send/expect script
+//! (`steps`: [`super::script`]) or an HTTP/1.1 `GET path`
 //! on a fresh connection (`Host: <backend address>`, `Connection: close`,
 //! `User-Agent: wasmroute-health`) that passes when the status is within
 //! `expect_status` and, with `expect_body`, the first 64 KiB of the body
 //! contain it. The whole probe (connect included) must finish within
 //! `timeout`. An HTTP probe's response may carry the pool's load header;
 //! it updates the backend's utilization like a proxied response does.
+//!
+//! With `on_down = "close-connections"`, marking a backend down raises its
+//! cut signal (`crate::pool::cut`), and while it is down every check closes
+//! its idle pooled connections (also those that exchanges in flight at the
+//! cut gave back since).
 //!
 //! The checker also ends a passive ejection early: `rise` passing checks
 //! in a row, each run entirely while the backend was ejected, let it back
@@ -18,6 +24,7 @@
 //! again, so one lucky probe of a flapping backend is not enough (and
 //! `rise = 1` behaves like Envoy).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,10 +34,11 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::HealthChange;
-use crate::config::HealthConfig;
+use super::{HealthChange, script};
+use crate::config::{HealthConfig, OnDown};
 use crate::pool::outlier::Outlier;
 use crate::pool::{Backend, now_ms};
+use crate::upstream::MaybeTls;
 
 /// How much of a check response body is searched for `expect_body`.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -121,6 +129,7 @@ pub(super) async fn check_backend(
     outlier: Arc<Outlier>,
     config: Arc<HealthConfig>,
     pool: String,
+    on_down: OnDown,
 ) {
     let mut rng = Jitter::new(backend.stable_id);
     tokio::time::sleep(rng.below(config.jitter)).await;
@@ -153,9 +162,16 @@ pub(super) async fn check_backend(
                     config.fall
                 );
                 tracing::warn!(%pool, backend = %backend.address, %reason, "backend down");
+                if on_down == OnDown::CloseConnections {
+                    stats.cut.raise();
+                }
                 outlier.announce(backend.address, HealthChange::Down, reason);
             }
             None => {}
+        }
+        if on_down == OnDown::CloseConnections && !machine.is_up() {
+            // Also those that exchanges in flight at the cut gave back.
+            backend.conns.close_idle();
         }
         // The active state may have been changed by the previous config's
         // checker during a reload; this one's machine is the authority now.
@@ -200,20 +216,24 @@ fn end_ejection(
 }
 
 /// One probe; Err is why it failed. A TCP check only connects; an HTTP
-/// check speaks to the backend as requests do (over TLS for a pool with
-/// `[pools.tls]`).
+/// check and a `steps` script speak to the backend as requests do (over
+/// TLS for a pool with `[pools.tls]`), on `port` when set.
 async fn probe(backend: &Backend, config: &HealthConfig) -> Result<(), String> {
+    let target = match config.port {
+        Some(port) => SocketAddr::new(backend.address.ip(), port),
+        None => backend.address,
+    };
+    if !config.steps.is_empty() {
+        let mut stream = open(backend, target).await?;
+        return script::run(&mut stream, &config.steps).await;
+    }
     let Some(path) = &config.path else {
-        return TcpStream::connect(backend.address)
+        return TcpStream::connect(target)
             .await
             .map(drop)
             .map_err(|e| format!("connect: {e}"));
     };
-    let stream = backend
-        .conns
-        .open()
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let stream = open(backend, target).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
@@ -248,6 +268,19 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<(), String> {
     }
     drop(driver);
     Ok(())
+}
+
+/// A connection to `target` (the backend's address or its check port),
+/// over TLS when the backend's pool speaks it.
+async fn open(backend: &Backend, target: SocketAddr) -> Result<MaybeTls, String> {
+    let tcp = TcpStream::connect(target)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| format!("connect: {e}"))?;
+    match &backend.conns.tls {
+        None => Ok(MaybeTls::Plain(tcp)),
+        Some(tls) => tls.connect(tcp).await.map_err(|e| format!("TLS: {e}")),
+    }
 }
 
 /// The first [`BODY_LIMIT`] bytes of a body.

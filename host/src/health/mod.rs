@@ -21,6 +21,7 @@
 //! The full reference, with the state machine, is `docs/config.md`.
 
 pub mod active;
+mod script;
 pub use crate::pool::outlier as passive;
 
 #[cfg(test)]
@@ -73,6 +74,7 @@ impl HealthTasks {
                             Arc::clone(&pool.outlier),
                             Arc::clone(&health),
                             pool.name.clone(),
+                            pool_config.on_down,
                         ));
                     }
                 }

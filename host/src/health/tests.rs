@@ -34,6 +34,8 @@ fn checks(path: Option<&str>) -> HealthConfig {
         expect_status: (200, 399),
         expect_body: None,
         jitter: Duration::ZERO,
+        steps: Vec::new(),
+        port: None,
     }
 }
 
@@ -78,6 +80,7 @@ fn start_checker(
         Arc::clone(&pool.outlier),
         Arc::new(health),
         pool.name.clone(),
+        crate::config::OnDown::Keep,
     ));
     (receiver, task.abort_handle())
 }

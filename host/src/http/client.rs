@@ -8,6 +8,9 @@
 //! tunnels work). A pooled connection that the backend closed while it was
 //! idle hands the request back unsent; it then goes on a new connection,
 //! so a keep-alive race never reaches the client or the retry budget.
+//! The driver also ends (closing the connection, idle or in the middle of
+//! a response) when the backend's cut signal is raised
+//! (`crate::pool::cut`: `on_down = "close-connections"`).
 
 use std::sync::Arc;
 
@@ -96,6 +99,7 @@ async fn connect(backend: &Backend) -> Result<Connection, AttemptError> {
     let address = backend.address;
     let state = Arc::new(ConnectionState::default());
     let watch = Arc::clone(&state);
+    let mut cut = backend.close_on_down.then(|| backend.stats.cut.watch());
     tokio::spawn(async move {
         tokio::select! {
             ended = driver.with_upgrades() => if let Err(error) = ended {
@@ -104,6 +108,10 @@ async fn connect(backend: &Backend) -> Result<Connection, AttemptError> {
             // Dropping the driver closes the connection to the backend.
             () = watch.stall.stalled() => {
                 tracing::debug!(backend = %address, "client stopped reading the response: send timeout, upstream connection closed");
+            }
+            // on_down = "close-connections": the backend was marked down.
+            () = crate::pool::cut::cut_or_never(cut.as_mut()) => {
+                tracing::debug!(backend = %address, "backend marked down: upstream connection closed");
             }
         }
     });

@@ -6,6 +6,7 @@
 //! whose address is unchanged carry their stats over, so a reload does not
 //! reset least-connections or latency state.
 
+pub mod cut;
 pub mod outlier;
 mod signals;
 
@@ -17,7 +18,7 @@ use std::time::Duration;
 use http::HeaderName;
 use http::uri::Authority;
 
-use crate::config::{BackendConfig, PoolConfig, UpstreamConfig};
+use crate::config::{BackendConfig, OnDown, PoolConfig, UpstreamConfig};
 use crate::metrics::{Counter, Histogram, REQUEST_BUCKETS};
 use crate::upstream::tls::UpstreamTlsPlan;
 use crate::upstream::{Connections, IDLE_TIMEOUT};
@@ -54,6 +55,8 @@ pub struct BackendStats {
     pub checks_passed: Counter,
     /// Active health checks that failed.
     pub checks_failed: Counter,
+    /// Raised to close the connections to the backend (`on_down`).
+    pub cut: cut::CutSignal,
 }
 
 impl Default for BackendStats {
@@ -72,6 +75,7 @@ impl Default for BackendStats {
             ejections: Counter::default(),
             checks_passed: Counter::default(),
             checks_failed: Counter::default(),
+            cut: cut::CutSignal::default(),
         }
     }
 }
@@ -161,6 +165,9 @@ pub struct Backend {
     /// Its connections: idle ones of each kind, and how to open one
     /// (plain, or TLS for a pool with `[pools.tls]`).
     pub conns: Connections,
+    /// `on_down = "close-connections"`: exchanges with it watch its cut
+    /// signal (`stats.cut`).
+    pub close_on_down: bool,
 }
 
 impl Backend {
@@ -183,6 +190,7 @@ impl Backend {
             upstream: pool.upstream,
             outlier,
             conns: Connections::new(config.address, tls.for_address(config.address)),
+            close_on_down: pool.on_down == OnDown::CloseConnections,
         }
     }
 

@@ -99,6 +99,11 @@ impl<C: Reusable> IdleConnections<C> {
         }
     }
 
+    /// Closes every idle connection.
+    pub fn clear(&self) {
+        while self.pop().is_some() {}
+    }
+
     fn pop(&self) -> Option<Idle<C>> {
         let idle = self.queue.pop()?;
         self.len.fetch_sub(1, Ordering::Relaxed);

@@ -99,6 +99,12 @@ impl Connections {
         }
     }
 
+    /// Closes every idle connection of both kinds.
+    pub fn close_idle(&self) {
+        self.hyper.clear();
+        self.raw.clear();
+    }
+
     /// Closes the stale idle connections of both kinds.
     pub fn sweep(&self) {
         self.hyper.sweep();

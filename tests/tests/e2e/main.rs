@@ -17,6 +17,7 @@ mod guests;
 mod harness;
 mod health;
 mod health_return;
+mod health_steps;
 mod hot_reload;
 mod hyper_drain;
 mod hyper_paths;

@@ -1,6 +1,7 @@
 //! Config tests: a full valid file, then one test per kind of mistake
 //! (in `invalid`), each asserting the exact key in the error text.
 
+mod health;
 mod invalid;
 mod server;
 mod tls;
@@ -184,6 +185,8 @@ fn full_config_pools() {
         expect_status: (200, 399),
         expect_body: None,
         jitter: Duration::from_millis(100),
+        steps: Vec::new(),
+        port: None,
     };
     assert_eq!(web.health, Some(health));
 
@@ -198,6 +201,8 @@ fn full_config_pools() {
         expect_status: (200, 399),
         expect_body: None,
         jitter: Duration::from_millis(100),
+        steps: Vec::new(),
+        port: None,
     };
     assert_eq!(video.health, Some(default_health));
     assert_eq!(config.pool("billing").unwrap().health, None);

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use super::{Checker, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, MAX_RETRIES, PLACEHOLDER_ADDR};
 use crate::config::model::{
-    BackendConfig, HealthConfig, PassiveConfig, PoolConfig, UpstreamConfig, UpstreamTlsConfig,
+    BackendConfig, HEALTH_EXPECT_LIMIT, HealthConfig, HealthStep, PassiveConfig, PoolConfig,
+    UpstreamConfig, UpstreamTlsConfig,
 };
 use crate::config::raw::{
-    RawBackend, RawDuration, RawHealth, RawPassive, RawPool, RawStatusRange, RawUpstreamTls,
+    RawBackend, RawDuration, RawHealth, RawHealthStep, RawPassive, RawPool, RawStatusRange,
+    RawUpstreamTls,
 };
 use crate::config::units;
 
@@ -68,6 +70,7 @@ impl Checker<'_> {
             upstream,
             passive,
             tls,
+            on_down: raw.on_down,
         }
     }
 
@@ -241,6 +244,10 @@ impl Checker<'_> {
             );
         }
         let jitter = self.jitter(&format!("{key}.jitter"), raw.jitter.as_ref(), interval);
+        let steps = raw
+            .steps
+            .as_ref()
+            .map_or_else(Vec::new, |steps| self.steps(key, raw, steps));
         HealthConfig {
             path: raw.path.clone(),
             interval,
@@ -250,6 +257,62 @@ impl Checker<'_> {
             expect_status,
             expect_body: raw.expect_body.clone(),
             jitter,
+            steps,
+            port: raw
+                .port
+                .and_then(|port| self.port(&format!("{key}.port"), port)),
+        }
+    }
+
+    /// `steps`: a non-empty script, not with `path`, each step exactly one
+    /// non-empty `send` or `expect` (an `expect` that fits the buffer).
+    fn steps(&mut self, key: &str, raw: &RawHealth, steps: &[RawHealthStep]) -> Vec<HealthStep> {
+        let key = format!("{key}.steps");
+        if steps.is_empty() {
+            self.error(&key, "must not be empty (remove it for a connect check)");
+        }
+        if raw.path.is_some() {
+            self.error(
+                &key,
+                "cannot be used with `path` (an HTTP check): choose one",
+            );
+        }
+        let steps = steps.iter().enumerate();
+        steps
+            .filter_map(|(i, step)| self.step(&format!("{key}[{i}]"), step))
+            .collect()
+    }
+
+    fn step(&mut self, key: &str, raw: &RawHealthStep) -> Option<HealthStep> {
+        let (field, step) = match (&raw.send, &raw.expect) {
+            (Some(send), None) => ("send", HealthStep::Send(send.clone().into_bytes())),
+            (None, Some(expect)) => ("expect", HealthStep::Expect(expect.clone().into_bytes())),
+            _ => {
+                self.error(key, "a step needs exactly one of send or expect");
+                return None;
+            }
+        };
+        let (HealthStep::Send(bytes) | HealthStep::Expect(bytes)) = &step;
+        if bytes.is_empty() {
+            self.error(format!("{key}.{field}"), "must not be empty");
+        } else if field == "expect" && bytes.len() > HEALTH_EXPECT_LIMIT {
+            let reason = format!(
+                "{} bytes is longer than the {HEALTH_EXPECT_LIMIT} bytes an expect buffers",
+                bytes.len()
+            );
+            self.error(format!("{key}.{field}"), reason);
+        }
+        Some(step)
+    }
+
+    /// `port`: 1..=65535.
+    fn port(&mut self, key: &str, port: i64) -> Option<u16> {
+        match u16::try_from(port) {
+            Ok(port) if port > 0 => Some(port),
+            _ => {
+                self.error(key, format!("{port} is not a port: 1 to 65535"));
+                None
+            }
         }
     }
 

@@ -475,7 +475,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
             limits,
             &mut self.bytes_out,
         );
-        match relayed.await {
+        // on_down = "close-connections": the response ends (both
+        // connections closed) when the check marks the backend down.
+        let mut down = backend.close_on_down.then(|| backend.stats.cut.watch());
+        let relayed = tokio::select! {
+            relayed = relayed => relayed,
+            () = crate::pool::cut::cut_or_never(down.as_mut()) => {
+                tracing::debug!(backend = %backend.address, "backend marked down: response cut");
+                return Ok(After::Close);
+            }
+        };
+        match relayed {
             Ok(()) => {
                 if meta.reusable && !cut {
                     connection.park();
