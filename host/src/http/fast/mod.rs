@@ -477,12 +477,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
         );
         // on_down = "close-connections": the response ends (both
         // connections closed) when the check marks the backend down.
-        let mut down = backend.close_on_down.then(|| backend.stats.cut.watch());
-        let relayed = tokio::select! {
-            relayed = relayed => relayed,
-            () = crate::pool::cut::cut_or_never(down.as_mut()) => {
-                tracing::debug!(backend = %backend.address, "backend marked down: response cut");
-                return Ok(After::Close);
+        // Other pools await the relay alone: no select per response.
+        let relayed = match backend.close_on_down {
+            false => relayed.await,
+            true => {
+                let mut down = backend.stats.cut.watch();
+                tokio::select! {
+                    biased;
+                    relayed = relayed => relayed,
+                    () = down.cut() => {
+                        tracing::debug!(backend = %backend.address, "backend marked down: response cut");
+                        return Ok(After::Close);
+                    }
+                }
             }
         };
         match relayed {
