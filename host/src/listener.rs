@@ -103,6 +103,7 @@ async fn accept_loop(
     // `closing` is the same flag for their responses to read.
     let (draining, _) = watch::channel(false);
     let closing = Arc::new(AtomicBool::new(false));
+    let bound = socket.local_addr().ok();
     // One readiness wake-up drains the queue: `accept` goes back to the
     // kernel until it says `EAGAIN` before it waits again, and this loop
     // only spawns each connection's task (its TLS handshake and requests
@@ -121,7 +122,7 @@ async fn accept_loop(
             _ = stopped.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo::new(peer);
+        let conn = ConnInfo::new(peer, local_address(bound, &stream));
         let drain = crate::http::Drain::new(
             graceful.watcher(),
             draining.subscribe(),
@@ -143,6 +144,19 @@ async fn accept_loop(
     closing.store(true, Ordering::Relaxed);
     draining.send_replace(true);
     tokio::join!(graceful.shutdown(), draining.closed());
+}
+
+/// The address `stream` was accepted on: the listener's own, unless it
+/// is bound to every address (one `getsockname` then).
+fn local_address(bound: Option<SocketAddr>, stream: &TcpStream) -> SocketAddr {
+    match bound {
+        Some(address) if !address.ip().is_unspecified() => address,
+        _ => stream
+            .local_addr()
+            .ok()
+            .or(bound)
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+    }
 }
 
 /// Counts a connection as open while it lives.

@@ -114,7 +114,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AccessLogConfig, AdminConfig, BackendConfig, CertificateConfig, Config, HealthConfig,
     ListenerConfig, LogFormat, LogTarget, OnError, PassiveConfig, PoliciesConfig, PoolConfig,
-    Protocol, ServerConfig, UnknownSni, UpstreamConfig, UpstreamTlsConfig,
+    Protocol, ProxyProtocol, ServerConfig, UnknownSni, UpstreamConfig, UpstreamTlsConfig,
 };
 
 impl Config {

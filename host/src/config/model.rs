@@ -195,6 +195,20 @@ pub struct PoolConfig {
     /// `[pools.tls]`: speak TLS to this pool's backends; none (plain HTTP)
     /// when the table is absent.
     pub tls: Option<UpstreamTlsConfig>,
+    /// `proxy_protocol`: the PROXY protocol header every new connection to
+    /// the pool's backends starts with; none when absent. Such connections
+    /// carry one client connection's requests and are never pooled.
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// A PROXY protocol version (`"v1"`: the text line, `"v2"`: binary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// `PROXY TCP4 src dst sport dport\r\n`.
+    V1,
+    /// The binary header with its 12-byte signature.
+    V2,
 }
 
 /// `[pools.tls]`: TLS from the proxy to a pool's backends (re-encryption).
@@ -219,6 +233,7 @@ impl Default for PoolConfig {
             upstream: UpstreamConfig::default(),
             passive: Some(PassiveConfig::default()),
             tls: None,
+            proxy_protocol: None,
         }
     }
 }

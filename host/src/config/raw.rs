@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-use super::model::{OnError, Protocol, UnknownSni};
+use super::model::{OnError, Protocol, ProxyProtocol, UnknownSni};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +113,7 @@ pub(super) struct RawPool {
     pub passive: Option<RawPassive>,
     /// `[pools.tls]`: TLS to the backends.
     pub tls: Option<RawUpstreamTls>,
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 #[derive(Debug, Deserialize)]

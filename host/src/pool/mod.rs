@@ -182,7 +182,11 @@ impl Backend {
             load_header: pool.load_header.clone(),
             upstream: pool.upstream,
             outlier,
-            conns: Connections::new(config.address, tls.for_address(config.address)),
+            conns: Connections::new(
+                config.address,
+                tls.for_address(config.address),
+                pool.proxy_protocol,
+            ),
         }
     }
 

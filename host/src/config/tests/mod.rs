@@ -2,6 +2,7 @@
 //! (in `invalid`), each asserting the exact key in the error text.
 
 mod invalid;
+mod proxy_protocol;
 mod server;
 mod tls;
 

@@ -68,6 +68,7 @@ impl Checker<'_> {
             upstream,
             passive,
             tls,
+            proxy_protocol: raw.proxy_protocol,
         }
     }
 
