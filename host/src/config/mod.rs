@@ -98,6 +98,7 @@
 //! [`Config::check_policy_files`], because policies may be written after
 //! the config (the demo does) and the policy folder is watched anyway.
 
+mod cidr;
 mod error;
 mod model;
 mod parse;
@@ -110,6 +111,7 @@ mod tests;
 
 use std::path::Path;
 
+pub use cidr::Cidr;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AccessLogConfig, AdminConfig, BackendConfig, CertificateConfig, Config, HealthConfig,

@@ -134,6 +134,13 @@ pub struct ListenerConfig {
     /// client not reading) before the connection is closed. Default 60s;
     /// more than zero. A reload applies it to the next request.
     pub send_timeout: Duration,
+    /// `accept_proxy_protocol`: connections from `trusted_proxies` start
+    /// with a PROXY protocol header (v1 or v2) whose source address is
+    /// the client's. Default false.
+    pub accept_proxy_protocol: bool,
+    /// `trusted_proxies`: the peers whose header is believed; required (not
+    /// empty) with `accept_proxy_protocol`, refused without it.
+    pub trusted_proxies: Vec<super::Cidr>,
 }
 
 /// What an `https` listener does with an SNI name none of its

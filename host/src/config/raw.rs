@@ -88,6 +88,9 @@ pub(super) struct RawListener {
     /// `validate` (so a negative number gets the same reason as 0).
     pub backlog: Option<i64>,
     pub send_timeout: Option<RawDuration>,
+    #[serde(default)]
+    pub accept_proxy_protocol: bool,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

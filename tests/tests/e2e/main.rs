@@ -22,6 +22,7 @@ mod hyper_drain;
 mod hyper_paths;
 mod listener_burst;
 mod protocol;
+mod proxy_accept;
 mod proxy_protocol;
 mod retries;
 mod routing;
