@@ -9,8 +9,10 @@ use std::net::SocketAddr;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use wasmroute_e2e::client::{raw_exchange, read_response};
+use wasmroute_e2e::tls::{TestCa, TlsClient, TlsHttp};
 use wasmroute_e2e::{
-    Backend, ConfigBuilder, ListenerSpec, PoolSpec, ProxyFixture, STEP, bundled, eventually,
+    Backend, ConfigBuilder, FixtureDir, ListenerSpec, PoolSpec, ProxyFixture, STEP, bundled,
+    eventually,
 };
 
 /// A round-robin listener `edge` over `backend` that accepts headers from
@@ -201,4 +203,91 @@ async fn bad_or_untrusted_headers_close_the_connection() {
     );
     trusting.shutdown().await.unwrap();
     distrusting.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_listener_reads_the_header_before_tls() {
+    let backend = Backend::start("b").await.unwrap();
+    let ca = TestCa::new().unwrap();
+    let dir = FixtureDir::new().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    ca.leaf(&["a.test"]).unwrap().write(&certs, "a").unwrap();
+    let text = format!(
+        "[policies]\ndir = \"policies\"\ndecision_timeout = \"250ms\"\n\n\
+         [[listeners]]\nname = \"secure\"\naddress = \"127.0.0.1:0\"\nprotocol = \"https\"\n\
+         policy = \"round-robin\"\npools = [\"web\"]\naccept_proxy_protocol = true\n\
+         trusted_proxies = [\"127.0.0.0/8\"]\n\
+         [[listeners.certificates]]\ncert = \"certs/a.pem\"\nkey = \"certs/a.key\"\n\n\
+         [[pools]]\nname = \"web\"\nbackends = [{{ address = \"{}\" }}]\n",
+        backend.addr()
+    );
+    dir.write_policy("round-robin", bundled("round-robin"))
+        .unwrap();
+    dir.write_config(&text).unwrap();
+    let fx = dir.start().await.unwrap();
+    let client = TlsClient::trusting(&ca, &["h2", "http/1.1"]).unwrap();
+    for (alpn_client, path) in [
+        (client.clone(), "/h2"),
+        (TlsClient::trusting(&ca, &["http/1.1"]).unwrap(), "/h1"),
+    ] {
+        let mut tcp = TcpStream::connect(fx.addr("secure")).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let header = v2_ipv6(
+            "[2001:db8::9]:999".parse().unwrap(),
+            "[2001:db8::1]:443".parse().unwrap(),
+        );
+        tcp.write_all(&header).await.unwrap();
+        let tls = alpn_client.connect_on(tcp, "a.test").await.unwrap();
+        let mut http = TlsHttp::start(tls).await.unwrap();
+        let reply = http.get("a.test", path).await.unwrap();
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(forwarded_for(&backend, path).await, "2001:db8::9", "{path}");
+    }
+    fx.shutdown().await.unwrap();
+}
+
+/// A header accepted on the listener is the one sent on to a pool with
+/// `proxy_protocol`: the client's source, and the destination it named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_header_is_sent_on() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let keys = "accept_proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1/32\"]\n";
+    let pool = PoolSpec::new("web", &[])
+        .address(upstream.local_addr().unwrap())
+        .extra("proxy_protocol = \"v1\"");
+    let config = ConfigBuilder::new()
+        .listener(ListenerSpec::new("edge", "round-robin", &["web"]).extra(keys))
+        .pool(pool);
+    let fx = ProxyFixture::start(&config, &[("round-robin", bundled("round-robin"))])
+        .await
+        .unwrap();
+    let mut client = TcpStream::connect(fx.addr("edge")).await.unwrap();
+    let request =
+        b"PROXY TCP4 203.0.113.9 198.51.100.1 4711 8443\r\nGET /on HTTP/1.1\r\nhost: edge\r\n\r\n";
+    client.write_all(request).await.unwrap();
+    let (mut backend, _) = tokio::time::timeout(STEP, upstream.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let expected = b"PROXY TCP4 203.0.113.9 198.51.100.1 4711 8443\r\nGET /on HTTP/1.1\r\n";
+    let mut received = vec![0; expected.len()];
+    use tokio::io::AsyncReadExt as _;
+    tokio::time::timeout(STEP, backend.read_exact(&mut received))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&received),
+        String::from_utf8_lossy(expected)
+    );
+    backend
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut client, &mut Vec::new(), false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "ok");
+    drop(client);
+    fx.shutdown().await.unwrap();
 }
