@@ -244,3 +244,23 @@ async fn hypers_codec_sends_the_exact_v1_header() {
 async fn hypers_codec_sends_the_exact_v2_header() {
     hyper_codec_sends("v2", v2).await;
 }
+
+/// An HTTP health check is the proxy's own connection: it starts with the
+/// v2 LOCAL header (no client addresses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_send_a_local_header() {
+    let mut backend = Recorder::start().await;
+    let pool = PoolSpec::new("web", &[])
+        .address(backend.addr)
+        .extra("proxy_protocol = \"v2\"\n[pools.health]\npath = \"/health\"\ninterval = \"100ms\"");
+    let config = ConfigBuilder::new()
+        .listener(ListenerSpec::new("edge", "round-robin", &["web"]))
+        .pool(pool);
+    let fx = ProxyFixture::start(&config, &[("round-robin", bundled("round-robin"))])
+        .await
+        .expect("the proxy starts");
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+    assert_first(&backend.next().await, &local, "/health");
+    fx.shutdown().await.unwrap();
+}
