@@ -9,6 +9,11 @@
 //! each dropped client waits for its SYN retransmit (1 s, then 3 s, 7 s,
 //! ...). A reload that keeps a listener's address keeps its socket (and
 //! its queue: a changed `backlog` applies the next time it is bound).
+//!
+//! On a listener with `accept_proxy_protocol`, each connection's task
+//! first takes the PROXY header off the socket ([`proxy_protocol`]: only
+//! its bytes, before TLS), and the client address it names replaces the
+//! peer's; without the key, the accept path reads nothing ahead.
 
 use std::io;
 use std::net::SocketAddr;
@@ -26,6 +31,7 @@ use crate::http::metrics::ConnectionMetrics;
 pub use crate::http::state::{ListenerHandle, ListenerState};
 use crate::http::{ConnInfo, ProxyShared};
 use crate::tls::{Frontend, TlsTerminator};
+use crate::upstream::proxy_protocol::{self, Header};
 
 /// A listening socket on `address` with a listen queue of `backlog`
 /// connections (the kernel caps it at `net.core.somaxconn`), with
@@ -103,6 +109,7 @@ async fn accept_loop(
     // `closing` is the same flag for their responses to read.
     let (draining, _) = watch::channel(false);
     let closing = Arc::new(AtomicBool::new(false));
+    let bound = socket.local_addr().ok();
     // One readiness wake-up drains the queue: `accept` goes back to the
     // kernel until it says `EAGAIN` before it waits again, and this loop
     // only spawns each connection's task (its TLS handshake and requests
@@ -121,7 +128,7 @@ async fn accept_loop(
             _ = stopped.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo::new(peer);
+        let conn = ConnInfo::new(peer, local_address(bound, &stream));
         let drain = crate::http::Drain::new(
             graceful.watcher(),
             draining.subscribe(),
@@ -130,11 +137,25 @@ async fn accept_loop(
         let state = handle.state();
         let frontend = state.frontend.clone();
         let open = OpenConnection::new(&state.metrics.connections);
+        let accept_proxy = state.accept_proxy.clone();
         drop(state);
         let (handle, shared) = (Arc::clone(&handle), Arc::clone(&shared));
-        spawn_connection(
-            frontend, stream, conn, handle, shared, &builder, drain, open,
-        );
+        let Some(trusted) = accept_proxy else {
+            spawn_connection(
+                frontend, stream, conn, handle, shared, &builder, drain, open,
+            );
+            continue;
+        };
+        let builder = Arc::clone(&builder);
+        tokio::spawn(async move {
+            let mut stream = stream;
+            let Some(conn) = proxied(&trusted, &mut stream, conn, &handle.name).await else {
+                return drop(open);
+            };
+            spawn_connection(
+                frontend, stream, conn, handle, shared, &builder, drain, open,
+            );
+        });
     }
     drop(socket);
     // Idle keep-alive connections close now; busy ones after their
@@ -143,6 +164,59 @@ async fn accept_loop(
     closing.store(true, Ordering::Relaxed);
     draining.send_replace(true);
     tokio::join!(graceful.shutdown(), draining.closed());
+}
+
+/// How long a connection to a listener with `accept_proxy_protocol` may
+/// take to send its PROXY header (an untrusted one, its first bytes).
+pub const PROXY_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The client connection as a PROXY header on `stream` tells it, when the
+/// peer is `trusted`: `None` (the connection is to be closed) for a
+/// trusted peer without a valid header, or an untrusted one whose first
+/// bytes are a header. The header's bytes are consumed, nothing else.
+async fn proxied(
+    trusted: &[crate::config::Cidr],
+    stream: &mut TcpStream,
+    mut conn: ConnInfo,
+    listener: &str,
+) -> Option<ConnInfo> {
+    let peer = conn.peer;
+    if !trusted.iter().any(|cidr| cidr.contains(peer.ip())) {
+        let mut first = [0u8; 12];
+        let peeked = tokio::time::timeout(PROXY_HEADER_TIMEOUT, stream.peek(&mut first)).await;
+        if let Ok(Ok(n)) = peeked
+            && proxy_protocol::looks_like_header(&first[..n])
+        {
+            tracing::debug!(listener, %peer, "PROXY header from an untrusted peer: connection closed");
+            return None;
+        }
+        return Some(conn);
+    }
+    match proxy_protocol::read_from(stream, PROXY_HEADER_TIMEOUT).await {
+        Ok(Header::Proxied(addresses)) => {
+            conn.peer = addresses.source;
+            conn.local = addresses.destination;
+            Some(conn)
+        }
+        Ok(Header::Local) => Some(conn),
+        Err(error) => {
+            tracing::debug!(listener, %peer, %error, "connection closed");
+            None
+        }
+    }
+}
+
+/// The address `stream` was accepted on: the listener's own, unless it
+/// is bound to every address (one `getsockname` then).
+fn local_address(bound: Option<SocketAddr>, stream: &TcpStream) -> SocketAddr {
+    match bound {
+        Some(address) if !address.ip().is_unspecified() => address,
+        _ => stream
+            .local_addr()
+            .ok()
+            .or(bound)
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+    }
 }
 
 /// Counts a connection as open while it lives.

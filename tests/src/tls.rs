@@ -163,14 +163,22 @@ impl TlsClient {
         addr: SocketAddr,
         name: &str,
     ) -> anyhow::Result<TlsStream<TcpStream>> {
+        let tcp = tokio::time::timeout(STEP, TcpStream::connect(addr)).await??;
+        tcp.set_nodelay(true)?;
+        self.connect_on(tcp, name).await
+    }
+
+    /// Completes the handshake for `name` on a connected `tcp` (which may
+    /// have carried bytes before, such as a PROXY protocol header), within
+    /// [`STEP`].
+    pub async fn connect_on(
+        &self,
+        tcp: TcpStream,
+        name: &str,
+    ) -> anyhow::Result<TlsStream<TcpStream>> {
         let name = ServerName::try_from(name.to_owned())?;
         let connector = TlsConnector::from(Arc::clone(&self.config));
-        let handshake = async {
-            let tcp = TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            connector.connect(name, tcp).await
-        };
-        Ok(tokio::time::timeout(STEP, handshake).await??)
+        Ok(tokio::time::timeout(STEP, connector.connect(name, tcp)).await??)
     }
 }
 

@@ -98,6 +98,7 @@
 //! [`Config::check_policy_files`], because policies may be written after
 //! the config (the demo does) and the policy folder is watched anyway.
 
+mod cidr;
 mod error;
 mod model;
 mod parse;
@@ -110,11 +111,12 @@ mod tests;
 
 use std::path::Path;
 
+pub use cidr::Cidr;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AccessLogConfig, AdminConfig, BackendConfig, CertificateConfig, Config, HEALTH_EXPECT_LIMIT,
     HealthConfig, HealthStep, ListenerConfig, LogFormat, LogTarget, OnDown, OnError, PassiveConfig,
-    PoliciesConfig, PoolConfig, Protocol, ServerConfig, UnknownSni, UpstreamConfig,
+    PoliciesConfig, PoolConfig, Protocol, ProxyProtocol, ServerConfig, UnknownSni, UpstreamConfig,
     UpstreamTlsConfig,
 };
 

@@ -134,6 +134,13 @@ pub struct ListenerConfig {
     /// client not reading) before the connection is closed. Default 60s;
     /// more than zero. A reload applies it to the next request.
     pub send_timeout: Duration,
+    /// `accept_proxy_protocol`: connections from `trusted_proxies` start
+    /// with a PROXY protocol header (v1 or v2) whose source address is
+    /// the client's. Default false.
+    pub accept_proxy_protocol: bool,
+    /// `trusted_proxies`: the peers whose header is believed; required (not
+    /// empty) with `accept_proxy_protocol`, refused without it.
+    pub trusted_proxies: Vec<super::Cidr>,
 }
 
 /// What an `https` listener does with an SNI name none of its
@@ -198,6 +205,20 @@ pub struct PoolConfig {
     /// What a backend's connections become when its active check marks it
     /// down.
     pub on_down: OnDown,
+    /// `proxy_protocol`: the PROXY protocol header every new connection to
+    /// the pool's backends starts with; none when absent. Such connections
+    /// carry one client connection's requests and are never pooled.
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// A PROXY protocol version (`"v1"`: the text line, `"v2"`: binary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// `PROXY TCP4 src dst sport dport\r\n`.
+    V1,
+    /// The binary header with its 12-byte signature.
+    V2,
 }
 
 /// `[pools.tls]`: TLS from the proxy to a pool's backends (re-encryption).
@@ -223,6 +244,7 @@ impl Default for PoolConfig {
             passive: Some(PassiveConfig::default()),
             tls: None,
             on_down: OnDown::Keep,
+            proxy_protocol: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-use super::model::{OnDown, OnError, Protocol, UnknownSni};
+use super::model::{OnDown, OnError, Protocol, ProxyProtocol, UnknownSni};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +88,9 @@ pub(super) struct RawListener {
     /// `validate` (so a negative number gets the same reason as 0).
     pub backlog: Option<i64>,
     pub send_timeout: Option<RawDuration>,
+    #[serde(default)]
+    pub accept_proxy_protocol: bool,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,6 +118,7 @@ pub(super) struct RawPool {
     pub tls: Option<RawUpstreamTls>,
     #[serde(default)]
     pub on_down: OnDown,
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -271,16 +271,9 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<(), String> {
 }
 
 /// A connection to `target` (the backend's address or its check port),
-/// over TLS when the backend's pool speaks it.
+/// as the backend's connections are opened (PROXY header, TLS).
 async fn open(backend: &Backend, target: SocketAddr) -> Result<MaybeTls, String> {
-    let tcp = TcpStream::connect(target)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    tcp.set_nodelay(true).map_err(|e| format!("connect: {e}"))?;
-    match &backend.conns.tls {
-        None => Ok(MaybeTls::Plain(tcp)),
-        Some(tls) => tls.connect(tcp).await.map_err(|e| format!("TLS: {e}")),
-    }
+    (backend.conns.open_check(target).await).map_err(|e| format!("connect: {e}"))
 }
 
 /// The first [`BODY_LIMIT`] bytes of a body.

@@ -22,16 +22,18 @@ use hyper_util::rt::TokioIo;
 
 use super::retry::{AttemptError, ClientFault};
 use crate::pool::Backend;
-use crate::upstream::{Connection, ConnectionState, UpstreamBody, error_chain};
+use crate::upstream::{Addresses, Connection, ConnectionState, UpstreamBody, error_chain};
 
 /// Sends `request` to `backend` on a pooled connection, or a new one, and
 /// returns the response head with the connection, to be given back to
 /// [`IdleConnections::put`] once the response body has been read. On a
 /// failure, the request comes back when nothing of it was sent (no
-/// connection could be made).
+/// connection could be made). `client`: the client connection's endpoints,
+/// for a pool that sends a PROXY header.
 pub async fn send(
     backend: &Backend,
     mut request: Request<UpstreamBody>,
+    client: Addresses,
 ) -> Result<(Response<Incoming>, Connection), (AttemptError, Option<Request<UpstreamBody>>)> {
     while let Some(mut connection) = backend.conns.hyper.take() {
         if connection.send.ready().await.is_err() {
@@ -47,7 +49,7 @@ pub async fn send(
             },
         }
     }
-    let mut connection = match connect(backend).await {
+    let mut connection = match connect(backend, client).await {
         Ok(connection) => connection,
         Err(error) => return Err((error, Some(request))),
     };
@@ -80,10 +82,11 @@ fn failure(error: &hyper::Error) -> AttemptError {
     }
 }
 
-/// Opens a new connection to `backend` within its pool's connect timeout.
-async fn connect(backend: &Backend) -> Result<Connection, AttemptError> {
+/// Opens a new connection to `backend` for the client connection `client`
+/// within its pool's connect timeout.
+async fn connect(backend: &Backend, client: Addresses) -> Result<Connection, AttemptError> {
     let timeout = backend.upstream.connect_timeout;
-    let io = match tokio::time::timeout(timeout, backend.conns.open()).await {
+    let io = match tokio::time::timeout(timeout, backend.conns.open_for(client)).await {
         Ok(Ok(io)) => io,
         Ok(Err(error)) => return Err(AttemptError::connect(&error, error.to_string())),
         Err(_) => {

@@ -39,6 +39,7 @@ use crate::config::OnError;
 use crate::events::ServerEvent;
 use crate::policy::{self, Decision, DecisionError, HeaderEdit, RequestView};
 use crate::pool::Backend;
+use crate::upstream::Addresses;
 
 /// What every request of a server shares.
 pub struct ProxyShared {
@@ -49,8 +50,11 @@ pub struct ProxyShared {
 /// What the proxy knows about the client connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    /// The client's address.
+    /// The client's address (the one a trusted PROXY protocol header
+    /// gave, on a listener that accepts it).
     pub peer: SocketAddr,
+    /// The address the client connected to (likewise).
+    pub local: SocketAddr,
     /// Whether the client speaks TLS to us.
     pub tls: bool,
     /// The SNI name the client sent.
@@ -58,13 +62,24 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    /// A plain-text connection from `peer` (TLS sets `tls` and
+    /// A plain-text connection from `peer` to `local` (TLS sets `tls` and
     /// `server_name` after its handshake).
-    pub fn new(peer: SocketAddr) -> ConnInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> ConnInfo {
         ConnInfo {
             peer,
+            local,
             tls: false,
             server_name: None,
+        }
+    }
+}
+
+impl ConnInfo {
+    /// The endpoints a PROXY protocol header to a backend names.
+    pub fn addresses(&self) -> Addresses {
+        Addresses {
+            source: self.peer,
+            destination: self.local,
         }
     }
 }

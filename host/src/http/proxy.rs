@@ -269,11 +269,13 @@ async fn forward(
     let guard = backend.start_request();
     let started = decided_at.unwrap_or_else(Instant::now);
     let timeout = backend.upstream.response_timeout;
-    let (sent, unsent) = match tokio::time::timeout(timeout, client::send(backend, request)).await {
-        Ok(Ok(sent)) => (Some(Ok(sent)), None),
-        Ok(Err((error, unsent))) => (Some(Err(error)), unsent),
-        Err(_) => (None, None),
-    };
+    let (sent, unsent) =
+        match tokio::time::timeout(timeout, client::send(backend, request, conn.addresses())).await
+        {
+            Ok(Ok(sent)) => (Some(Ok(sent)), None),
+            Ok(Err((error, unsent))) => (Some(Err(error)), unsent),
+            Err(_) => (None, None),
+        };
     let (mut response, connection) =
         retry::settle(sent, &guard, timeout).map_err(|error| (error, unsent))?;
     let elapsed = started.elapsed();

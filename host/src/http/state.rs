@@ -33,6 +33,9 @@ pub struct ListenerState {
     pub metrics: Arc<super::metrics::ListenerMetrics>,
     /// The server's access log, when the config has one.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// `accept_proxy_protocol`: the trusted peers whose connections start
+    /// with a PROXY header (`None`: the listener reads no header).
+    pub accept_proxy: Option<Arc<[crate::config::Cidr]>>,
 }
 
 /// A listener as requests see it.

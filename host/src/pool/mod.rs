@@ -189,7 +189,11 @@ impl Backend {
             load_header: pool.load_header.clone(),
             upstream: pool.upstream,
             outlier,
-            conns: Connections::new(config.address, tls.for_address(config.address)),
+            conns: Connections::new(
+                config.address,
+                tls.for_address(config.address),
+                pool.proxy_protocol,
+            ),
             close_on_down: pool.on_down == OnDown::CloseConnections,
         }
     }

@@ -240,6 +240,8 @@ pub fn bind_listener(
         frontend,
         metrics: Arc::new(metrics),
         access_log: kept.access_log,
+        accept_proxy: (listener.accept_proxy_protocol)
+            .then(|| listener.trusted_proxies.as_slice().into()),
     })
 }
 

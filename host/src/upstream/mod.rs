@@ -4,13 +4,17 @@
 //! `[pools.tls]`: [`tls`], set per backend when its pool is built, never
 //! looked up in a process-wide table) and the two connection kinds: the
 //! fast codec's byte streams ([`RawConnection`]) and hyper's client
-//! connections ([`Connection`]).
+//! connections ([`Connection`]). A pool with `proxy_protocol` starts each
+//! new connection with a PROXY header ([`proxy_protocol`]) naming the
+//! client connection it is opened for; such a connection is that client
+//! connection's alone, so it is never kept idle for another one.
 //!
 //! This layer knows sockets and TLS only: nothing of requests, pools or
 //! policies.
 
 pub mod counted;
 pub mod idle;
+pub mod proxy_protocol;
 pub mod raw;
 pub mod stall;
 pub mod tls;
@@ -22,10 +26,14 @@ use std::sync::atomic::AtomicU64;
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
 use hyper::client::conn::http1;
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
+
+use crate::config::ProxyProtocol;
 
 pub use counted::CountedBody;
 pub use idle::{IDLE_TIMEOUT, IdleConnections, MAX_IDLE, Reusable};
+pub use proxy_protocol::Addresses;
 pub use raw::RawConnection;
 pub use stall::SendStall;
 pub use tls::{BackendTls, MaybeTls};
@@ -71,6 +79,8 @@ pub struct Connections {
     pub address: SocketAddr,
     /// How to speak TLS to it (`None`: plain TCP).
     pub tls: Option<Arc<BackendTls>>,
+    /// The PROXY header each new connection starts with (`None`: none).
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// Idle connections of hyper's client (HTTP/2 clients, upgrades and
     /// HTTP/1.0 requests, through hyper's codec).
     pub hyper: IdleConnections<Connection>,
@@ -79,20 +89,54 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// No connection yet to `address`, which speaks `tls`.
-    pub fn new(address: SocketAddr, tls: Option<Arc<BackendTls>>) -> Connections {
+    /// No connection yet to `address`, which speaks `tls` after the
+    /// `proxy_protocol` header, if any.
+    pub fn new(
+        address: SocketAddr,
+        tls: Option<Arc<BackendTls>>,
+        proxy_protocol: Option<ProxyProtocol>,
+    ) -> Connections {
         Connections {
             address,
             tls,
+            proxy_protocol,
             hyper: IdleConnections::default(),
             raw: IdleConnections::default(),
         }
     }
 
-    /// A new stream: TCP (no Nagle), then TLS when the backend has it.
-    pub async fn open(&self) -> std::io::Result<MaybeTls> {
-        let tcp = TcpStream::connect(self.address).await?;
+    /// A new stream of the proxy's own (a health check) to `target`: the
+    /// backend's address, or another port of it (`[pools.health] port`).
+    /// TCP (no Nagle), then to the backend's own port a PROXY header saying
+    /// it is the proxy's (v2 LOCAL, v1 `UNKNOWN`) when the pool sends one
+    /// (a side port is another service: none), then TLS when the backend
+    /// has it.
+    pub async fn open_check(&self, target: SocketAddr) -> std::io::Result<MaybeTls> {
+        let header = self.proxy_protocol.filter(|_| target == self.address);
+        self.open_with(target, header, None).await
+    }
+
+    /// A new stream for the client connection `client`: like
+    /// [`open_check`](Self::open_check) to the backend's address, with
+    /// the client's endpoints in the PROXY header.
+    pub async fn open_for(&self, client: Addresses) -> std::io::Result<MaybeTls> {
+        self.open_with(self.address, self.proxy_protocol, Some(client))
+            .await
+    }
+
+    async fn open_with(
+        &self,
+        target: SocketAddr,
+        header: Option<ProxyProtocol>,
+        client: Option<Addresses>,
+    ) -> std::io::Result<MaybeTls> {
+        let mut tcp = TcpStream::connect(target).await?;
         tcp.set_nodelay(true)?;
+        if let Some(version) = header {
+            let mut bytes = Vec::with_capacity(proxy_protocol::V1_MAX);
+            proxy_protocol::encode(version, client, &mut bytes);
+            tcp.write_all(&bytes).await?;
+        }
         match &self.tls {
             None => Ok(MaybeTls::Plain(tcp)),
             Some(tls) => tls.connect(tcp).await,
@@ -103,6 +147,12 @@ impl Connections {
     pub fn close_idle(&self) {
         self.hyper.clear();
         self.raw.clear();
+    }
+
+    /// Whether a connection may be kept idle for another client
+    /// connection's requests: not when it started with a PROXY header.
+    pub fn reusable(&self) -> bool {
+        self.proxy_protocol.is_none()
     }
 
     /// Closes the stale idle connections of both kinds.

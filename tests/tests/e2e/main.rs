@@ -23,6 +23,8 @@ mod hyper_drain;
 mod hyper_paths;
 mod listener_burst;
 mod protocol;
+mod proxy_accept;
+mod proxy_protocol;
 mod retries;
 mod routing;
 mod streaming;

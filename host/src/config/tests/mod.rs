@@ -3,6 +3,7 @@
 
 mod health;
 mod invalid;
+mod proxy_protocol;
 mod server;
 mod tls;
 

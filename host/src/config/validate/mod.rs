@@ -221,6 +221,7 @@ impl<'a> Checker<'a> {
             raw.send_timeout.as_ref(),
             DEFAULT_SEND_TIMEOUT,
         );
+        let trusted_proxies = self.trusted_proxies(&key, raw);
         ListenerConfig {
             name: raw.name.clone(),
             address,
@@ -235,7 +236,38 @@ impl<'a> Checker<'a> {
             redirect_to_https,
             backlog,
             send_timeout,
+            accept_proxy_protocol: raw.accept_proxy_protocol,
+            trusted_proxies,
         }
+    }
+
+    /// `trusted_proxies`: CIDR ranges, not empty with
+    /// `accept_proxy_protocol`, absent without it.
+    fn trusted_proxies(&mut self, key: &str, raw: &RawListener) -> Vec<crate::config::Cidr> {
+        let key = format!("{key}.trusted_proxies");
+        let entries = raw.trusted_proxies.as_deref();
+        match (raw.accept_proxy_protocol, entries) {
+            (true, None | Some([])) => {
+                let reason = "required (a list of CIDR ranges) with accept_proxy_protocol = true";
+                self.error(key, reason.to_owned());
+                return Vec::new();
+            }
+            (false, Some(_)) => {
+                let reason = "only with accept_proxy_protocol = true";
+                self.error(key, reason.to_owned());
+                return Vec::new();
+            }
+            _ => {}
+        }
+        let entries = entries.unwrap_or_default().iter().enumerate();
+        let parsed = entries.map(|(i, text)| match crate::config::Cidr::parse(text) {
+            Ok(cidr) => Some(cidr),
+            Err(reason) => {
+                self.error(format!("{key}[{i}]"), reason);
+                None
+            }
+        });
+        parsed.collect::<Vec<_>>().into_iter().flatten().collect()
     }
 
     /// `backlog`: 1..=[`MAX_BACKLOG`]; [`DEFAULT_BACKLOG`] when absent.

@@ -71,6 +71,7 @@ impl Checker<'_> {
             passive,
             tls,
             on_down: raw.on_down,
+            proxy_protocol: raw.proxy_protocol,
         }
     }
 

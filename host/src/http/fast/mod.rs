@@ -428,6 +428,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
             timeout: backend.upstream.response_timeout,
             timer: client.timer.as_mut(),
             parse: |bytes: &[u8]| response::rewrite(bytes, &rewrite, output),
+            client: client.conn.addresses(),
         };
         let guard = backend.start_request();
         let started = view.decided_at.unwrap_or_else(Instant::now);
@@ -494,7 +495,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
         };
         match relayed {
             Ok(()) => {
-                if meta.reusable && !cut {
+                if meta.reusable && !cut && backend.conns.reusable() {
                     connection.park();
                     backend.conns.raw.put(connection);
                 }

@@ -177,7 +177,7 @@ mod tests {
     }
 
     fn written_from(peer: &str, parts: &Parts, tls: bool, edits: &[HeaderEdit]) -> String {
-        let mut conn = ConnInfo::new(peer.parse().unwrap());
+        let mut conn = ConnInfo::new(peer.parse().unwrap(), "127.0.0.1:80".parse().unwrap());
         conn.tls = tls;
         let mut out = Vec::new();
         write_head(&mut out, parts, &conn, &backend(), edits, BodyFraming::None);
@@ -193,7 +193,10 @@ mod tests {
         let parts = head(
             "POST / HTTP/1.1\r\nHost: h\r\nConnection: close, host, content-length, x-a\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
         );
-        let mut conn = ConnInfo::new("192.0.2.7:5000".parse().unwrap());
+        let mut conn = ConnInfo::new(
+            "192.0.2.7:5000".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+        );
         conn.tls = false;
         let mut out = Vec::new();
         write_head(

@@ -18,7 +18,7 @@ use tokio::time::Sleep;
 
 use crate::http::retry::AttemptError;
 use crate::pool::Backend;
-use crate::upstream::{RawConnection, Reusable, error_chain};
+use crate::upstream::{Addresses, RawConnection, Reusable, error_chain};
 
 /// Largest response head accepted from a backend, in bytes: past it the
 /// response is a 502, not a buffer that grows with what the backend sends.
@@ -94,6 +94,8 @@ pub struct Exchange<'a, P> {
     pub timer: Pin<&'a mut Sleep>,
     /// The response head parser.
     pub parse: P,
+    /// The client connection's endpoints, for a PROXY protocol header.
+    pub client: Addresses,
 }
 
 /// Sends `head` and `body` to `backend` on a pooled connection or a new
@@ -112,7 +114,7 @@ pub async fn exchange<T, P: FnMut(&[u8]) -> HeadProgress<T>>(
     if !replayable {
         // Nothing else may go in the same write when a retry on a stale
         // connection is possible; here it is not.
-        let mut connection = checkout(backend, replayable).await?;
+        let mut connection = checkout(backend, replayable, how.client).await?;
         body.prefill(head);
         return match round_trip(&mut connection, head, body, &mut how).await {
             Ok(value) => Ok((connection, value)),
@@ -129,7 +131,7 @@ pub async fn exchange<T, P: FnMut(&[u8]) -> HeadProgress<T>>(
             Err(trip) => return Err(trip.into_error()),
         }
     }
-    let mut connection = connect(backend).await?;
+    let mut connection = connect(backend, how.client).await?;
     match round_trip(&mut connection, head, body, &mut how).await {
         Ok(value) => Ok((connection, value)),
         Err(trip) => Err(trip.into_error()),
@@ -139,7 +141,11 @@ pub async fn exchange<T, P: FnMut(&[u8]) -> HeadProgress<T>>(
 /// A pooled connection that a probe finds open (a request that must not
 /// go twice checks first that the backend has not closed it: one system
 /// call), or a new one.
-async fn checkout(backend: &Backend, replayable: bool) -> Result<RawConnection, AttemptError> {
+async fn checkout(
+    backend: &Backend,
+    replayable: bool,
+    client: Addresses,
+) -> Result<RawConnection, AttemptError> {
     for _ in 0..STALE_TRIES {
         let Some(mut connection) = backend.conns.raw.take() else {
             break;
@@ -148,7 +154,7 @@ async fn checkout(backend: &Backend, replayable: bool) -> Result<RawConnection, 
             return Ok(connection);
         }
     }
-    connect(backend).await
+    connect(backend, client).await
 }
 
 /// Why a round trip failed.
@@ -247,10 +253,11 @@ async fn round_trip<T, P: FnMut(&[u8]) -> HeadProgress<T>>(
     }
 }
 
-/// A new connection within the pool's connect timeout.
-async fn connect(backend: &Backend) -> Result<RawConnection, AttemptError> {
+/// A new connection for the client connection `client` within the pool's
+/// connect timeout.
+async fn connect(backend: &Backend, client: Addresses) -> Result<RawConnection, AttemptError> {
     let timeout = backend.upstream.connect_timeout;
-    match tokio::time::timeout(timeout, backend.conns.open()).await {
+    match tokio::time::timeout(timeout, backend.conns.open_for(client)).await {
         Ok(Ok(stream)) => Ok(RawConnection::new(stream)),
         Ok(Err(error)) => Err(AttemptError::connect(&error, error_chain(&error))),
         Err(_) => Err(AttemptError::Connect(format!(
