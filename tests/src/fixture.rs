@@ -148,6 +148,24 @@ impl ProxyFixture {
         &self.dir
     }
 
+    /// The JSON line of `path` in the folder's `access.log` (for a config
+    /// with `[access_log] path = "access.log"`, `format = "json"`); waits
+    /// for it, at most [`crate::STEP`].
+    pub async fn access_line(&self, path: &str) -> serde_json::Value {
+        let file = self.dir.path().join("access.log");
+        let find = || {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            text.lines()
+                .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+                .find(|entry| entry["path"] == path)
+        };
+        assert!(
+            crate::eventually(crate::STEP, || find().is_some()).await,
+            "no access log line for {path}"
+        );
+        find().unwrap()
+    }
+
     /// The running server.
     pub fn server(&self) -> &Server {
         self.server.as_ref().expect("server already shut down")

@@ -40,22 +40,6 @@ async fn start(backend: &Backend, extra: &str) -> ProxyFixture {
         .expect("the proxy starts")
 }
 
-/// The JSON access log line of `path` (waits for it, at most [`STEP`]).
-async fn access_line(fx: &ProxyFixture, path: &str) -> serde_json::Value {
-    let file = fx.dir().path().join("access.log");
-    let find = || {
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
-        text.lines()
-            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-            .find(|entry| entry["path"] == path)
-    };
-    assert!(
-        eventually(STEP, || find().is_some()).await,
-        "no line for {path}"
-    );
-    find().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_body_without_length_is_counted_in_bytes_in() {
     let backend = Backend::start("web").await.unwrap();
@@ -78,7 +62,7 @@ async fn an_http2_body_without_length_is_counted_in_bytes_in() {
     let seen = backend.last_seen().await.unwrap();
     // The body crossed both hops without a declared length.
     assert_eq!(seen.header("content-length"), None, "{seen:?}");
-    let entry = access_line(&fx, "/upload").await;
+    let entry = fx.access_line("/upload").await;
     assert_eq!(entry["protocol"], "HTTP/2", "{entry}");
     assert_eq!(entry["bytes_in"], total as u64, "{entry}");
     fx.shutdown().await.unwrap();

@@ -12,7 +12,6 @@ use wasmroute_e2e::client::{raw_exchange, read_response};
 use wasmroute_e2e::tls::{TestCa, TlsClient, TlsHttp};
 use wasmroute_e2e::{
     Backend, ConfigBuilder, FixtureDir, ListenerSpec, PoolSpec, ProxyFixture, STEP, bundled,
-    eventually,
 };
 
 /// A round-robin listener `edge` over `backend` that accepts headers from
@@ -65,19 +64,8 @@ async fn get_after(proxy: SocketAddr, header: &[u8], path: &str, trickle: bool) 
 
 /// The `client` of the access log line of `path` (waits for it).
 async fn logged_client(fx: &ProxyFixture, path: &str) -> String {
-    let file = fx.dir().path().join("access.log");
-    let find = || {
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
-        text.lines()
-            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-            .find(|entry| entry["path"] == path)
-            .map(|entry| entry["client"].as_str().unwrap().to_owned())
-    };
-    assert!(
-        eventually(STEP, || find().is_some()).await,
-        "no line for {path}"
-    );
-    find().unwrap()
+    let line = fx.access_line(path).await;
+    line["client"].as_str().unwrap().to_owned()
 }
 
 /// The `X-Forwarded-For` the backend saw on the request for `path`.
