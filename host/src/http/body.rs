@@ -270,10 +270,7 @@ impl Drop for UpstreamResponse {
         match (self.ended || self.body.is_end_stream()) && !stall.is_cut() {
             true => {
                 stall.unwatch(self.sequence + 1);
-                let conns = &self.guard.backend().conns;
-                if conns.reusable() {
-                    conns.hyper.put(connection);
-                }
+                self.guard.backend().conns.hyper.put(connection);
             }
             // The rest of the response is still on the wire.
             false => stall.abandon(),

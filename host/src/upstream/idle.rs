@@ -42,13 +42,24 @@ struct Idle<C> {
 pub struct IdleConnections<C> {
     queue: SegQueue<Idle<C>>,
     len: AtomicUsize,
+    /// The most kept: [`MAX_IDLE`], or 0 for connections that belong to
+    /// one client connection (a PROXY header's) and are never kept.
+    cap: usize,
 }
 
 impl<C> Default for IdleConnections<C> {
     fn default() -> Self {
+        IdleConnections::with_cap(MAX_IDLE)
+    }
+}
+
+impl<C> IdleConnections<C> {
+    /// Keeps at most `cap` connections (0: none, every one put is closed).
+    pub fn with_cap(cap: usize) -> Self {
         IdleConnections {
             queue: SegQueue::new(),
             len: AtomicUsize::new(0),
+            cap,
         }
     }
 }
@@ -73,10 +84,10 @@ impl<C: Reusable> IdleConnections<C> {
     }
 
     /// Keeps `connection` for the next request (closes it when the pool
-    /// is full or the backend closed it). The cap is checked without a
+    /// is full, keeps none, or the backend closed it). The cap is checked without a
     /// lock, so racing workers may overshoot it by a few.
     pub fn put(&self, mut connection: C) {
-        if !connection.is_closed() && self.len() < MAX_IDLE {
+        if self.len() < self.cap && !connection.is_closed() {
             self.push(Idle {
                 connection,
                 since: Instant::now(),

@@ -96,12 +96,18 @@ impl Connections {
         tls: Option<Arc<BackendTls>>,
         proxy_protocol: Option<ProxyProtocol>,
     ) -> Connections {
+        // A connection that started with a PROXY header is its client
+        // connection's alone: none is kept idle for another.
+        let cap = match proxy_protocol {
+            Some(_) => 0,
+            None => MAX_IDLE,
+        };
         Connections {
             address,
             tls,
             proxy_protocol,
-            hyper: IdleConnections::default(),
-            raw: IdleConnections::default(),
+            hyper: IdleConnections::with_cap(cap),
+            raw: IdleConnections::with_cap(cap),
         }
     }
 
@@ -147,12 +153,6 @@ impl Connections {
     pub fn close_idle(&self) {
         self.hyper.clear();
         self.raw.clear();
-    }
-
-    /// Whether a connection may be kept idle for another client
-    /// connection's requests: not when it started with a PROXY header.
-    pub fn reusable(&self) -> bool {
-        self.proxy_protocol.is_none()
     }
 
     /// Closes the stale idle connections of both kinds.

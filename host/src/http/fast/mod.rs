@@ -494,7 +494,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
         };
         match relayed {
             Ok(()) => {
-                if meta.reusable && !cut && backend.conns.reusable() {
+                if meta.reusable && !cut {
                     connection.park();
                     backend.conns.raw.put(connection);
                 }
