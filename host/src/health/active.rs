@@ -35,7 +35,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::{HealthChange, script};
-use crate::config::{HealthConfig, OnDown};
+use crate::config::HealthConfig;
 use crate::pool::outlier::Outlier;
 use crate::pool::{Backend, now_ms};
 use crate::upstream::MaybeTls;
@@ -129,7 +129,6 @@ pub(super) async fn check_backend(
     outlier: Arc<Outlier>,
     config: Arc<HealthConfig>,
     pool: String,
-    on_down: OnDown,
 ) {
     let mut rng = Jitter::new(backend.stable_id);
     tokio::time::sleep(rng.below(config.jitter)).await;
@@ -162,14 +161,14 @@ pub(super) async fn check_backend(
                     config.fall
                 );
                 tracing::warn!(%pool, backend = %backend.address, %reason, "backend down");
-                if on_down == OnDown::CloseConnections {
+                if backend.close_on_down {
                     stats.cut.raise();
                 }
                 outlier.announce(backend.address, HealthChange::Down, reason);
             }
             None => {}
         }
-        if on_down == OnDown::CloseConnections && !machine.is_up() {
+        if backend.close_on_down && !machine.is_up() {
             // Also those that exchanges in flight at the cut gave back.
             backend.conns.close_idle();
         }

@@ -74,7 +74,6 @@ impl HealthTasks {
                             Arc::clone(&pool.outlier),
                             Arc::clone(&health),
                             pool.name.clone(),
-                            pool_config.on_down,
                         ));
                     }
                 }

@@ -80,7 +80,6 @@ fn start_checker(
         Arc::clone(&pool.outlier),
         Arc::new(health),
         pool.name.clone(),
-        crate::config::OnDown::Keep,
     ));
     (receiver, task.abort_handle())
 }
