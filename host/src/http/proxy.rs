@@ -103,7 +103,7 @@ async fn handle_request(
     listener: &ListenerHandle,
     shared: &ProxyShared,
 ) -> Response<ProxyBody> {
-    let HyperConnection { conn, watch, .. } = client;
+    let conn = &client.conn;
     let (mut head, body) = request.into_parts();
     let client_upgrade = match headers::wants_upgrade(&head.headers) {
         true => head.extensions.remove::<OnUpgrade>(),
@@ -115,8 +115,7 @@ async fn handle_request(
     // log reads the count.
     let counted = body.is_some() && declared.is_none() && listener.state().access_log.is_some();
     let mut codec = HyperCodec {
-        conn,
-        watch,
+        client,
         http1: head.version < Version::HTTP_2,
         body: body.map(|body| CountedBody::new(body, counted)),
         counted,
@@ -137,9 +136,8 @@ async fn handle_request(
 
 /// One request on hyper's side.
 struct HyperCodec<'c> {
-    conn: &'c ConnInfo,
-    /// The connection's send watch, which its response bodies tell.
-    watch: &'c Arc<ClientWatch>,
+    /// The client connection: its endpoints and send watch.
+    client: &'c HyperConnection,
     /// The client speaks HTTP/1 (a `Connection` header means something).
     http1: bool,
     /// The client's body, while it has not been sent.
@@ -183,9 +181,15 @@ impl Codec for HyperCodec<'_> {
         let request = Request::from_parts(head, body);
         let upstream_time = &mut self.exchanged.upstream_time;
         *upstream_time = None;
-        let timing = (view.decided_at, upstream_time);
-        let client = (self.conn, self.watch);
-        let result = forward(request, &mut self.client_upgrade, client, target, timing).await;
+        let result = forward(
+            request,
+            &mut self.client_upgrade,
+            self.client,
+            target,
+            view.decided_at,
+            upstream_time,
+        )
+        .await;
         result.map_err(|(error, unsent)| {
             match unsent.map(Request::into_body) {
                 // Nothing was sent: the body can go to another backend.
@@ -218,7 +222,7 @@ impl Codec for HyperCodec<'_> {
     }
 
     fn conn(&self) -> &ConnInfo {
-        self.conn
+        &self.client.conn
     }
 
     fn exchanged(&self) -> Exchanged {
@@ -252,12 +256,14 @@ type Failed = (AttemptError, Option<Request<UpstreamBody>>);
 async fn forward(
     mut request: Request<UpstreamBody>,
     client_upgrade: &mut Option<OnUpgrade>,
-    (conn, watch): (&ConnInfo, &Arc<ClientWatch>),
+    client: &HyperConnection,
     target: Target,
-    (decided_at, upstream_time): (Option<Instant>, &mut Option<Duration>),
+    decided_at: Option<Instant>,
+    upstream_time: &mut Option<Duration>,
 ) -> Result<Response<ProxyBody>, Failed> {
     let backend = &target.backend;
     let upgrade = client_upgrade.is_some();
+    let conn = &client.conn;
     if prepare_upstream_request(&mut request, conn, backend, upgrade).is_err() {
         return Ok(local(
             StatusCode::BAD_REQUEST,
@@ -292,8 +298,14 @@ async fn forward(
     }
     headers::strip_hop_by_hop(response.headers_mut(), switching);
     headers::apply_edits(response.headers_mut(), target.response_edits);
-    Ok(response
-        .map(|body| ProxyBody::Upstream(UpstreamResponse::new(body, guard, connection, watch))))
+    Ok(response.map(|body| {
+        ProxyBody::Upstream(UpstreamResponse::new(
+            body,
+            guard,
+            connection,
+            &client.watch,
+        ))
+    }))
 }
 
 /// Records and removes the backend's utilization report (the pool's load
