@@ -40,11 +40,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let slow = tokio::spawn(get_once(address, "/slow"));
     arrived.await;
     proxy.signal("TERM");
-    let lines = tokio::task::spawn_blocking(move || {
-        proxy.wait_for("SIGTERM: draining");
-        proxy
-    });
-    let mut proxy = lines.await.unwrap();
+    let proxy = proxy.after(&["SIGTERM: draining"]).await;
     // The idle connection closes while the slow request is still held.
     let mut rest = [0u8; 64];
     let read = idle.read(&mut rest).await;
@@ -59,9 +55,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         response.to_ascii_lowercase().contains("connection: close"),
         "a response while draining says connection: close: {response}"
     );
-    let status = tokio::task::spawn_blocking(move || proxy.exit_status())
-        .await
-        .unwrap();
+    let status = proxy.exited().await;
     assert_eq!(status.code(), Some(0));
 }
 
@@ -77,16 +71,9 @@ async fn a_second_sigterm_exits_at_once() {
     let slow = tokio::spawn(get_once(address, "/slow"));
     arrived.await;
     proxy.signal("TERM");
-    let mut proxy = tokio::task::spawn_blocking(move || {
-        proxy.wait_for("SIGTERM: draining");
-        proxy.signal("TERM");
-        proxy
-    })
-    .await
-    .unwrap();
-    let status = tokio::task::spawn_blocking(move || proxy.exit_status())
-        .await
-        .unwrap();
+    let proxy = proxy.after(&["SIGTERM: draining"]).await;
+    proxy.signal("TERM");
+    let status = proxy.exited().await;
     assert_eq!(status.code(), Some(1));
     // The held request was cut, not answered.
     let response = slow.await.unwrap().unwrap_or_default();
@@ -103,12 +90,7 @@ async fn upgrade_hands_the_sockets_over_without_a_failed_request() {
     let (_dir, config) = write_config(backend.addr, "30s");
     let old = Proxy::spawn(&config, &[]);
     let address = old.listening();
-    let old = tokio::task::spawn_blocking(move || {
-        old.wait_for("upgrade socket listening");
-        old
-    })
-    .await
-    .unwrap();
+    let old = old.after(&["upgrade socket listening"]).await;
     let load = Arc::new(Load::new());
     let clients: Vec<_> = (0..4)
         .map(|_| tokio::spawn(load_client(address, Arc::clone(&load))))
@@ -116,22 +98,13 @@ async fn upgrade_hands_the_sockets_over_without_a_failed_request() {
     load.more_successes(100).await;
 
     let config_again = config.clone();
-    let new = tokio::task::spawn_blocking(move || {
-        let new = Proxy::spawn(&config_again, &["--upgrade"]);
-        new.wait_for("listening socket taken over from the previous instance");
-        new
-    })
-    .await
-    .unwrap();
-    let mut old = tokio::task::spawn_blocking(move || {
-        old.wait_for("upgrade: the new instance is serving; draining");
-        old
-    })
-    .await
-    .unwrap();
-    let status = tokio::task::spawn_blocking(move || old.exit_status())
-        .await
-        .unwrap();
+    let new = Proxy::spawn(&config_again, &["--upgrade"])
+        .after(&["listening socket taken over from the previous instance"])
+        .await;
+    let old = old
+        .after(&["upgrade: the new instance is serving; draining"])
+        .await;
+    let status = old.exited().await;
     assert_eq!(status.code(), Some(0), "the old instance exits 0");
     // Only the new instance is left; it keeps serving the same address.
     load.more_successes(100).await;
@@ -140,10 +113,7 @@ async fn upgrade_hands_the_sockets_over_without_a_failed_request() {
     let socket = config.parent().unwrap().join("upgrade.sock");
     assert!(socket.exists(), "the new instance listens on {socket:?}");
     new.signal("TERM");
-    let mut new = new;
-    let status = tokio::task::spawn_blocking(move || new.exit_status())
-        .await
-        .unwrap();
+    let status = new.exited().await;
     assert_eq!(status.code(), Some(0));
 }
 
@@ -189,24 +159,17 @@ async fn upgrade_hands_the_admin_socket_over_too() {
     proxy_load.more_successes(50).await;
     admin_load.more_successes(20).await;
 
-    let new = tokio::task::spawn_blocking(move || {
-        let new = Proxy::spawn(&new_config, &["--upgrade"]);
-        new.wait_for("admin socket taken over from the previous instance");
-        new
-    })
-    .await
-    .unwrap();
-    let mut old = tokio::task::spawn_blocking(move || {
-        old.wait_for("upgrade: the new instance is serving; draining");
-        old.wait_for("admin socket handed over; no longer accepting on it");
-        old
-    })
-    .await
-    .unwrap();
+    let new = Proxy::spawn(&new_config, &["--upgrade"])
+        .after(&["admin socket taken over from the previous instance"])
+        .await;
+    let old = old
+        .after(&[
+            "upgrade: the new instance is serving; draining",
+            "admin socket handed over; no longer accepting on it",
+        ])
+        .await;
     let old_pid = old.pid;
-    let status = tokio::task::spawn_blocking(move || old.exit_status())
-        .await
-        .unwrap();
+    let status = old.exited().await;
     assert_eq!(status.code(), Some(0), "the old instance {old_pid} exits 0");
     proxy_load.more_successes(50).await;
     admin_load.more_successes(20).await;
@@ -220,9 +183,6 @@ async fn upgrade_hands_the_admin_socket_over_too() {
         "/status comes from the new instance's config: {status}"
     );
     new.signal("TERM");
-    let mut new = new;
-    let status = tokio::task::spawn_blocking(move || new.exit_status())
-        .await
-        .unwrap();
+    let status = new.exited().await;
     assert_eq!(status.code(), Some(0));
 }

@@ -60,13 +60,7 @@ async fn sigusr1_reopens_the_access_log_after_a_move() {
     let config = dir.path().join("wasmroute.toml");
     let log = "\n[access_log]\npath = \"access.log\"\nformat = \"json\"\n";
     std::fs::write(&config, config_text(&[backend.addr], "30s", log)).unwrap();
-    let (proxy, address) = tokio::task::spawn_blocking(move || {
-        let proxy = Proxy::spawn(&config, &[]);
-        let address = proxy.listening();
-        (proxy, address)
-    })
-    .await
-    .unwrap();
+    let (proxy, address) = Proxy::started(config, &[]).await;
     let (current, moved) = (
         dir.path().join("access.log"),
         dir.path().join("access.log.1"),
@@ -77,12 +71,9 @@ async fn sigusr1_reopens_the_access_log_after_a_move() {
 
     proxy.signal("USR1");
     // Past this line the writer opens the path again before its next line.
-    let proxy = tokio::task::spawn_blocking(move || {
-        proxy.wait_for("SIGUSR1: the access log is reopened before its next line");
-        proxy
-    })
-    .await
-    .unwrap();
+    let proxy = proxy
+        .after(&["SIGUSR1: the access log is reopened before its next line"])
+        .await;
     send(address, "/after", 20).await;
     let fresh = await_lines(&current, "/after-", 20).await;
     let rotated = logged_paths(&moved);
@@ -132,13 +123,7 @@ async fn a_policy_failing_every_decision_logs_a_bounded_number_of_lines() {
         backend.addr
     );
     std::fs::write(&config, text).unwrap();
-    let (proxy, address) = tokio::task::spawn_blocking(move || {
-        let proxy = Proxy::spawn(&config, &[]);
-        let address = proxy.listening();
-        (proxy, address)
-    })
-    .await
-    .unwrap();
+    let (proxy, address) = Proxy::started(config, &[]).await;
 
     let started = Instant::now();
     let mut failed = 0u64;

@@ -179,6 +179,40 @@ impl Proxy {
         }
     }
 
+    /// [`spawn`](Self::spawn), then the listener's address
+    /// ([`listening`](Self::listening)), waited for off the runtime's
+    /// threads.
+    pub async fn started(config: PathBuf, extra: &'static [&'static str]) -> (Proxy, SocketAddr) {
+        tokio::task::spawn_blocking(move || {
+            let proxy = Proxy::spawn(&config, extra);
+            let address = proxy.listening();
+            (proxy, address)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Waits, off the runtime's threads, for log lines with each of
+    /// `messages` in turn ([`wait_for`](Self::wait_for)).
+    pub async fn after(self, messages: &'static [&'static str]) -> Proxy {
+        tokio::task::spawn_blocking(move || {
+            for message in messages {
+                self.wait_for(message);
+            }
+            self
+        })
+        .await
+        .unwrap()
+    }
+
+    /// [`exit_status`](Self::exit_status), waited for off the runtime's
+    /// threads.
+    pub async fn exited(mut self) -> ExitStatus {
+        tokio::task::spawn_blocking(move || self.exit_status())
+            .await
+            .unwrap()
+    }
+
     /// Waits for a log line whose `message` is `message`; returns it.
     pub fn wait_for(&self, message: &str) -> String {
         let want = format!("\"message\":\"{message}\"");
