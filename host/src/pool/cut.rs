@@ -34,6 +34,7 @@ impl CutSignal {
     }
 
     /// How many times the signal was raised.
+    #[cfg(test)]
     pub fn epoch(&self) -> u64 {
         *self.epoch.borrow()
     }
@@ -65,6 +66,7 @@ impl CutWatch {
 
     /// Whether the signal was raised since this watch was taken (or last
     /// completed [`cut`](Self::cut)).
+    #[cfg(test)]
     pub fn is_cut(&self) -> bool {
         self.epoch.has_changed().unwrap_or(false)
     }
