@@ -40,7 +40,7 @@ pub fn key_hash(view: &RequestView, key: &RequestKey) -> Option<u64> {
 
 /// FNV-1a 64 of the IP address's text (what the `client-ip` accessor
 /// returns), without a buffer on the heap.
-fn ip_hash(ip: IpAddr) -> u64 {
+pub(super) fn ip_hash(ip: IpAddr) -> u64 {
     fnv1a64_extend(FNV1A64_OFFSET, IpText::new(ip).as_bytes())
 }
 

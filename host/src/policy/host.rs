@@ -1,5 +1,6 @@
-//! The host side of `wit/policy.wit`: generated bindings and the functions a
-//! policy may call while it decides.
+//! The host side of `wit/policy.wit` (0.3): generated bindings and the
+//! functions a policy may call while it decides a request (the connection
+//! resource is in `connection.rs`, 0.2 modules' imports in `v02.rs`).
 //!
 //! The request is never copied into the guest. During a decision the request
 //! head is *moved* (not cloned) into the store's [`HostState`] and the guest
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
+pub use super::connection::ConnectionHandle;
+use super::connection::ConnectionView;
 use super::counters::{COUNTER_SLOTS, SharedCounters};
 use super::deadline::DecisionClock;
 use super::derived::{self, header_str};
@@ -23,11 +26,12 @@ wasmtime::component::bindgen!({
     path: "../wit",
     with: {
         "wasmroute:policy/host.request": RequestHandle,
+        "wasmroute:policy/host.connection": ConnectionHandle,
     },
 });
 
 pub use self::wasmroute::policy::types::{
-    BackendLoad, BackendStats, HeaderEdit, Method, RequestKey,
+    BackendLoad, BackendStats, ConnectionForward, ConnectionKey, HeaderEdit, Method, RequestKey,
 };
 
 /// Names of generated items used elsewhere, kept in one place.
@@ -142,6 +146,8 @@ impl RequestView {
 pub struct HostState {
     /// The request being decided (`None` between calls).
     pub request: Option<RequestView>,
+    /// The TCP connection being decided (`None` between calls).
+    pub connection: Option<ConnectionView>,
     /// The listener's pools, index = pool id.
     pub pools: Arc<[Arc<BackendPool>]>,
     /// The listener's shared counters.
@@ -165,6 +171,7 @@ impl HostState {
     ) -> HostState {
         HostState {
             request: None,
+            connection: None,
             pools,
             counters,
             limits: StoreLimitsBuilder::new()

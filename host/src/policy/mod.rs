@@ -18,17 +18,20 @@
 //!   it, then one request probes it ([`breaker`]). Other listeners sharing
 //!   the worker threads stop paying for it.
 
+mod bindings;
 mod breaker;
 mod cache;
+mod connection;
 mod counters;
 mod deadline;
 mod derived;
 mod host;
+mod v02;
 mod wasi;
 mod worker;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -36,15 +39,19 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store};
 
 pub use breaker::{FIRST_BACK_OFF, MAX_BACK_OFF, TRIP_AFTER};
+pub use connection::{ClientHello, ConnectionView};
 pub use counters::{COUNTER_SLOTS, SharedCounters};
-pub use host::{Decision, HeaderEdit, RequestView, find_cookie};
-pub use worker::{decide, decide_since};
+pub use host::{
+    Capabilities, ConnectionDecision, ConnectionForward, Decision, HeaderEdit, RequestView,
+    find_cookie,
+};
+pub use worker::{decide, decide_connection, decide_since};
 
 use crate::metrics::{DecisionErrorKind, DecisionMetrics};
 use crate::pool::BackendPool;
+use bindings::{Bindings, BindingsPre};
 use breaker::Breaker;
 use deadline::ticks;
-use host::exports::{PolicyBindings, PolicyBindingsPre};
 use host::{ConfigValue, HostState};
 
 /// Epoch ticks per second: the deadline granularity is 1 ms.
@@ -136,6 +143,7 @@ impl PolicyEngine {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         host::add_to_linker(&mut linker)?;
+        v02::add_to_linker(&mut linker)?;
         spawn_epoch_ticker(&engine);
         Ok(PolicyEngine {
             engine,
@@ -170,7 +178,7 @@ impl PolicyEngine {
         let mut linker = Linker::clone(&self.linker);
         wasi::link(&mut linker, &self.engine, &component).map_err(compile_error)?;
         let instance_pre = linker.instantiate_pre(&component).map_err(compile_error)?;
-        let pre = PolicyBindingsPre::new(instance_pre)
+        let pre = BindingsPre::new(instance_pre)
             .map_err(|e| PolicyError::Compile(single_line(&format!("{e:#}"))))?;
         static VERSIONS: AtomicU64 = AtomicU64::new(1);
         Ok(CompiledPolicy {
@@ -222,10 +230,16 @@ pub struct CompiledPolicy {
     /// SHA-256 of the module bytes (an unchanged file is not reloaded).
     pub digest: [u8; 32],
     engine: Engine,
-    pre: PolicyBindingsPre<HostState>,
+    pre: BindingsPre,
 }
 
 impl CompiledPolicy {
+    /// The `wasmroute:policy` version the module was built against
+    /// (`0.3`, `0.2`).
+    pub fn interface(&self) -> &'static str {
+        self.pre.interface()
+    }
+
     /// The first 12 hex digits of [`CompiledPolicy::digest`], for log
     /// lines (`sha256=3f2a...`); formats without allocating.
     pub fn short_digest(&self) -> ShortDigest<'_> {
@@ -250,6 +264,7 @@ impl std::fmt::Debug for CompiledPolicy {
         f.debug_struct("CompiledPolicy")
             .field("name", &self.name)
             .field("version", &self.version)
+            .field("interface", &self.interface())
             .finish_non_exhaustive()
     }
 }
@@ -282,6 +297,7 @@ pub struct BoundPolicy {
     config: Vec<(String, ConfigValue)>,
     limits: PolicyLimits,
     breaker: Breaker,
+    capabilities: OnceLock<Capabilities>,
 }
 
 impl std::fmt::Debug for BoundPolicy {
@@ -296,7 +312,7 @@ impl std::fmt::Debug for BoundPolicy {
 /// One instance with its store.
 pub(crate) struct PolicyInstance {
     store: Store<HostState>,
-    bindings: PolicyBindings,
+    bindings: Bindings,
 }
 
 impl BoundPolicy {
@@ -319,6 +335,7 @@ impl BoundPolicy {
             config: flatten_config(policy_config),
             limits,
             breaker: Breaker::new(probe_lease(limits.decision_timeout)),
+            capabilities: OnceLock::new(),
         }
     }
 
@@ -332,6 +349,12 @@ impl BoundPolicy {
     /// Proves the policy can serve: instantiates it and runs `init`.
     pub fn validate(&self) -> Result<(), PolicyError> {
         self.instantiate().map(drop)
+    }
+
+    /// What the module decides, as its first instance said (known once
+    /// [`BoundPolicy::validate`] succeeded; `None` before).
+    pub fn capabilities(&self) -> Option<Capabilities> {
+        self.capabilities.get().copied()
     }
 
     /// A fresh instance with `init` run.
@@ -354,6 +377,11 @@ impl BoundPolicy {
             .map_err(|e| PolicyError::Instantiate(format!("{e:#}")))?;
         match bindings.call_init(&mut store, &self.pool_names, &self.config) {
             Ok(Ok(())) => {
+                let capabilities = bindings
+                    .call_capabilities(&mut store)
+                    .map_err(|trap| PolicyError::InitTrapped(format!("capabilities: {trap:#}")))?;
+                // Every instance of one module answers the same.
+                let _ = self.capabilities.set(capabilities);
                 // `init` ran against the wall-time deadline above; decisions
                 // against the guest's CPU time (`deadline`).
                 store.epoch_deadline_callback(|mut store| Ok(store.data_mut().clock.on_deadline()));

@@ -17,9 +17,13 @@ use std::time::Instant;
 use wasmtime::Trap;
 use wasmtime::component::Resource;
 
+use wasmtime::Store;
+
+use super::bindings::Bindings;
 use super::breaker::{Admission, Trip};
 use super::host::exports::Decision;
-use super::{BoundPolicy, DecisionError, PolicyInstance, RequestView};
+use super::host::{ConnectionDecision, HostState};
+use super::{BoundPolicy, ConnectionView, DecisionError, PolicyInstance, RequestView};
 use crate::metrics::DecisionErrorKind;
 
 struct WorkerSlot {
@@ -52,19 +56,56 @@ pub fn decide_since(
     view: RequestView,
     started: Instant,
 ) -> (RequestView, Result<Decision, DecisionError>) {
+    let (mut view, result, ended) = guarded(policy, view, started, call_decide, check);
+    if let Some(ended) = ended {
+        view.decision_time += ended.saturating_duration_since(started);
+        // The one clock read the decision metrics need; the attempt that
+        // follows reuses it as its own start (`decided_at`).
+        view.decided_at = Some(ended);
+    }
+    (view, result)
+}
+
+/// Asks `policy` where the TCP connection in `view` goes, as [`decide`]
+/// asks about a request: the same breaker, metrics and checks.
+pub fn decide_connection(
+    policy: &Arc<BoundPolicy>,
+    view: ConnectionView,
+) -> (ConnectionView, Result<ConnectionDecision, DecisionError>) {
+    let started = Instant::now();
+    let (mut view, result, ended) = guarded(
+        policy,
+        view,
+        started,
+        call_decide_connection,
+        check_connection,
+    );
+    if let Some(ended) = ended {
+        view.decision_time += ended.saturating_duration_since(started);
+    }
+    (view, result)
+}
+
+/// One decision behind the policy's breaker, timed into its metrics and
+/// checked by `check`; the end of the call when the guest was called.
+fn guarded<V, D>(
+    policy: &Arc<BoundPolicy>,
+    view: V,
+    started: Instant,
+    call: fn(&Arc<BoundPolicy>, V) -> (V, Result<D, DecisionError>),
+    check: fn(&BoundPolicy, D) -> Result<D, DecisionError>,
+) -> (V, Result<D, DecisionError>, Option<Instant>) {
     let admission = policy.breaker.admit();
     if admission == Admission::Open {
         policy.metrics.count_error(DecisionErrorKind::Tripped);
-        return (view, Err(DecisionError::Tripped));
+        return (view, Err(DecisionError::Tripped), None);
     }
-    let (mut view, result) = call(policy, view);
-    // The one clock read the decision metrics need; the attempt that
-    // follows reuses it as its own start (`decided_at`).
+    let (view, result) = call(policy, view);
     let ended = Instant::now();
-    let elapsed = ended.saturating_duration_since(started);
-    policy.metrics.duration.observe(elapsed);
-    view.decision_time += elapsed;
-    view.decided_at = Some(ended);
+    policy
+        .metrics
+        .duration
+        .observe(ended.saturating_duration_since(started));
     let result = match result {
         Ok(decision) => {
             if policy.breaker.succeeded(admission) {
@@ -80,15 +121,45 @@ pub fn decide_since(
     if let Err(error) = &result {
         policy.metrics.count_error(error.kind());
     }
-    (view, result)
+    (view, result, Some(ended))
 }
 
-/// One call of the guest's `decide` on this worker's instance (created if
-/// there is none); a failed call drops the instance.
-fn call(
+fn call_decide(
     policy: &Arc<BoundPolicy>,
     view: RequestView,
 ) -> (RequestView, Result<Decision, DecisionError>) {
+    call(
+        policy,
+        view,
+        |state, view| state.request = Some(view),
+        |state| state.request.take(),
+        |bindings, store| bindings.call_decide(store, Resource::new_borrow(0)),
+    )
+}
+
+fn call_decide_connection(
+    policy: &Arc<BoundPolicy>,
+    view: ConnectionView,
+) -> (ConnectionView, Result<ConnectionDecision, DecisionError>) {
+    call(
+        policy,
+        view,
+        |state, view| state.connection = Some(view),
+        |state| state.connection.take(),
+        |bindings, store| bindings.call_decide_connection(store, Resource::new_borrow(0)),
+    )
+}
+
+/// One call of the guest on this worker's instance (created if there is
+/// none), with `view` in the store for its duration; a failed call drops
+/// the instance.
+fn call<V, D>(
+    policy: &Arc<BoundPolicy>,
+    view: V,
+    put: fn(&mut HostState, V),
+    take: fn(&mut HostState) -> Option<V>,
+    run: fn(&Bindings, &mut Store<HostState>) -> wasmtime::Result<D>,
+) -> (V, Result<D, DecisionError>) {
     INSTANCES.with(|cell| {
         let mut slots = cell.borrow_mut();
         let index = match slot_for(&mut slots, policy) {
@@ -97,18 +168,11 @@ fn call(
         };
         let slot = &mut slots[index];
         let store = &mut slot.instance.store;
-        store.data_mut().request = Some(view);
+        put(store.data_mut(), view);
         let first_deadline = store.data_mut().clock.restart();
         store.set_epoch_deadline(first_deadline);
-        let result = slot
-            .instance
-            .bindings
-            .call_decide(&mut *store, Resource::new_borrow(0));
-        let view = store
-            .data_mut()
-            .request
-            .take()
-            .expect("the host put the request view in before the call");
+        let result = run(&slot.instance.bindings, &mut *store);
+        let view = take(store.data_mut()).expect("the host put the view in before the call");
         match result {
             Ok(decision) => (view, Ok(decision)),
             Err(error) => {
@@ -182,29 +246,7 @@ fn classify(error: wasmtime::Error) -> DecisionError {
 /// an unhealthy backend, or an invalid status.
 fn check(policy: &BoundPolicy, decision: Decision) -> Result<Decision, DecisionError> {
     match &decision {
-        Decision::Forward(forward) => {
-            let pool = policy.pools.get(forward.pool as usize).ok_or_else(|| {
-                DecisionError::Invalid(format!(
-                    "pool {} does not exist (the listener has {})",
-                    forward.pool,
-                    policy.pools.len()
-                ))
-            })?;
-            let backend = pool.backends.get(forward.backend as usize).ok_or_else(|| {
-                DecisionError::Invalid(format!(
-                    "backend {} does not exist in pool {} ({} backends)",
-                    forward.backend,
-                    pool.name,
-                    pool.backends.len()
-                ))
-            })?;
-            if !backend.stats.healthy() {
-                return Err(DecisionError::Invalid(format!(
-                    "backend {} of pool {} is unhealthy",
-                    forward.backend, pool.name
-                )));
-            }
-        }
+        Decision::Forward(forward) => check_backend(policy, forward.pool, forward.backend)?,
         Decision::Respond(respond) => {
             if !(200..=599).contains(&respond.status) {
                 return Err(DecisionError::Invalid(format!(
@@ -215,6 +257,41 @@ fn check(policy: &BoundPolicy, decision: Decision) -> Result<Decision, DecisionE
         }
     }
     Ok(decision)
+}
+
+/// Refuses connection decisions naming a pool or backend the listener
+/// does not have, or an unhealthy backend.
+fn check_connection(
+    policy: &BoundPolicy,
+    decision: ConnectionDecision,
+) -> Result<ConnectionDecision, DecisionError> {
+    if let ConnectionDecision::Forward(forward) = &decision {
+        check_backend(policy, forward.pool, forward.backend)?;
+    }
+    Ok(decision)
+}
+
+fn check_backend(policy: &BoundPolicy, pool_id: u32, backend: u32) -> Result<(), DecisionError> {
+    let pool = policy.pools.get(pool_id as usize).ok_or_else(|| {
+        DecisionError::Invalid(format!(
+            "pool {pool_id} does not exist (the listener has {})",
+            policy.pools.len()
+        ))
+    })?;
+    let chosen = pool.backends.get(backend as usize).ok_or_else(|| {
+        DecisionError::Invalid(format!(
+            "backend {backend} does not exist in pool {} ({} backends)",
+            pool.name,
+            pool.backends.len()
+        ))
+    })?;
+    if !chosen.stats.healthy() {
+        return Err(DecisionError::Invalid(format!(
+            "backend {backend} of pool {} is unhealthy",
+            pool.name
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
