@@ -1,7 +1,8 @@
-//! The backends of a pool a request may go to, as the host's bitmask.
+//! The backends of a pool a request (or connection) may go to, as the
+//! host's bitmask.
 
 use crate::balance::mask;
-use crate::{PoolId, Request};
+use crate::{PoolId, Subject};
 
 /// The backends of a pool that a request may go to: the healthy ones it has
 /// not tried yet, or, when it has tried every healthy backend, all healthy
@@ -27,12 +28,12 @@ pub struct Candidates<'a> {
     /// Backends 64.., by group of 64; `None` until fetched.
     tail: Vec<Option<u64>>,
     /// Where to fetch the tail from; `None` when every word is known.
-    source: Option<(Request<'a>, PoolId)>,
+    source: Option<(Subject<'a>, PoolId)>,
 }
 
 impl<'a> Candidates<'a> {
     /// The candidates of `pool` for `req`, from the host.
-    pub(crate) fn fetch(pool: PoolId, req: Request<'a>) -> Self {
+    pub(crate) fn fetch(pool: PoolId, req: Subject<'a>) -> Self {
         let size = pool.size();
         let head = if size == 0 {
             0

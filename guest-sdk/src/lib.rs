@@ -70,6 +70,7 @@
 pub mod balance;
 mod candidates;
 mod config;
+mod connection;
 mod decision;
 pub mod key;
 mod request;
@@ -78,6 +79,7 @@ pub mod sticky;
 
 pub use candidates::Candidates;
 pub use config::{Config, ConfigValue, InitContext};
+pub use connection::{Connection, ConnectionDecision, Subject};
 pub use decision::Decision;
 pub use request::{Method, Request};
 
@@ -127,6 +129,46 @@ pub trait Policy: Sized + 'static {
     /// traps the instance; the listener's `on_error` then handles the
     /// request and the instance is recreated (and re-initialised).
     fn decide(&mut self, req: &Request) -> Decision;
+}
+
+/// A policy that also decides TCP connections, for TCP listeners: the one
+/// method to add to a [`Policy`] (and [`export_policy!`] finds it by
+/// itself). A policy without it serves HTTP listeners only; the proxy
+/// refuses it for a TCP listener with that reason.
+///
+/// ```no_run
+/// # use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request};
+/// use wasmroute_policy::{Connection, ConnectionDecision, ConnectionPolicy, export_policy};
+/// # struct First;
+/// # impl Policy for First {
+/// #     fn init(_: &InitContext) -> Result<Self, String> { Ok(First) }
+/// #     fn decide(&mut self, _: &Request) -> Decision { Decision::no_backend() }
+/// # }
+/// impl ConnectionPolicy for First {
+///     fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
+///         match PoolId::DEFAULT.candidates(conn).next_after(None) {
+///             Some(backend) => ConnectionDecision::forward(PoolId::DEFAULT, backend),
+///             None => ConnectionDecision::reject(),
+///         }
+///     }
+/// }
+/// export_policy!(First);
+/// # fn main() {}
+/// ```
+pub trait ConnectionPolicy: Policy {
+    /// True when [`decide_connection`](Self::decide_connection) reads the
+    /// client's TLS ClientHello ([`Connection::server_name`],
+    /// [`Connection::alpn`], [`Connection::is_tls`]). Only then does the
+    /// proxy wait for the client's first bytes (up to the listener's
+    /// `peek_timeout`) before deciding; leave it false for protocols where
+    /// the server speaks first.
+    const READS_CLIENT_HELLO: bool = false;
+
+    /// Decides which backend one TCP connection goes to, when it is
+    /// accepted (and again, with [`Connection::attempt`] above 0, when the
+    /// chosen backend cannot be connected to). The same rules as
+    /// [`Policy::decide`]: quick, and a panic traps the instance.
+    fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision;
 }
 
 /// A pool of the listener: its index in the listener's `pools` list.
@@ -185,8 +227,8 @@ impl PoolId {
     /// by the host and returned as bitmasks: no list crosses into the
     /// guest, so this is the cheap way to balance by health alone (see
     /// [`balance::Rotation`], [`balance::random_candidate`]).
-    pub fn candidates<'a>(self, req: &Request<'a>) -> Candidates<'a> {
-        Candidates::fetch(self, *req)
+    pub fn candidates<'a>(self, req: impl Into<Subject<'a>>) -> Candidates<'a> {
+        Candidates::fetch(self, req.into())
     }
 
     /// The backend with the fewest requests in flight among those `req`
@@ -197,8 +239,8 @@ impl PoolId {
     /// by `tie_breaker` as there: pass a counter incremented per decision
     /// to rotate among equally loaded backends. `None` when no backend of
     /// the pool is healthy.
-    pub fn least_active(self, req: &Request, tie_breaker: u64) -> Option<u32> {
-        req.least_active_in(self, tie_breaker)
+    pub fn least_active<'a>(self, req: impl Into<Subject<'a>>, tie_breaker: u64) -> Option<u32> {
+        req.into().least_active_in(self, tie_breaker)
     }
 
     /// [`stats`](Self::stats) for deciding `req`: on a retry, the backends
@@ -206,7 +248,8 @@ impl PoolId {
     /// as another healthy backend remains, see [`balance::avoid`]), so any
     /// balancing helper picks a fresh one. The same as `stats()` on a first
     /// attempt.
-    pub fn stats_for(self, req: &Request) -> Vec<BackendStats> {
+    pub fn stats_for<'a>(self, req: impl Into<Subject<'a>>) -> Vec<BackendStats> {
+        let req = req.into();
         let mut stats = self.stats();
         if req.attempt() > 0 {
             balance::avoid(&mut stats, &req.tried_in(self));
@@ -268,8 +311,9 @@ pub fn random() -> u64 {
 }
 
 /// Exports a [`Policy`] implementation as the policy component's `init` and
-/// `decide`. Use it exactly once per policy crate, with the type's name:
-/// `export_policy!(MyPolicy);`.
+/// `decide` (and `decide-connection` when the type also implements
+/// [`ConnectionPolicy`]). Use it exactly once per policy crate, with the
+/// type's name: `export_policy!(MyPolicy);`.
 ///
 /// The instance created by `init` is kept in a thread-local slot in guest
 /// memory (a Wasm instance is single-threaded) and handed to every
@@ -297,6 +341,20 @@ macro_rules! export_policy {
                 fn decide(request: &$crate::bindings::Request) -> $crate::bindings::Decision {
                     $crate::__private::decide(&POLICY, request)
                 }
+
+                fn capabilities() -> $crate::bindings::types::Capabilities {
+                    #[allow(unused_imports)]
+                    use $crate::__private::{DecidesConnections as _, DecidesRequestsOnly as _};
+                    (&$crate::__private::Probe::<$ty>::NEW).capabilities()
+                }
+
+                fn decide_connection(
+                    connection: &$crate::bindings::host::Connection,
+                ) -> $crate::bindings::types::ConnectionDecision {
+                    #[allow(unused_imports)]
+                    use $crate::__private::{DecidesConnections as _, DecidesRequestsOnly as _};
+                    (&$crate::__private::Probe::<$ty>::NEW).decide_connection(&POLICY, connection)
+                }
             }
 
     $crate::bindings::export!(WasmroutePolicyExport with_types_in $crate::bindings);
@@ -307,7 +365,7 @@ macro_rules! export_policy {
 /// The glue [`export_policy!`] expands to. Not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    use crate::{InitContext, Policy, Request, bindings};
+    use crate::{Connection, ConnectionPolicy, InitContext, Policy, Request, bindings};
     use std::cell::RefCell;
     use std::thread::LocalKey;
 
@@ -328,6 +386,84 @@ pub mod __private {
         let policy = T::init(&InitContext::new(pools, config))?;
         slot.set(Some(policy));
         Ok(())
+    }
+
+    /// Chooses at the export macro's expansion whether the policy type
+    /// implements [`ConnectionPolicy`]: method resolution prefers
+    /// [`DecidesConnections`] (implemented on `Probe<T>` when it does) over
+    /// [`DecidesRequestsOnly`] (on `&Probe<T>`, one auto-reference
+    /// further), for the concrete type the macro names.
+    pub struct Probe<T>(std::marker::PhantomData<T>);
+
+    impl<T> Probe<T> {
+        /// The probe of `T`.
+        pub const NEW: Probe<T> = Probe(std::marker::PhantomData);
+    }
+
+    /// The exports of a policy that decides connections.
+    pub trait DecidesConnections<T> {
+        /// The `capabilities` export.
+        fn capabilities(&self) -> bindings::types::Capabilities;
+        /// The `decide-connection` export.
+        fn decide_connection(
+            &self,
+            slot: &'static Slot<T>,
+            connection: &bindings::host::Connection,
+        ) -> bindings::types::ConnectionDecision;
+    }
+
+    impl<T: ConnectionPolicy> DecidesConnections<T> for Probe<T> {
+        fn capabilities(&self) -> bindings::types::Capabilities {
+            let both = bindings::types::Capabilities::REQUESTS
+                | bindings::types::Capabilities::CONNECTIONS;
+            if T::READS_CLIENT_HELLO {
+                both | bindings::types::Capabilities::CLIENT_HELLO
+            } else {
+                both
+            }
+        }
+
+        fn decide_connection(
+            &self,
+            slot: &'static Slot<T>,
+            connection: &bindings::host::Connection,
+        ) -> bindings::types::ConnectionDecision {
+            slot.with_borrow_mut(|policy| {
+                let policy = policy
+                    .as_mut()
+                    .expect("wasmroute policy: decide-connection called before a successful init");
+                policy
+                    .decide_connection(&Connection::new(connection))
+                    .into_raw()
+            })
+        }
+    }
+
+    /// The exports of a policy that decides requests only.
+    pub trait DecidesRequestsOnly<T> {
+        /// The `capabilities` export.
+        fn capabilities(&self) -> bindings::types::Capabilities;
+        /// The `decide-connection` export, which the host never calls for
+        /// such a policy (it refuses it for TCP listeners): a trap.
+        fn decide_connection(
+            &self,
+            slot: &'static Slot<T>,
+            connection: &bindings::host::Connection,
+        ) -> bindings::types::ConnectionDecision;
+    }
+
+    impl<T: Policy> DecidesRequestsOnly<T> for &Probe<T> {
+        fn capabilities(&self) -> bindings::types::Capabilities {
+            bindings::types::Capabilities::REQUESTS
+        }
+
+        fn decide_connection(
+            &self,
+            _: &'static Slot<T>,
+            _: &bindings::host::Connection,
+        ) -> bindings::types::ConnectionDecision {
+            panic!("wasmroute policy: this policy does not implement ConnectionPolicy")
+        }
     }
 
     /// The exported `decide`: runs the stored policy.

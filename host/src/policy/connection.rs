@@ -142,3 +142,66 @@ impl super::host::wasmroute::policy::host::HostConnection for HostState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{BackendConfig, PoolConfig};
+    use crate::policy::{
+        BoundPolicy, Capabilities, ConnectionDecision, PolicyEngine, PolicyLimits,
+        decide_connection,
+    };
+    use crate::pool::BackendPool;
+
+    fn bound(name: &str) -> Arc<BoundPolicy> {
+        let engine = PolicyEngine::new().unwrap();
+        let bytes = crate::bundled::get(name).unwrap();
+        let module = Arc::new(engine.compile(name, bytes).unwrap());
+        let config = PoolConfig {
+            name: "db".into(),
+            backends: ["127.0.0.1:1", "127.0.0.1:2"]
+                .iter()
+                .map(|a| BackendConfig {
+                    address: a.parse().unwrap(),
+                    weight: 1,
+                })
+                .collect(),
+            ..PoolConfig::default()
+        };
+        let pools: Arc<[Arc<BackendPool>]> = vec![Arc::new(BackendPool::new(&config, None))].into();
+        let limits = PolicyLimits {
+            decision_timeout: Duration::from_millis(250),
+            memory_limit: 16 << 20,
+        };
+        let policy = BoundPolicy::new(module, pools, Arc::default(), &toml::Table::new(), limits);
+        policy.validate().unwrap();
+        Arc::new(policy)
+    }
+
+    #[test]
+    fn a_connection_policy_says_so_and_decides_connections() {
+        let policy = bound("round-robin");
+        assert_eq!(policy.module.interface(), "0.3");
+        let capabilities = policy.capabilities().expect("known after validate");
+        assert!(capabilities.contains(Capabilities::REQUESTS | Capabilities::CONNECTIONS));
+        assert!(!capabilities.contains(Capabilities::CLIENT_HELLO));
+        let mut view = ConnectionView::new("127.0.0.1:5000".parse().unwrap(), 6379, None);
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let (back, decision) = decide_connection(&policy, view);
+            view = back;
+            match decision.unwrap() {
+                ConnectionDecision::Forward(f) => seen.push((f.pool, f.backend)),
+                ConnectionDecision::Reject => panic!("rejected with healthy backends"),
+            }
+        }
+        assert_eq!(seen, [(0, 0), (0, 1), (0, 0), (0, 1)], "one turn each");
+        policy.pools[0].backends[0].stats.set_healthy(false);
+        policy.pools[0].backends[1].stats.set_healthy(false);
+        let (_, decision) = decide_connection(&policy, view);
+        assert!(matches!(decision.unwrap(), ConnectionDecision::Reject));
+    }
+}

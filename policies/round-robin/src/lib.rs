@@ -8,6 +8,10 @@
 //! yet. The rotation is per worker thread (see `shared-round-robin` for one
 //! rotation across workers).
 //!
+//! On a TCP listener each connection is decided the same way (one turn
+//! per connection; a connection that cannot be connected goes to the next
+//! backend).
+//!
 //! Cost: one host call per decision, for the pool's candidate mask
 //! (healthy, untried backends as bits), never stats or strings: the
 //! cheapest decision a policy can make.
@@ -22,7 +26,10 @@
 //! `cargo build --release --target wasm32-wasip2 -p round-robin`.
 
 use wasmroute_policy::balance::Rotation;
-use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy};
+use wasmroute_policy::{
+    Connection, ConnectionDecision, ConnectionPolicy, Decision, InitContext, Policy, PoolId,
+    Request, export_policy,
+};
 
 struct RoundRobinPolicy {
     pool: PoolId,
@@ -42,6 +49,15 @@ impl Policy for RoundRobinPolicy {
         match self.rotation.pick(&mut self.pool.candidates(req)) {
             Some(backend) => Decision::forward(self.pool, backend),
             None => Decision::no_backend(),
+        }
+    }
+}
+
+impl ConnectionPolicy for RoundRobinPolicy {
+    fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
+        match self.rotation.pick(&mut self.pool.candidates(conn)) {
+            Some(backend) => ConnectionDecision::forward(self.pool, backend),
+            None => ConnectionDecision::reject(),
         }
     }
 }
