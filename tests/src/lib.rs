@@ -9,7 +9,9 @@
 //! - [`pattern`]: deterministic byte streams for large transfers;
 //! - [`guests`]: the test-only policy modules built by `build.rs`;
 //! - [`faulty`]: a raw TCP backend that reads a request and closes;
-//! - [`wait`]: polling a condition with a deadline instead of sleeping.
+//! - [`wait`]: polling a condition with a deadline instead of sleeping;
+//! - [`metrics`]: reading one sample out of a `/metrics` scrape;
+//! - [`redis`]: real `redis-server` processes and a small RESP client.
 
 use std::time::Duration;
 
@@ -18,7 +20,9 @@ pub mod client;
 pub mod config;
 pub mod faulty;
 pub mod fixture;
+pub mod metrics;
 pub mod pattern;
+pub mod redis;
 pub mod scripted;
 pub mod tls;
 pub mod wait;
@@ -35,6 +39,8 @@ pub use client::{Client, Reply, get};
 pub use config::{ConfigBuilder, ListenerSpec, PoolSpec};
 pub use faulty::Faulty;
 pub use fixture::{FixtureDir, ProxyFixture, bundled};
+pub use metrics::sample;
+pub use redis::{RedisClient, RedisServer, RespReply};
 pub use wait::{eventually, eventually_async};
 
 /// Boxed error for bodies.

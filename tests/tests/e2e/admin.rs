@@ -11,7 +11,7 @@ use http::{Request, StatusCode};
 use wasmroute_e2e::client::empty;
 use wasmroute_e2e::{
     Backend, Client, ConfigBuilder, ListenerSpec, PoolSpec, ProxyFixture, Reply, STEP, bundled,
-    eventually_async, guests,
+    eventually_async, guests, sample,
 };
 
 const TOKEN: &str = "s3cret-admin-token-0123";
@@ -50,33 +50,6 @@ async fn admin_post(fx: &ProxyFixture, path: &str, headers: &[(&str, &str)]) -> 
         .request(request.body(empty()).unwrap())
         .await
         .unwrap()
-}
-
-/// The value of the sample `name{labels}` (labels in any order, all of
-/// them) in a scrape.
-fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (head, value) = line.rsplit_once(' ')?;
-            let (sample_name, label_text) = match head.split_once('{') {
-                Some((n, rest)) => (n, rest.strip_suffix('}')?),
-                None => (head, ""),
-            };
-            let mut found: Vec<(&str, &str)> = label_text
-                .split("\",")
-                .filter(|pair| !pair.is_empty())
-                .filter_map(|pair| {
-                    let (key, value) = pair.split_once("=\"")?;
-                    Some((key, value.trim_end_matches('"')))
-                })
-                .collect();
-            let mut wanted = labels.to_vec();
-            found.sort_unstable();
-            wanted.sort_unstable();
-            (sample_name == name && found == wanted).then(|| value.parse().ok())?
-        })
 }
 
 async fn scrape(fx: &ProxyFixture) -> String {

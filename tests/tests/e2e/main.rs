@@ -11,6 +11,7 @@ mod balancing_health;
 mod bodies;
 mod breaker;
 mod config_reload;
+mod data_tier_health;
 mod edge_safety;
 mod fast_path;
 mod guests;
