@@ -10,6 +10,7 @@ mod balancing_affinity;
 mod balancing_health;
 mod bodies;
 mod breaker;
+mod compat;
 mod config_reload;
 mod edge_safety;
 mod fast_path;
