@@ -28,5 +28,6 @@ mod proxy_accept;
 mod proxy_protocol;
 mod retries;
 mod routing;
+mod sni_routing;
 mod streaming;
 mod tls;
