@@ -165,7 +165,12 @@ impl Maglev {
         req: impl Into<Subject<'a>>,
         key_hash: u64,
     ) -> Option<u32> {
-        let req = req.into();
+        self.pick_for_subject(pool, req.into(), key_hash)
+    }
+
+    /// [`pick_for`](Self::pick_for), compiled once for both kinds of
+    /// subject.
+    fn pick_for_subject(&mut self, pool: PoolId, req: Subject<'_>, key_hash: u64) -> Option<u32> {
         if req.attempt() > 0 {
             return self.pick_avoiding(&pool.stats(), key_hash, &req.tried_in(pool));
         }
