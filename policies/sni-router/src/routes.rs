@@ -80,7 +80,7 @@ impl Routes {
         };
         if table.iter().any(|(known, _)| *known == entry) {
             return Err(format!(
-                "server name pattern {pattern:?} is listed twice (patterns ignore case)"
+                "server name pattern `{pattern}` is listed twice (patterns ignore case)"
             ));
         }
         table.push((entry, pool));
@@ -113,7 +113,7 @@ impl Routes {
 
 /// The error of a malformed pattern.
 fn malformed(pattern: &str, reason: &str) -> String {
-    format!("malformed server name pattern {pattern:?}: {reason}")
+    format!("malformed server name pattern `{pattern}`: {reason}")
 }
 
 /// Checks a (lower-cased) DNS name: dot-separated labels of letters,
