@@ -2,7 +2,7 @@
 //! 2016).
 
 use super::{fingerprint, mix64};
-use crate::{BackendStats, Candidates, PoolId, Request};
+use crate::{BackendStats, Candidates, PoolId, Subject};
 
 /// The default lookup-table size: a prime, large enough for an even spread
 /// over a hundred-odd backends (Maglev wants `size` well above 100 x the
@@ -155,7 +155,22 @@ impl Maglev {
     /// life of an instance (a config reload starts new instances; see
     /// `init` in `wit/policy.wit`). A retry reads the stats and the tried
     /// list as `pick_avoiding` needs.
-    pub fn pick_for(&mut self, pool: PoolId, req: &Request<'_>, key_hash: u64) -> Option<u32> {
+    ///
+    /// `req` is a [`Request`](crate::Request) or a
+    /// [`Connection`](crate::Connection): one routine serves HTTP and TCP
+    /// listeners.
+    pub fn pick_for<'a>(
+        &mut self,
+        pool: PoolId,
+        req: impl Into<Subject<'a>>,
+        key_hash: u64,
+    ) -> Option<u32> {
+        self.pick_for_subject(pool, req.into(), key_hash)
+    }
+
+    /// [`pick_for`](Self::pick_for), compiled once for both kinds of
+    /// subject.
+    fn pick_for_subject(&mut self, pool: PoolId, req: Subject<'_>, key_hash: u64) -> Option<u32> {
         if req.attempt() > 0 {
             return self.pick_avoiding(&pool.stats(), key_hash, &req.tried_in(pool));
         }

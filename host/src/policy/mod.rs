@@ -22,6 +22,8 @@ mod bindings;
 mod breaker;
 mod cache;
 mod connection;
+#[cfg(test)]
+mod connection_tests;
 mod counters;
 mod deadline;
 mod derived;

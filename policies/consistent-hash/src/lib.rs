@@ -13,6 +13,16 @@
 //! not tried yet. When no backend is healthy the request is answered `503
 //! no healthy backend`.
 //!
+//! On a TCP listener every connection is hashed by its client IP, whatever
+//! `key` says: a connection has no header, cookie, path or host, and the
+//! server name of a ClientHello is not read (that would make the proxy wait
+//! for the client's first bytes, which breaks protocols where the server
+//! speaks first; route by name with `sni-router`). The hash is the one an
+//! HTTP request with `key = "client-ip"` gets, so one client reaches the
+//! same backend over both kinds of listener with the same pool. A
+//! connection whose backend cannot be connected is re-hashed to one it has
+//! not tried; with no healthy backend it is closed.
+//!
 //! `policy_config` keys:
 //! - `pool` (string, optional): the pool to balance over. Default: the
 //!   listener's first pool.
@@ -33,9 +43,12 @@
 //!
 //! Any other key is an error at init.
 
-use wasmroute_policy::balance::{DEFAULT_TABLE_SIZE, Maglev};
+use wasmroute_policy::balance::{DEFAULT_TABLE_SIZE, Maglev, finish_key_hash};
 use wasmroute_policy::key::HashKey;
-use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy};
+use wasmroute_policy::{
+    Connection, ConnectionDecision, ConnectionPolicy, Decision, InitContext, Policy, PoolId,
+    Request, export_policy,
+};
 
 struct ConsistentHash {
     pool: PoolId,
@@ -68,6 +81,17 @@ impl Policy for ConsistentHash {
         match self.table.pick_for(self.pool, req, hash) {
             Some(backend) => Decision::forward(self.pool, backend),
             None => Decision::no_backend(),
+        }
+    }
+}
+
+impl ConnectionPolicy for ConsistentHash {
+    fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
+        // The same hash `HashKey::ClientIp` gives a request from this IP.
+        let hash = finish_key_hash(conn.client_ip_hash());
+        match self.table.pick_for(self.pool, conn, hash) {
+            Some(backend) => ConnectionDecision::forward(self.pool, backend),
+            None => ConnectionDecision::reject(),
         }
     }
 }

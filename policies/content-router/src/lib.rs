@@ -10,6 +10,11 @@
 //! (`/api` and `/api/v2`), the longest matching one wins. The query string
 //! plays no part.
 //!
+//! HTTP listeners only: a TCP connection has no path or header (the proxy
+//! does not parse the bytes it streams). To route TCP connections by TLS
+//! server name use `sni-router`. The proxy refuses this policy for a TCP
+//! listener.
+//!
 //! Inside the chosen pool the backend with the fewest requests in flight
 //! wins, ties rotating; a retry goes to a backend of the pool it has not
 //! tried yet while one is healthy (see [`PoolId::least_active`], answered

@@ -8,6 +8,13 @@
 //! backend is healthy the request is answered `503 no healthy backend`. A
 //! retried request goes to a backend it has not tried yet.
 //!
+//! On a TCP listener the host counts open connections instead of requests
+//! in flight (`active_requests` is the number of connections a backend
+//! holds), so each connection goes to the backend holding the fewest per
+//! unit of weight: the usual balancing of long-lived connections (databases,
+//! message brokers). A connection whose backend cannot be connected goes to
+//! one it has not tried; with no healthy backend it is closed.
+//!
 //! `policy_config` keys:
 //! - `pool` (string, optional): the pool to balance over. Default: the
 //!   listener's first pool.
@@ -15,7 +22,10 @@
 //! Any other key is an error at init.
 
 use wasmroute_policy::balance::least_connections;
-use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy, random};
+use wasmroute_policy::{
+    Connection, ConnectionDecision, ConnectionPolicy, Decision, InitContext, Policy, PoolId,
+    Request, Subject, export_policy, random,
+};
 
 struct LeastConnections {
     pool: PoolId,
@@ -30,10 +40,26 @@ impl Policy for LeastConnections {
     }
 
     fn decide(&mut self, req: &Request) -> Decision {
-        match least_connections(&self.pool.stats_for(req), random()) {
+        match self.pick(req.into()) {
             Some(backend) => Decision::forward(self.pool, backend),
             None => Decision::no_backend(),
         }
+    }
+}
+
+impl ConnectionPolicy for LeastConnections {
+    fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
+        match self.pick(conn.into()) {
+            Some(backend) => ConnectionDecision::forward(self.pool, backend),
+            None => ConnectionDecision::reject(),
+        }
+    }
+}
+
+impl LeastConnections {
+    /// The least loaded backend, for a request or a connection alike.
+    fn pick(&self, subject: Subject) -> Option<u32> {
+        least_connections(&self.pool.stats_for(subject), random())
     }
 }
 

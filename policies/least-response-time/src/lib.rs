@@ -10,6 +10,13 @@
 //! answered `503 no healthy backend`. A retried request goes to a backend
 //! it has not tried yet.
 //!
+//! On a TCP listener the same draw decides each connection, over the
+//! host's TCP signals: the latency EWMA is the time to connect to the
+//! backend (a TCP proxy sees no responses) and the in-flight count is the
+//! backend's open connections. A connection whose backend cannot be
+//! connected goes to one it has not tried; with no healthy backend it is
+//! closed.
+//!
 //! `policy_config` keys:
 //! - `pool` (string, optional): the pool to balance over. Default: the
 //!   listener's first pool.
@@ -17,7 +24,10 @@
 //! Any other key is an error at init.
 
 use wasmroute_policy::balance::p2c_least_loaded;
-use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy, random};
+use wasmroute_policy::{
+    Connection, ConnectionDecision, ConnectionPolicy, Decision, InitContext, Policy, PoolId,
+    Request, Subject, export_policy, random,
+};
 
 struct LeastResponseTime {
     pool: PoolId,
@@ -32,10 +42,26 @@ impl Policy for LeastResponseTime {
     }
 
     fn decide(&mut self, req: &Request) -> Decision {
-        match p2c_least_loaded(&self.pool.stats_for(req), random()) {
+        match self.pick(req.into()) {
             Some(backend) => Decision::forward(self.pool, backend),
             None => Decision::no_backend(),
         }
+    }
+}
+
+impl ConnectionPolicy for LeastResponseTime {
+    fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
+        match self.pick(conn.into()) {
+            Some(backend) => ConnectionDecision::forward(self.pool, backend),
+            None => ConnectionDecision::reject(),
+        }
+    }
+}
+
+impl LeastResponseTime {
+    /// The better of two draws, for a request or a connection alike.
+    fn pick(&self, subject: Subject) -> Option<u32> {
+        p2c_least_loaded(&self.pool.stats_for(subject), random())
     }
 }
 

@@ -7,6 +7,10 @@
 //! answered `503 no healthy backend`. A retried request goes to a backend
 //! it has not tried yet.
 //!
+//! On a TCP listener each connection is drawn the same way (a connection
+//! whose backend cannot be connected is drawn again among the backends it
+//! has not tried); with no healthy backend it is closed.
+//!
 //! `policy_config` keys:
 //! - `pool` (string, optional): the pool to balance over. Default: the
 //!   listener's first pool.
@@ -16,7 +20,10 @@
 //! Any other key is an error at init.
 
 use wasmroute_policy::balance::{random_candidate, weighted_random};
-use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy, random};
+use wasmroute_policy::{
+    Connection, ConnectionDecision, ConnectionPolicy, Decision, InitContext, Policy, PoolId,
+    Request, Subject, export_policy, random,
+};
 
 struct Random {
     pool: PoolId,
@@ -34,15 +41,30 @@ impl Policy for Random {
     }
 
     fn decide(&mut self, req: &Request) -> Decision {
-        let pick = if self.weighted {
-            weighted_random(&self.pool.stats_for(req), random())
-        } else {
-            // Health is all it needs: the host's candidate mask, no stats.
-            random_candidate(&mut self.pool.candidates(req), random())
-        };
-        match pick {
+        match self.pick(req.into()) {
             Some(backend) => Decision::forward(self.pool, backend),
             None => Decision::no_backend(),
+        }
+    }
+}
+
+impl ConnectionPolicy for Random {
+    fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
+        match self.pick(conn.into()) {
+            Some(backend) => ConnectionDecision::forward(self.pool, backend),
+            None => ConnectionDecision::reject(),
+        }
+    }
+}
+
+impl Random {
+    /// One draw, for a request or a connection alike.
+    fn pick(&self, subject: Subject) -> Option<u32> {
+        if self.weighted {
+            weighted_random(&self.pool.stats_for(subject), random())
+        } else {
+            // Health is all it needs: the host's candidate mask, no stats.
+            random_candidate(&mut self.pool.candidates(subject), random())
         }
     }
 }

@@ -8,6 +8,12 @@
 //! healthy, writes are answered `503 no healthy backend` (they never go to
 //! a replica). A retried request goes to a backend it has not tried yet.
 //!
+//! HTTP listeners only: the split is by request method, which a TCP
+//! connection does not have (the proxy does not parse the protocol it
+//! carries). For databases over TCP, give reads and writes their own
+//! listener (the client's read and write endpoints) with a balancing policy
+//! each. The proxy refuses this policy for a TCP listener.
+//!
 //! `policy_config` keys:
 //! - `primary` (string, optional, default `"primary"`): the pool for
 //!   writes; one of the listener's `pools`.

@@ -12,6 +12,10 @@
 //! answered `503 no healthy backend`. A retried request goes to a backend
 //! it has not tried yet.
 //!
+//! On a TCP listener each connection takes one turn of the same global
+//! sequence (a connection whose backend cannot be connected goes to one it
+//! has not tried); with no healthy backend it is closed.
+//!
 //! `policy_config` keys:
 //! - `pool` (string, optional): the pool to balance over. Default: the
 //!   listener's first pool.
@@ -23,7 +27,10 @@
 
 use wasmroute_policy::balance::SharedRotation;
 use wasmroute_policy::shared::SharedCounter;
-use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy};
+use wasmroute_policy::{
+    Connection, ConnectionDecision, ConnectionPolicy, Decision, InitContext, Policy, PoolId,
+    Request, Subject, export_policy,
+};
 
 struct SharedRoundRobin {
     pool: PoolId,
@@ -46,12 +53,28 @@ impl Policy for SharedRoundRobin {
     }
 
     fn decide(&mut self, req: &Request) -> Decision {
-        let stats = self.pool.stats_for(req);
-        let cursor = self.cursor.fetch_add(1) as u64;
-        match self.rotation.pick(&stats, cursor) {
+        match self.pick(req.into()) {
             Some(backend) => Decision::forward(self.pool, backend),
             None => Decision::no_backend(),
         }
+    }
+}
+
+impl ConnectionPolicy for SharedRoundRobin {
+    fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
+        match self.pick(conn.into()) {
+            Some(backend) => ConnectionDecision::forward(self.pool, backend),
+            None => ConnectionDecision::reject(),
+        }
+    }
+}
+
+impl SharedRoundRobin {
+    /// The next turn of the shared sequence, for a request or a connection.
+    fn pick(&mut self, subject: Subject) -> Option<u32> {
+        let stats = self.pool.stats_for(subject);
+        let cursor = self.cursor.fetch_add(1) as u64;
+        self.rotation.pick(&stats, cursor)
     }
 }
 

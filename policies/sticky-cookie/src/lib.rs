@@ -15,6 +15,11 @@
 //! behind DNS round robin) share stickiness with no coordination. When no
 //! backend is healthy the request is answered `503 no healthy backend`.
 //!
+//! HTTP listeners only: a TCP connection has no cookie to read nor a
+//! response to set one on (the proxy never parses the bytes it streams).
+//! For affinity on a TCP listener use `consistent-hash`, which hashes the
+//! client IP. The proxy refuses this policy for a TCP listener.
+//!
 //! `policy_config` keys:
 //! - `secret` (string, required, at least 16 bytes): the HMAC key. Keep it
 //!   out of version control; changing it re-balances every client once.

@@ -13,6 +13,13 @@
 //! answered `503 no healthy backend`. A retried request goes to a backend
 //! it has not tried yet.
 //!
+//! On a TCP listener each connection is drawn the same way. A TCP proxy
+//! sees no responses, so there the reports come from the pool's active
+//! health-check responses only (without those, no backend has a report and
+//! the choice is by plain weights). A connection whose backend cannot be
+//! connected is drawn again among the backends it has not tried; with no
+//! healthy backend it is closed.
+//!
 //! `policy_config` keys:
 //! - `pool` (string, optional): the pool to balance over. Default: the
 //!   listener's first pool.
@@ -24,7 +31,8 @@
 
 use wasmroute_policy::balance::{Utilization, utilization_weighted};
 use wasmroute_policy::{
-    Config, Decision, InitContext, Policy, PoolId, Request, export_policy, random,
+    Config, Connection, ConnectionDecision, ConnectionPolicy, Decision, InitContext, Policy,
+    PoolId, Request, Subject, export_policy, random,
 };
 
 struct ByUtilization {
@@ -59,10 +67,26 @@ impl Policy for ByUtilization {
     }
 
     fn decide(&mut self, req: &Request) -> Decision {
-        match utilization_weighted(&self.pool.stats_for(req), random(), &self.how) {
+        match self.pick(req.into()) {
             Some(backend) => Decision::forward(self.pool, backend),
             None => Decision::no_backend(),
         }
+    }
+}
+
+impl ConnectionPolicy for ByUtilization {
+    fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
+        match self.pick(conn.into()) {
+            Some(backend) => ConnectionDecision::forward(self.pool, backend),
+            None => ConnectionDecision::reject(),
+        }
+    }
+}
+
+impl ByUtilization {
+    /// One draw, for a request or a connection alike.
+    fn pick(&self, subject: Subject) -> Option<u32> {
+        utilization_weighted(&self.pool.stats_for(subject), random(), &self.how)
     }
 }
 

@@ -9,6 +9,10 @@
 //! request goes to a backend it has not tried yet. The rotation is per
 //! worker thread: each worker keeps the proportions on its own.
 //!
+//! On a TCP listener each connection is one turn of the same rotation (a
+//! connection whose backend cannot be connected goes to the next one it has
+//! not tried); a rejected connection (no healthy backend) is closed.
+//!
 //! `policy_config` keys:
 //! - `pool` (string, optional): the pool to balance over. Default: the
 //!   listener's first pool.
@@ -16,7 +20,10 @@
 //! Any other key is an error at init.
 
 use wasmroute_policy::balance::RoundRobin;
-use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy};
+use wasmroute_policy::{
+    Connection, ConnectionDecision, ConnectionPolicy, Decision, InitContext, Policy, PoolId,
+    Request, Subject, export_policy,
+};
 
 struct WeightedRoundRobin {
     pool: PoolId,
@@ -33,10 +40,26 @@ impl Policy for WeightedRoundRobin {
     }
 
     fn decide(&mut self, req: &Request) -> Decision {
-        match self.rotation.pick(&self.pool.stats_for(req)) {
+        match self.pick(req.into()) {
             Some(backend) => Decision::forward(self.pool, backend),
             None => Decision::no_backend(),
         }
+    }
+}
+
+impl ConnectionPolicy for WeightedRoundRobin {
+    fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
+        match self.pick(conn.into()) {
+            Some(backend) => ConnectionDecision::forward(self.pool, backend),
+            None => ConnectionDecision::reject(),
+        }
+    }
+}
+
+impl WeightedRoundRobin {
+    /// The next turn, for a request or a connection alike.
+    fn pick(&mut self, subject: Subject) -> Option<u32> {
+        self.rotation.pick(&self.pool.stats_for(subject))
     }
 }
 

@@ -44,6 +44,7 @@ const GROUPS: &[Group] = &[
             "read-write-split",
             &[("primary", "\"solo\""), ("replicas", "\"web\"")],
         ),
+        ("sni-router", &[("default", "\"web\"")]),
     ],
 ];
 

@@ -1,8 +1,9 @@
 //! Misbehaving test guests (built by `build.rs`): a decision that loops, one
 //! that traps, one that returns an invalid decision, an `init` that fails,
 //! one probing what of WASI a policy gets, and one echoing what it saw of
-//! the request. Every guest in `for_each_test_policy!` must have a test here, or
-//! this file does not compile.
+//! the request (and, in `compat.rs`, a 0.2 module). Every guest in
+//! `for_each_test_policy!` must have a test here, or this file does not
+//! compile.
 
 use http::StatusCode;
 use wasmroute::ServerEvent;
@@ -139,6 +140,9 @@ mod failing_guests {
         };
     }
     wasmroute_e2e::for_each_test_policy!(assert_test_exists);
+    /// Tested in `compat.rs`, with the interface versions.
+    #[allow(unused_imports)]
+    use crate::compat::v02_first_healthy;
 
     /// The message the `init-fails` guest returns from `init`.
     const INIT_MESSAGE: &str = "this policy always refuses to start";
