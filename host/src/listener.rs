@@ -191,6 +191,9 @@ async fn accept_loop(
         let serving = Serving::of(&state);
         let open = OpenConnection::new(&state.metrics.connections);
         let accept_proxy = state.accept_proxy.clone();
+        // An untrusted peer's first bytes are awaited this long (a `tcp`
+        // listener's server may speak first: its peek_timeout).
+        let first_bytes = state.tcp.map_or(PROXY_HEADER_TIMEOUT, |tcp| tcp.peek);
         drop(state);
         let (handle, shared) = (Arc::clone(&handle), Arc::clone(&shared));
         let Some(trusted) = accept_proxy else {
@@ -200,7 +203,8 @@ async fn accept_loop(
         let builder = Arc::clone(&builder);
         tokio::spawn(async move {
             let mut stream = stream;
-            let Some(conn) = proxied(&trusted, &mut stream, conn, &handle.name).await else {
+            let proxied = proxied(&trusted, &mut stream, conn, first_bytes, &handle.name);
+            let Some(conn) = proxied.await else {
                 return drop(open);
             };
             spawn_connection(serving, stream, conn, handle, shared, &builder, drain, open);
@@ -222,17 +226,19 @@ pub const PROXY_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// The client connection as a PROXY header on `stream` tells it, when the
 /// peer is `trusted`: `None` (the connection is to be closed) for a
 /// trusted peer without a valid header, or an untrusted one whose first
-/// bytes are a header. The header's bytes are consumed, nothing else.
+/// bytes (awaited at most `first_bytes`) are a header. The header's bytes
+/// are consumed, nothing else.
 async fn proxied(
     trusted: &[crate::config::Cidr],
     stream: &mut TcpStream,
     mut conn: ConnInfo,
+    first_bytes: std::time::Duration,
     listener: &str,
 ) -> Option<ConnInfo> {
     let peer = conn.peer;
     if !trusted.iter().any(|cidr| cidr.contains(peer.ip())) {
         let mut first = [0u8; 12];
-        let peeked = tokio::time::timeout(PROXY_HEADER_TIMEOUT, stream.peek(&mut first)).await;
+        let peeked = tokio::time::timeout(first_bytes, stream.peek(&mut first)).await;
         if let Ok(Ok(n)) = peeked
             && proxy_protocol::looks_like_header(&first[..n])
         {

@@ -9,6 +9,7 @@
 //! - [`pattern`]: deterministic byte streams for large transfers;
 //! - [`guests`]: the test-only policy modules built by `build.rs`;
 //! - [`faulty`]: a raw TCP backend that reads a request and closes;
+//! - [`tcp`]: raw TCP backends (echo, silent) for `tcp` listeners;
 //! - [`wait`]: polling a condition with a deadline instead of sleeping.
 
 use std::time::Duration;
@@ -20,6 +21,7 @@ pub mod faulty;
 pub mod fixture;
 pub mod pattern;
 pub mod scripted;
+pub mod tcp;
 pub mod tls;
 pub mod wait;
 
@@ -35,6 +37,7 @@ pub use client::{Client, Reply, get};
 pub use config::{ConfigBuilder, ListenerSpec, PoolSpec};
 pub use faulty::Faulty;
 pub use fixture::{FixtureDir, ProxyFixture, bundled};
+pub use tcp::TcpBackend;
 pub use wait::{eventually, eventually_async};
 
 /// Boxed error for bodies.

@@ -100,6 +100,9 @@ impl Relay<'_> {
     {
         let up = self.up.poll(cx, client, backend);
         let down = self.down.poll(cx, backend, client);
+        if self.up.take_moved() | self.down.take_moved() {
+            self.last = Instant::now();
+        }
         for result in [up, down] {
             if let Poll::Ready(Err(error)) = result {
                 return Poll::Ready(Ended::Failed(error));
@@ -107,10 +110,6 @@ impl Relay<'_> {
         }
         if self.up.finished && self.down.finished {
             return Poll::Ready(Ended::Done);
-        }
-        let moved = self.up.take_moved() | self.down.take_moved();
-        if moved {
-            self.last = Instant::now();
         }
         while self.timer.as_mut().poll(cx).is_ready() {
             let due = self.last + self.idle;

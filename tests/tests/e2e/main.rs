@@ -28,4 +28,7 @@ mod proxy_protocol;
 mod retries;
 mod routing;
 mod streaming;
+mod tcp;
+mod tcp_health;
+mod tcp_proxy;
 mod tls;
