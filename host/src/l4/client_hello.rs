@@ -195,10 +195,8 @@ fn alpn(data: &mut Reader<'_>) -> Option<Vec<Box<str>>> {
 /// `None` when the first bytes are not one, the client closed, or no
 /// whole hello came within `timeout`.
 pub async fn peek(stream: &TcpStream, timeout: Duration) -> Option<ClientHello> {
-    match tokio::time::timeout(timeout, peek_until_decided(stream)).await {
-        Ok(hello) => hello,
-        Err(_) => None,
-    }
+    let peeked = tokio::time::timeout(timeout, peek_until_decided(stream)).await;
+    peeked.ok().flatten()
 }
 
 async fn peek_until_decided(stream: &TcpStream) -> Option<ClientHello> {

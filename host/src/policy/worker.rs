@@ -86,13 +86,16 @@ pub fn decide_connection(
     (view, result)
 }
 
+/// A call into the guest with its view: the view back, and the decision.
+type GuestCall<V, D> = fn(&Arc<BoundPolicy>, V) -> (V, Result<D, DecisionError>);
+
 /// One decision behind the policy's breaker, timed into its metrics and
 /// checked by `check`; the end of the call when the guest was called.
 fn guarded<V, D>(
     policy: &Arc<BoundPolicy>,
     view: V,
     started: Instant,
-    call: fn(&Arc<BoundPolicy>, V) -> (V, Result<D, DecisionError>),
+    call: GuestCall<V, D>,
     check: fn(&BoundPolicy, D) -> Result<D, DecisionError>,
 ) -> (V, Result<D, DecisionError>, Option<Instant>) {
     let admission = policy.breaker.admit();

@@ -245,7 +245,7 @@ async fn a_reload_onto_a_module_without_connections_keeps_the_running_config() {
         .listener(ListenerSpec::new("edge", REQUESTS_ONLY, &["db"]).tcp())
         .pool(PoolSpec::new("db", &[]).address(backend.addr()));
     fx.rewrite_config(&config.render()).unwrap();
-    let error = fx.reload().await.err().expect("the reload is refused");
+    let error = fx.reload().await.expect_err("the reload is refused");
     assert!(
         format!("{error:#}").contains("does not decide TCP connections"),
         "{error:#}"
