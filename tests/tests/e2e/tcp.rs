@@ -255,3 +255,24 @@ async fn a_backend_that_never_answers_costs_its_connections_only() {
     ping(&mut stream).await;
     assert!(eventually(STEP, || silent.open() == 4).await);
 }
+
+/// A policy whose connection decisions trap: `on_error = "fallback"`
+/// relays through the host's round robin over the first pool, `reject`
+/// closes the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_decision_follows_on_error() {
+    let backend = TcpBackend::echo("a").await.unwrap();
+    let policy = ("tcp-least-active", guests::TCP_LEAST_ACTIVE);
+    for (on_error, relayed) in [("fallback", true), ("reject", false)] {
+        let extra = format!("on_error = \"{on_error}\"\n[listeners.policy_config]\ntrap = true");
+        let fx = start(policy, &[backend.addr()], &extra, "").await;
+        let mut stream = TcpStream::connect(fx.addr("edge")).await.unwrap();
+        if relayed {
+            assert_eq!(read_line(&mut stream).await.unwrap(), "a", "{on_error}");
+            ping(&mut stream).await;
+        } else {
+            assert!(closes(&mut stream).await, "{on_error}");
+        }
+    }
+    assert_eq!(backend.accepted(), 1, "only the fallback reached it");
+}

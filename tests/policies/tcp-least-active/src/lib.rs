@@ -1,7 +1,9 @@
 //! Test-only policy: least connections over the listener's first pool,
 //! for requests and for TCP connections (ties broken at random), so
 //! tests can check that a `tcp` listener's open relays count as a
-//! backend's active requests.
+//! backend's active requests. With `policy_config` `trap = true` every
+//! connection decision traps instead (for `on_error` tests); requests are
+//! still decided.
 //!
 //! Built by `tests/build.rs`; not shipped.
 
@@ -10,12 +12,15 @@ use wasmroute_policy::{
     Request, export_policy, random,
 };
 
-struct TcpLeastActive;
+struct TcpLeastActive {
+    trap: bool,
+}
 
 impl Policy for TcpLeastActive {
     fn init(ctx: &InitContext) -> Result<Self, String> {
-        ctx.config().deny_unknown_keys::<&str>(&[])?;
-        Ok(TcpLeastActive)
+        ctx.config().deny_unknown_keys(&["trap"])?;
+        let trap = ctx.config().get_bool("trap")?.unwrap_or(false);
+        Ok(TcpLeastActive { trap })
     }
 
     fn decide(&mut self, req: &Request) -> Decision {
@@ -28,6 +33,9 @@ impl Policy for TcpLeastActive {
 
 impl ConnectionPolicy for TcpLeastActive {
     fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
+        if self.trap {
+            panic!("tcp-least-active: told to trap");
+        }
         match PoolId::DEFAULT.least_active(conn, random()) {
             Some(backend) => ConnectionDecision::forward(PoolId::DEFAULT, backend),
             None => ConnectionDecision::reject(),
