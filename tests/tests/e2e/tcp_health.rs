@@ -49,15 +49,22 @@ async fn a_relay_to_a_backend_marked_down_is_kept_by_default() {
     ping(&mut stream).await;
 }
 
-/// A proxy with `drain_timeout` over one echo backend.
-async fn draining(drain_timeout: &str, backend: &TcpBackend) -> ProxyFixture {
-    let config = ConfigBuilder::new()
-        .listener(ListenerSpec::new("edge", "round-robin", &["db"]).tcp())
-        .pool(PoolSpec::new("db", &[]).address(backend.addr()));
-    let text = format!(
+/// The config text of `tcp` listeners `names` over one echo backend,
+/// with `drain_timeout`.
+fn draining_config(drain_timeout: &str, backend: &TcpBackend, names: &[&str]) -> String {
+    let mut config = ConfigBuilder::new().pool(PoolSpec::new("db", &[]).address(backend.addr()));
+    for name in names {
+        config = config.listener(ListenerSpec::new(name, "round-robin", &["db"]).tcp());
+    }
+    format!(
         "[server]\ndrain_timeout = \"{drain_timeout}\"\n{}",
         config.render()
-    );
+    )
+}
+
+/// A proxy with `drain_timeout` over one echo backend.
+async fn draining(drain_timeout: &str, backend: &TcpBackend) -> ProxyFixture {
+    let text = draining_config(drain_timeout, backend, &["edge"]);
     ProxyFixture::start_with_text(&text, &[("round-robin", bundled("round-robin"))])
         .await
         .unwrap()
@@ -91,4 +98,23 @@ async fn a_relay_still_open_after_the_drain_period_is_closed() {
         "closed when the drain period ended"
     );
     shutdown.await.unwrap().unwrap();
+}
+
+/// A reload that removes a `tcp` listener drains it like a shutdown: its
+/// open relay is closed once the drain period is over; the listeners it
+/// keeps go on relaying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_listener_closes_its_relays_after_the_drain_period() {
+    let backend = TcpBackend::echo("a").await.unwrap();
+    let text = draining_config("200ms", &backend, &["edge", "kept"]);
+    let fx = ProxyFixture::start_with_text(&text, &[("round-robin", bundled("round-robin"))])
+        .await
+        .unwrap();
+    let (mut removed, _) = connect_greeted(fx.addr("edge")).await.unwrap();
+    let (mut kept, _) = connect_greeted(fx.addr("kept")).await.unwrap();
+    fx.rewrite_config(&draining_config("200ms", &backend, &["kept"]))
+        .unwrap();
+    fx.reload().await.unwrap();
+    assert!(closes(&mut removed).await, "the removed listener's relay");
+    ping(&mut kept).await;
 }
