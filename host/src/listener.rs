@@ -128,21 +128,24 @@ async fn drain_over(mut stopped: watch::Receiver<Stop>) {
 enum Serving {
     /// HTTP, behind this frontend.
     Http(Frontend),
-    /// A `tcp` relay.
-    Tcp(crate::l4::Session),
+    /// A `tcp` relay, which watches the listener's [`Stop`].
+    Tcp(crate::l4::Session, watch::Receiver<Stop>),
 }
 
 impl Serving {
-    fn of(state: &ListenerState) -> Serving {
+    fn of(state: &ListenerState, stopped: &watch::Receiver<Stop>) -> Serving {
         match state.tcp {
             None => Serving::Http(state.frontend.clone()),
-            Some(timeouts) => Serving::Tcp(crate::l4::Session {
-                listener: Arc::clone(&state.name),
-                policy: Arc::clone(&state.policy),
-                on_error: state.on_error,
-                timeouts,
-                metrics: Arc::clone(&state.metrics.connections),
-            }),
+            Some(timeouts) => {
+                let session = crate::l4::Session {
+                    listener: Arc::clone(&state.name),
+                    policy: Arc::clone(&state.policy),
+                    on_error: state.on_error,
+                    timeouts,
+                    metrics: Arc::clone(&state.metrics.connections),
+                };
+                Serving::Tcp(session, stopped.clone())
+            }
         }
     }
 }
@@ -179,16 +182,13 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let conn = ConnInfo::new(peer, local_address(bound, &stream));
-        let drain = Drains {
-            http: crate::http::Drain::new(
-                graceful.watcher(),
-                draining.subscribe(),
-                Arc::clone(&closing),
-            ),
-            stopped: stopped.clone(),
-        };
+        let drain = crate::http::Drain::new(
+            graceful.watcher(),
+            draining.subscribe(),
+            Arc::clone(&closing),
+        );
         let state = handle.state();
-        let serving = Serving::of(&state);
+        let serving = Serving::of(&state, &stopped);
         let open = OpenConnection::new(&state.metrics.connections);
         let accept_proxy = state.accept_proxy.clone();
         // An untrusted peer's first bytes are awaited this long (a `tcp`
@@ -313,14 +313,6 @@ impl<F: Future> Future for Counted<F> {
     }
 }
 
-/// How an accepted connection learns of its listener's drain: HTTP
-/// connections from their codec's watch (which the accept loop waits on,
-/// `tcp` relays hold it too), `tcp` relays from the listener's [`Stop`].
-struct Drains {
-    http: crate::http::Drain,
-    stopped: watch::Receiver<Stop>,
-}
-
 /// Spawns the task that serves one accepted connection until it closes,
 /// as the listener's state said when it was accepted. Each kind is its own task, built
 /// before it is spawned: a plain connection's task holds only the fast
@@ -336,27 +328,26 @@ fn spawn_connection(
     listener: Arc<ListenerHandle>,
     shared: Arc<ProxyShared>,
     builder: &Arc<auto::Builder<TokioExecutor>>,
-    drains: Drains,
+    drain: crate::http::Drain,
     open: OpenConnection,
 ) {
     let frontend = match serving {
         Serving::Http(frontend) => frontend,
-        Serving::Tcp(session) => {
+        Serving::Tcp(session, stopped) => {
             let client = Addresses {
                 source: conn.peer,
                 destination: conn.local,
             };
-            let Drains { http, stopped } = drains;
             let task = async move {
-                // Held until the relay ends: the accept loop's drain waits.
-                let _draining = http;
+                // Held until the relay ends, so the accept loop's drain
+                // waits for it; the relay itself closes on `Stop::Close`.
+                let _draining = drain;
                 crate::l4::serve(stream, client, session, drain_over(stopped)).await;
             };
             tokio::spawn(Counted { task, open });
             return;
         }
     };
-    let drain = drains.http;
     let builder = Arc::clone(builder);
     match frontend {
         Frontend::Plain => {
