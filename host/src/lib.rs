@@ -16,6 +16,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod ip_text;
+pub mod l4;
 pub mod lifecycle;
 pub mod listener;
 pub mod logging;
@@ -48,7 +49,7 @@ mod layers {
         &["pool"],
         &["health"],
         &["policy"],
-        &["http"],
+        &["http", "l4"],
         &["listener"],
         &["server", "demo", "admin"],
     ];
@@ -81,7 +82,9 @@ mod layers {
                         {
                             let named: String = rest
                                 .chars()
-                                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                                .take_while(|c| {
+                                    c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_'
+                                })
                                 .collect();
                             if !named.is_empty() && layer_of(&named) > layer_of(module) {
                                 violations.push(format!("{}: {}", file.display(), line.trim()));

@@ -13,7 +13,12 @@
 //! On a listener with `accept_proxy_protocol`, each connection's task
 //! first takes the PROXY header off the socket ([`proxy_protocol`]: only
 //! its bytes, before TLS), and the client address it names replaces the
-//! peer's; without the key, the accept path reads nothing ahead.
+//! peer's; without the key, the accept path reads nothing ahead. The
+//! same path serves `tcp` listeners, whose connections then go to
+//! [`crate::l4`] instead of an HTTP codec.
+//!
+//! A drain stops accepting and waits up to its grace period for open
+//! connections; then `tcp` relays still open are closed ([`Stop::Close`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -31,6 +36,7 @@ use crate::http::metrics::ConnectionMetrics;
 pub use crate::http::state::{ListenerHandle, ListenerState};
 use crate::http::{ConnInfo, ProxyShared};
 use crate::tls::{Frontend, TlsTerminator};
+use crate::upstream::Addresses;
 use crate::upstream::proxy_protocol::{self, Header};
 
 /// A listening socket on `address` with a listen queue of `backlog`
@@ -60,7 +66,7 @@ pub struct RunningListener {
     /// A second descriptor of the listening socket, handed to a new
     /// instance on upgrade (`server::upgrade`).
     pub socket: OwnedFd,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -74,7 +80,7 @@ impl RunningListener {
     ) -> io::Result<RunningListener> {
         let local_addr = socket.local_addr()?;
         let fd = socket.as_fd().try_clone_to_owned()?;
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(Stop::Serve);
         let task = tokio::spawn(accept_loop(socket, Arc::clone(&handle), shared, stopped));
         tracing::info!(listener = %handle.name, address = %local_addr, backlog, "listening");
         Ok(RunningListener {
@@ -88,11 +94,58 @@ impl RunningListener {
     }
 
     /// Stops accepting and waits for open connections to finish their
-    /// in-flight requests (each gets a graceful close), at most `grace`.
+    /// in-flight requests (each gets a graceful close) and `tcp` relays
+    /// to end, at most `grace`; then the relays still open are closed.
     pub async fn drain(self, grace: std::time::Duration) {
-        let _ = self.stop.send(true);
+        let _ = self.stop.send(Stop::Drain);
         if tokio::time::timeout(grace, self.task).await.is_err() {
             tracing::warn!(listener = %self.handle.name, "connections still open after the drain period");
+            let _ = self.stop.send(Stop::Close);
+        }
+    }
+}
+
+/// Where a listener is in its life, as its accept loop and its `tcp`
+/// relays watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Accepting.
+    Serve,
+    /// Not accepting; open connections may finish.
+    Drain,
+    /// The drain period is over: `tcp` relays close.
+    Close,
+}
+
+/// Completes when the listener's drain period is over (or the listener
+/// is gone).
+async fn drain_over(mut stopped: watch::Receiver<Stop>) {
+    let _ = stopped.wait_for(|stop| *stop == Stop::Close).await;
+}
+
+/// How an accepted connection is served, read from the listener's state
+/// when it is accepted.
+enum Serving {
+    /// HTTP, behind this frontend.
+    Http(Frontend),
+    /// A `tcp` relay, which watches the listener's [`Stop`].
+    Tcp(crate::l4::Session, watch::Receiver<Stop>),
+}
+
+impl Serving {
+    fn of(state: &ListenerState, stopped: &watch::Receiver<Stop>) -> Serving {
+        match state.tcp {
+            None => Serving::Http(state.frontend.clone()),
+            Some(timeouts) => {
+                let session = crate::l4::Session {
+                    listener: Arc::clone(&state.name),
+                    policy: Arc::clone(&state.policy),
+                    on_error: state.on_error,
+                    timeouts,
+                    metrics: Arc::clone(&state.metrics.connections),
+                };
+                Serving::Tcp(session, stopped.clone())
+            }
         }
     }
 }
@@ -101,7 +154,7 @@ async fn accept_loop(
     socket: TcpListener,
     handle: Arc<ListenerHandle>,
     shared: Arc<ProxyShared>,
-    mut stopped: watch::Receiver<bool>,
+    mut stopped: watch::Receiver<Stop>,
 ) {
     let builder = Arc::new(crate::http::connection_builder());
     let graceful = GracefulShutdown::new();
@@ -135,26 +188,26 @@ async fn accept_loop(
             Arc::clone(&closing),
         );
         let state = handle.state();
-        let frontend = state.frontend.clone();
+        let serving = Serving::of(&state, &stopped);
         let open = OpenConnection::new(&state.metrics.connections);
         let accept_proxy = state.accept_proxy.clone();
+        // An untrusted peer's first bytes are awaited this long (a `tcp`
+        // listener's server may speak first: its peek_timeout).
+        let first_bytes = state.tcp.map_or(PROXY_HEADER_TIMEOUT, |tcp| tcp.peek);
         drop(state);
         let (handle, shared) = (Arc::clone(&handle), Arc::clone(&shared));
         let Some(trusted) = accept_proxy else {
-            spawn_connection(
-                frontend, stream, conn, handle, shared, &builder, drain, open,
-            );
+            spawn_connection(serving, stream, conn, handle, shared, &builder, drain, open);
             continue;
         };
         let builder = Arc::clone(&builder);
         tokio::spawn(async move {
             let mut stream = stream;
-            let Some(conn) = proxied(&trusted, &mut stream, conn, &handle.name).await else {
+            let proxied = proxied(&trusted, &mut stream, conn, first_bytes, &handle.name);
+            let Some(conn) = proxied.await else {
                 return drop(open);
             };
-            spawn_connection(
-                frontend, stream, conn, handle, shared, &builder, drain, open,
-            );
+            spawn_connection(serving, stream, conn, handle, shared, &builder, drain, open);
         });
     }
     drop(socket);
@@ -173,17 +226,19 @@ pub const PROXY_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// The client connection as a PROXY header on `stream` tells it, when the
 /// peer is `trusted`: `None` (the connection is to be closed) for a
 /// trusted peer without a valid header, or an untrusted one whose first
-/// bytes are a header. The header's bytes are consumed, nothing else.
+/// bytes (awaited at most `first_bytes`) are a header. The header's bytes
+/// are consumed, nothing else.
 async fn proxied(
     trusted: &[crate::config::Cidr],
     stream: &mut TcpStream,
     mut conn: ConnInfo,
+    first_bytes: std::time::Duration,
     listener: &str,
 ) -> Option<ConnInfo> {
     let peer = conn.peer;
     if !trusted.iter().any(|cidr| cidr.contains(peer.ip())) {
         let mut first = [0u8; 12];
-        let peeked = tokio::time::timeout(PROXY_HEADER_TIMEOUT, stream.peek(&mut first)).await;
+        let peeked = tokio::time::timeout(first_bytes, stream.peek(&mut first)).await;
         if let Ok(Ok(n)) = peeked
             && proxy_protocol::looks_like_header(&first[..n])
         {
@@ -259,7 +314,7 @@ impl<F: Future> Future for Counted<F> {
 }
 
 /// Spawns the task that serves one accepted connection until it closes,
-/// as the listener's frontend says. Each kind is its own task, built
+/// as the listener's state said when it was accepted. Each kind is its own task, built
 /// before it is spawned: a plain connection's task holds only the fast
 /// path's state (no hyper, no rustls, no second copy of its arguments).
 #[expect(
@@ -267,7 +322,7 @@ impl<F: Future> Future for Counted<F> {
     reason = "one accepted connection's parts, passed on once"
 )]
 fn spawn_connection(
-    frontend: Frontend,
+    serving: Serving,
     stream: TcpStream,
     conn: ConnInfo,
     listener: Arc<ListenerHandle>,
@@ -276,6 +331,23 @@ fn spawn_connection(
     drain: crate::http::Drain,
     open: OpenConnection,
 ) {
+    let frontend = match serving {
+        Serving::Http(frontend) => frontend,
+        Serving::Tcp(session, stopped) => {
+            let client = Addresses {
+                source: conn.peer,
+                destination: conn.local,
+            };
+            let task = async move {
+                // Held until the relay ends, so the accept loop's drain
+                // waits for it; the relay itself closes on `Stop::Close`.
+                let _draining = drain;
+                crate::l4::serve(stream, client, session, drain_over(stopped)).await;
+            };
+            tokio::spawn(Counted { task, open });
+            return;
+        }
+    };
     let builder = Arc::clone(builder);
     match frontend {
         Frontend::Plain => {

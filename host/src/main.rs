@@ -217,6 +217,23 @@ async fn drain(server: wasmroute::Server, mut signals: Signals) {
     }
 }
 
+/// One line of `check`'s summary per listener: what it speaks, where,
+/// and the policy and pools it serves.
+fn listener_line(listener: &wasmroute::config::ListenerConfig) -> String {
+    let protocol = match listener.protocol {
+        wasmroute::config::Protocol::Http => "http",
+        wasmroute::config::Protocol::Https => "https",
+        wasmroute::config::Protocol::Tcp => "tcp",
+    };
+    format!(
+        "  listener `{}`: {protocol} on {}, policy `{}`, pools [{}]",
+        listener.name,
+        listener.address,
+        listener.policy,
+        listener.pools.join(", ")
+    )
+}
+
 fn check(path: &Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(config) => config,
@@ -239,8 +256,11 @@ fn check(path: &Path) -> ExitCode {
         }
     };
     match Plan::build(config, &engine, Reusable::default()) {
-        Ok(_) => {
+        Ok(plan) => {
             println!("{summary}");
+            for listener in &plan.config.listeners {
+                println!("{}", listener_line(listener));
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

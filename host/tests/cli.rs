@@ -379,3 +379,48 @@ fn a_refused_module_is_one_line() {
         );
     }
 }
+
+/// `VALID` with its `edge` listener turned into a `tcp` one running
+/// `policy`.
+fn tcp_config(policy: &str) -> String {
+    VALID
+        .replacen(
+            "protocol = \"http\"",
+            "protocol = \"tcp\"\nidle_timeout = \"10m\"",
+            1,
+        )
+        .replacen(
+            "policy = \"round-robin\"",
+            &format!("policy = \"{policy}\""),
+            1,
+        )
+}
+
+#[test]
+fn check_prints_a_tcp_listener() {
+    let (_dir, path) = setup(&tcp_config("round-robin"));
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("listener `edge`: tcp on 127.0.0.1:0, policy `round-robin`, pools [web]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("listener `other`: http on"), "{stdout}");
+}
+
+/// `random` decides HTTP requests only (no `ConnectionPolicy` on main
+/// now); `check` names the module and why.
+#[test]
+fn check_refuses_a_tcp_listener_whose_module_decides_no_connections() {
+    let (dir, path) = setup(&tcp_config("random"));
+    let module = wasmroute::bundled::get("random").expect("random is bundled");
+    std::fs::write(dir.path().join("policies/random.wasm"), module).unwrap();
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    let want = format!(
+        "{}: listeners[0].policy: listener `edge`: module `random` (wasmroute:policy@0.3) \
+         does not decide TCP connections: its policy type does not implement ConnectionPolicy",
+        path.display()
+    );
+    assert!(stderr.contains(&want), "{stderr}");
+}

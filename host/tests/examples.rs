@@ -1,6 +1,7 @@
-//! Every config in `examples/` passes `wasmroute check`, as its header
-//! says to run it: with the shipped policies in `examples/policies.d/`
-//! and, for TLS listeners, the certificate files it names (made here with
+//! Every config in `examples/` and its folders (`examples/three-tier/`,
+//! `examples/data-tier/`) passes `wasmroute check`, as its header says to
+//! run it: with the shipped policies in the `policies.d/` it names and,
+//! for TLS listeners, the certificate files it names (made here with
 //! rcgen, as the header's `openssl` lines would).
 
 use std::path::{Path, PathBuf};
@@ -10,14 +11,18 @@ fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
-/// Copies `example` into a fresh folder laid out like `examples/`: the
-/// config, `policies.d/` with every shipped policy, and the certificates
-/// its listeners name.
+/// Copies `example` into a fresh folder laid out like `examples/` (a
+/// config of a sub-folder in the same sub-folder, so `../policies.d`
+/// stays inside): the config, its policies folder with every shipped
+/// policy, and the certificates its listeners name.
 fn lay_out(example: &Path) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(example).unwrap();
-    let config = dir.path().join(example.file_name().unwrap());
+    let relative = example.strip_prefix(examples_dir()).unwrap();
+    let config = dir.path().join(relative);
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
     std::fs::write(&config, &text).unwrap();
+    let base = config.parent().unwrap().to_path_buf();
     let document: toml::Table =
         toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", example.display()));
     let policies = document
@@ -25,7 +30,7 @@ fn lay_out(example: &Path) -> (tempfile::TempDir, PathBuf) {
         .and_then(|p| p.get("dir"))
         .and_then(toml::Value::as_str)
         .expect("[policies] dir");
-    let policies = dir.path().join(policies);
+    let policies = base.join(policies);
     std::fs::create_dir_all(&policies).unwrap();
     assert!(
         !wasmroute::bundled::POLICIES.is_empty(),
@@ -40,7 +45,7 @@ fn lay_out(example: &Path) -> (tempfile::TempDir, PathBuf) {
             (cert, pair.cert.pem()),
             (key, pair.signing_key.serialize_pem()),
         ] {
-            let path = dir.path().join(file);
+            let path = base.join(file);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, pem).unwrap();
         }
@@ -65,13 +70,13 @@ fn certificate_files(document: &toml::Table) -> Vec<(String, String)> {
 
 #[test]
 fn every_example_config_passes_check() {
-    let mut examples: Vec<PathBuf> = std::fs::read_dir(examples_dir())
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    examples.sort();
-    assert!(examples.len() >= 4, "examples: {examples:?}");
+    let mut examples = configs_in(&examples_dir());
+    for folder in ["three-tier", "data-tier"] {
+        let found = configs_in(&examples_dir().join(folder));
+        assert!(!found.is_empty(), "no configs in examples/{folder}");
+        examples.extend(found);
+    }
+    assert!(examples.len() >= 10, "examples: {examples:?}");
     for example in &examples {
         let header = std::fs::read_to_string(example).unwrap();
         assert!(
@@ -95,6 +100,17 @@ fn every_example_config_passes_check() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The `*.toml` files directly in `folder`, sorted.
+fn configs_in(folder: &Path) -> Vec<PathBuf> {
+    let mut configs: Vec<PathBuf> = std::fs::read_dir(folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    configs.sort();
+    configs
 }
 
 /// The systemd unit reloads by SIGHUP, stops by SIGTERM and gives the

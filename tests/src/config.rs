@@ -15,6 +15,7 @@ pub fn quote(s: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct ListenerSpec {
     name: String,
+    protocol: &'static str,
     policy: String,
     pools: Vec<String>,
     on_error: Option<String>,
@@ -27,12 +28,19 @@ impl ListenerSpec {
     pub fn new(name: &str, policy: &str, pools: &[&str]) -> Self {
         ListenerSpec {
             name: name.into(),
+            protocol: "http",
             policy: policy.into(),
             pools: pools.iter().map(|p| p.to_string()).collect(),
             on_error: None,
             policy_config: Vec::new(),
             extra: String::new(),
         }
+    }
+
+    /// `protocol = "tcp"`: a listener that relays TCP connections.
+    pub fn tcp(mut self) -> Self {
+        self.protocol = "tcp";
+        self
     }
 
     /// `on_error = "fallback" | "reject"`.
@@ -176,8 +184,9 @@ impl ConfigBuilder {
             let pools: Vec<String> = l.pools.iter().map(|p| quote(p)).collect();
             let _ = write!(
                 out,
-                "\n[[listeners]]\nname = {}\naddress = \"127.0.0.1:0\"\nprotocol = \"http\"\npolicy = {}\npools = [{}]\n",
+                "\n[[listeners]]\nname = {}\naddress = \"127.0.0.1:0\"\nprotocol = {}\npolicy = {}\npools = [{}]\n",
                 quote(&l.name),
+                quote(l.protocol),
                 quote(&l.policy),
                 pools.join(", ")
             );

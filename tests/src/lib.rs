@@ -9,6 +9,7 @@
 //! - [`pattern`]: deterministic byte streams for large transfers;
 //! - [`guests`]: the test-only policy modules built by `build.rs`;
 //! - [`faulty`]: a raw TCP backend that reads a request and closes;
+//! - [`tcp`]: raw TCP backends (echo, silent) for `tcp` listeners;
 //! - [`wait`]: polling a condition with a deadline instead of sleeping;
 //! - [`metrics`]: reading one sample out of a `/metrics` scrape;
 //! - [`redis`]: real `redis-server` processes and a small RESP client.
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod pattern;
 pub mod redis;
 pub mod scripted;
+pub mod tcp;
 pub mod tls;
 pub mod wait;
 
@@ -41,6 +43,7 @@ pub use faulty::Faulty;
 pub use fixture::{FixtureDir, ProxyFixture, bundled};
 pub use metrics::sample;
 pub use redis::{RedisClient, RedisServer, RespReply};
+pub use tcp::TcpBackend;
 pub use wait::{eventually, eventually_async};
 
 /// Boxed error for bodies.

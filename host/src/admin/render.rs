@@ -255,7 +255,7 @@ fn each_backend(
 }
 
 fn connections(out: &mut Exposition, states: &States) {
-    let families: [(&str, Kind, &str); 3] = [
+    let families: [(&str, Kind, &str); 5] = [
         (
             "wasmroute_connections_active",
             Kind::Gauge,
@@ -271,12 +271,28 @@ fn connections(out: &mut Exposition, states: &States) {
             Kind::Counter,
             "TLS handshakes with clients that failed.",
         ),
+        (
+            "wasmroute_tcp_received_bytes_total",
+            Kind::Counter,
+            "Bytes relayed from clients to backends (tcp listeners).",
+        ),
+        (
+            "wasmroute_tcp_sent_bytes_total",
+            Kind::Counter,
+            "Bytes relayed from backends to clients (tcp listeners).",
+        ),
     ];
     for (index, (name, kind, help)) in families.into_iter().enumerate() {
         out.family(name, kind, help);
         for (listener, state) in states {
             let c = &state.metrics.connections;
-            let value = [c.active.get(), c.total.get(), c.tls_handshake_errors.get()][index];
+            let value = [
+                c.active.get(),
+                c.total.get(),
+                c.tls_handshake_errors.get(),
+                c.received_bytes.get(),
+                c.sent_bytes.get(),
+            ][index];
             out.sample(name, &[("listener", listener.as_str())], value);
         }
     }

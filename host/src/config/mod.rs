@@ -116,8 +116,8 @@ pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AccessLogConfig, AdminConfig, BackendConfig, CertificateConfig, Config, HEALTH_EXPECT_LIMIT,
     HealthConfig, HealthStep, ListenerConfig, LogFormat, LogTarget, OnDown, OnError, PassiveConfig,
-    PoliciesConfig, PoolConfig, Protocol, ProxyProtocol, ServerConfig, UnknownSni, UpstreamConfig,
-    UpstreamTlsConfig,
+    PoliciesConfig, PoolConfig, Protocol, ProxyProtocol, ServerConfig, TcpTimeouts, UnknownSni,
+    UpstreamConfig, UpstreamTlsConfig,
 };
 
 impl Config {

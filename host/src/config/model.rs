@@ -141,6 +141,30 @@ pub struct ListenerConfig {
     /// `trusted_proxies`: the peers whose header is believed; required (not
     /// empty) with `accept_proxy_protocol`, refused without it.
     pub trusted_proxies: Vec<super::Cidr>,
+    /// `tcp` only: the relay's timeouts (defaults on other listeners,
+    /// where they are refused if set).
+    pub tcp: TcpTimeouts,
+}
+
+/// The timeouts of a `tcp` listener's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpTimeouts {
+    /// `peek_timeout`: how long a connection whose policy reads the TLS
+    /// ClientHello may take to send it before it is decided without one.
+    /// Default 5s; more than zero.
+    pub peek: Duration,
+    /// `idle_timeout`: a relay that carries no byte in either direction
+    /// for this long is closed (both sides). Default 1h; more than zero.
+    pub idle: Duration,
+}
+
+impl Default for TcpTimeouts {
+    fn default() -> Self {
+        TcpTimeouts {
+            peek: Duration::from_secs(5),
+            idle: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// What an `https` listener does with an SNI name none of its

@@ -88,6 +88,10 @@ pub(super) struct RawListener {
     /// `validate` (so a negative number gets the same reason as 0).
     pub backlog: Option<i64>,
     pub send_timeout: Option<RawDuration>,
+    /// `tcp` only: how long to wait for a ClientHello to peek.
+    pub peek_timeout: Option<RawDuration>,
+    /// `tcp` only: the longest a relay may carry no byte either way.
+    pub idle_timeout: Option<RawDuration>,
     #[serde(default)]
     pub accept_proxy_protocol: bool,
     pub trusted_proxies: Option<Vec<String>>,

@@ -14,19 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::access::AccessEntry;
-use crate::metrics::{Counter, DecisionMetrics, Gauge, Histogram, REQUEST_BUCKETS, StatusCounts};
+pub use crate::metrics::ConnectionMetrics;
+use crate::metrics::{DecisionMetrics, Histogram, REQUEST_BUCKETS, StatusCounts};
 use crate::pool::BackendPool;
-
-/// Connections of a listener, kept across reloads by listener name.
-#[derive(Debug, Default)]
-pub struct ConnectionMetrics {
-    /// Open right now.
-    pub active: Gauge,
-    /// Accepted since the listener first started.
-    pub total: Counter,
-    /// TLS handshakes that failed.
-    pub tls_handshake_errors: Counter,
-}
 
 /// Requests of a listener to one route (a pool, or the proxy itself).
 #[derive(Debug)]

@@ -36,6 +36,9 @@ pub struct ListenerState {
     /// `accept_proxy_protocol`: the trusted peers whose connections start
     /// with a PROXY header (`None`: the listener reads no header).
     pub accept_proxy: Option<Arc<[crate::config::Cidr]>>,
+    /// A `tcp` listener's timeouts: its connections are relayed by
+    /// `crate::l4`, not served as HTTP (`None`: an HTTP listener).
+    pub tcp: Option<crate::config::TcpTimeouts>,
 }
 
 /// A listener as requests see it.

@@ -190,6 +190,21 @@ impl DecisionMetrics {
     }
 }
 
+/// Connections of a listener, kept across reloads by listener name.
+#[derive(Debug, Default)]
+pub struct ConnectionMetrics {
+    /// Open right now.
+    pub active: Gauge,
+    /// Accepted since the listener first started.
+    pub total: Counter,
+    /// TLS handshakes that failed.
+    pub tls_handshake_errors: Counter,
+    /// `tcp` listeners: bytes relayed from clients to backends.
+    pub received_bytes: Counter,
+    /// `tcp` listeners: bytes relayed from backends to clients.
+    pub sent_bytes: Counter,
+}
+
 /// A monotonic counter.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -199,6 +214,11 @@ impl Counter {
     #[inline]
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Adds `n`.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
     }
     /// The value now.
     pub fn get(&self) -> u64 {

@@ -253,6 +253,18 @@ impl ActiveRequest {
         }
     }
 
+    /// Records a TCP connection made to the backend (a `tcp` listener's
+    /// relay): the connect time is its latency sample, and it counts as a
+    /// success for the error window and passive health checking.
+    pub fn record_connected(&self, latency: Duration) {
+        let backend = &self.backend;
+        let stats = &backend.stats;
+        stats.record_latency(latency);
+        stats.upstream_response.observe(latency);
+        stats.errors.record(false, now_ms());
+        backend.outlier.record_success(stats);
+    }
+
     /// Records that the backend failed before a response head (connect
     /// error, reset, timeout).
     pub fn record_failure(&self) {

@@ -26,7 +26,9 @@ use crate::config::{Config, ConfigError, ListenerConfig, Protocol};
 use crate::http::metrics::ListenerMetrics;
 use crate::listener::ListenerState;
 use crate::metrics::Counter;
-use crate::policy::{BoundPolicy, CompiledPolicy, PolicyEngine, PolicyLimits, SharedCounters};
+use crate::policy::{
+    BoundPolicy, Capabilities, CompiledPolicy, PolicyEngine, PolicyLimits, SharedCounters,
+};
 use crate::pool::BackendPool;
 use crate::tls::Frontend;
 use crate::upstream::tls::UpstreamTlsPlan;
@@ -101,7 +103,6 @@ impl Plan {
         let mut errors: Vec<ConfigError> = (config.check_policy_files().into_iter())
             .filter(|error| !kept_module(&config, &error.key, serving))
             .collect();
-        errors.extend(unsupported_protocols(&config));
         let frontends = build_frontends(&config, &mut errors);
         let upstream_tls = UpstreamTlsPlan::build(&config).unwrap_or_else(|problems| {
             errors.extend(problems.into_iter().map(|problem| ConfigError {
@@ -232,6 +233,11 @@ pub fn bind_listener(
             listener.policy, listener.name
         ),
     })?;
+    check_capabilities(&bound, listener.protocol).map_err(|reason| ConfigError {
+        file: config.file.clone(),
+        key: format!("listeners[{index}].policy"),
+        reason: format!("listener `{}`: {reason}", listener.name),
+    })?;
     Ok(ListenerState {
         name: listener.name.as_str().into(),
         policy: Arc::new(bound),
@@ -242,7 +248,33 @@ pub fn bind_listener(
         access_log: kept.access_log,
         accept_proxy: (listener.accept_proxy_protocol)
             .then(|| listener.trusted_proxies.as_slice().into()),
+        tcp: (listener.protocol == Protocol::Tcp).then_some(listener.tcp),
     })
+}
+
+/// Whether the validated `bound` policy decides what a `protocol`
+/// listener asks of it: TCP connections, or HTTP requests; the reason,
+/// naming the module and its interface version, when it does not.
+pub fn check_capabilities(bound: &BoundPolicy, protocol: Protocol) -> Result<(), String> {
+    let capabilities = bound.capabilities().unwrap_or(Capabilities::REQUESTS);
+    let module = &bound.module;
+    let interface = module.interface();
+    let (needed, what) = match protocol {
+        Protocol::Tcp => (Capabilities::CONNECTIONS, "TCP connections"),
+        Protocol::Http | Protocol::Https => (Capabilities::REQUESTS, "HTTP requests"),
+    };
+    if capabilities.contains(needed) {
+        return Ok(());
+    }
+    let why = match (protocol, interface) {
+        (Protocol::Tcp, "0.2") => "wasmroute:policy@0.2 modules decide HTTP requests only",
+        (Protocol::Tcp, _) => "its policy type does not implement ConnectionPolicy",
+        _ => "its capabilities leave out `requests`",
+    };
+    Err(format!(
+        "module `{}` (wasmroute:policy@{interface}) does not decide {what}: {why}",
+        module.name
+    ))
 }
 
 /// Each listener's frontend, loading and checking its certificates; the
@@ -259,23 +291,6 @@ fn build_frontends(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<Fronte
                 }));
                 Frontend::Plain
             })
-        })
-        .collect()
-}
-
-fn unsupported_protocols(config: &Config) -> Vec<ConfigError> {
-    config
-        .listeners
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.protocol == Protocol::Tcp)
-        .map(|(index, l)| ConfigError {
-            file: config.file.clone(),
-            key: format!("listeners[{index}].protocol"),
-            reason: format!(
-                "listener `{}`: protocol {:?} is not supported by this build yet (only \"http\" and \"https\")",
-                l.name, l.protocol
-            ),
         })
         .collect()
 }

@@ -133,6 +133,10 @@ mod failing_guests {
     use wasmroute_e2e::guests;
     use wasmroute_e2e::{FixtureDir, bundled};
 
+    // The `tcp` listener tests of these guests.
+    use crate::tcp::tcp_least_active;
+    use crate::tcp_proxy::tcp_sni;
+
     macro_rules! assert_test_exists {
         ($name:ident) => {
             #[allow(unused_imports)]

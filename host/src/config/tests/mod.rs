@@ -5,6 +5,7 @@ mod health;
 mod invalid;
 mod proxy_protocol;
 mod server;
+mod tcp;
 mod tls;
 
 use std::net::SocketAddr;
@@ -319,7 +320,7 @@ fn other_values_and_forms() {
     )
     .replace(
         "pools = [\"web\"]",
-        "pools = [\"web\"]\nprotocol = \"tcp\"\non_error = \"reject\"\nbacklog = 65535\nsend_timeout = \"1.5s\"",
+        "pools = [\"web\"]\nprotocol = \"tcp\"\non_error = \"reject\"\nbacklog = 65535\npeek_timeout = \"1.5s\"",
     );
     let config = parse_ok(&text);
     assert_eq!(config.policies.dir, Path::new("/abs/p"));
@@ -328,10 +329,7 @@ fn other_values_and_forms() {
     assert_eq!(config.listeners[0].protocol, Protocol::Tcp);
     assert_eq!(config.listeners[0].on_error, OnError::Reject);
     assert_eq!(config.listeners[0].backlog, 65535);
-    assert_eq!(
-        config.listeners[0].send_timeout,
-        Duration::from_millis(1500)
-    );
+    assert_eq!(config.listeners[0].tcp.peek, Duration::from_millis(1500));
 }
 
 #[test]

@@ -22,6 +22,7 @@ use super::units;
 mod access_log;
 mod pools;
 mod server;
+mod tcp;
 
 /// Admin bearer tokens: long enough not to be guessed, short enough for a header.
 const MIN_ADMIN_TOKEN: usize = 16;
@@ -221,6 +222,7 @@ impl<'a> Checker<'a> {
             raw.send_timeout.as_ref(),
             DEFAULT_SEND_TIMEOUT,
         );
+        let tcp = self.tcp_options(&key, raw);
         let trusted_proxies = self.trusted_proxies(&key, raw);
         ListenerConfig {
             name: raw.name.clone(),
@@ -238,6 +240,7 @@ impl<'a> Checker<'a> {
             send_timeout,
             accept_proxy_protocol: raw.accept_proxy_protocol,
             trusted_proxies,
+            tcp,
         }
     }
 
