@@ -408,17 +408,18 @@ fn check_prints_a_tcp_listener() {
     assert!(stdout.contains("listener `other`: http on"), "{stdout}");
 }
 
-/// `random` decides HTTP requests only (no `ConnectionPolicy` on main
-/// now); `check` names the module and why.
+/// `content-router` decides HTTP requests only (its policy type has no
+/// `ConnectionPolicy`: it routes by path); `check` names the module and
+/// why.
 #[test]
 fn check_refuses_a_tcp_listener_whose_module_decides_no_connections() {
-    let (dir, path) = setup(&tcp_config("random"));
-    let module = wasmroute::bundled::get("random").expect("random is bundled");
-    std::fs::write(dir.path().join("policies/random.wasm"), module).unwrap();
+    let (dir, path) = setup(&tcp_config("content-router"));
+    let module = wasmroute::bundled::get("content-router").expect("content-router is bundled");
+    std::fs::write(dir.path().join("policies/content-router.wasm"), module).unwrap();
     let (code, stdout, stderr) = check(&path);
     assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
     let want = format!(
-        "{}: listeners[0].policy: listener `edge`: module `random` (wasmroute:policy@0.3) \
+        "{}: listeners[0].policy: listener `edge`: module `content-router` (wasmroute:policy@0.3) \
          does not decide TCP connections: its policy type does not implement ConnectionPolicy",
         path.display()
     );

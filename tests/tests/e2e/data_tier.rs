@@ -65,10 +65,8 @@ async fn writes_follow_the_primary_through_a_redis_failover() {
     replica.replica_of(&primary).await.unwrap();
 
     let config = ConfigBuilder::new()
-        .listener(ListenerSpec::new("write", "round-robin", &["nodes"]).extra("protocol = \"tcp\""))
-        .listener(
-            ListenerSpec::new("read", "round-robin", &["replicas"]).extra("protocol = \"tcp\""),
-        )
+        .listener(ListenerSpec::new("write", "round-robin", &["nodes"]).tcp())
+        .listener(ListenerSpec::new("read", "round-robin", &["replicas"]).tcp())
         .pool(
             PoolSpec::new("nodes", &[])
                 .address(primary.addr())

@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use wasmroute::config::Config;
 use wasmroute::server::{Plan, Reusable};
 use wasmroute::upstream::proxy_protocol::{self, Header, Parsed};
+use wasmroute_e2e::guests::V02_FIRST_HEALTHY;
 use wasmroute_e2e::tcp::{closes, connect_greeted, read_line};
 use wasmroute_e2e::{
     ConfigBuilder, FixtureDir, ListenerSpec, PoolSpec, ProxyFixture, STEP, TcpBackend, bundled,
@@ -188,41 +189,36 @@ pub async fn tcp_sni() {
     assert!(eventually(STEP, || plain.accepted() == 2).await);
 }
 
-/// What `wasmroute check` runs, on a `tcp` listener whose module decides
-/// no connections: the refusal names the module and why. `random` is a
-/// shipped 0.3 policy without `ConnectionPolicy` on main now; a 0.2
-/// module gets "wasmroute:policy@0.2 modules decide HTTP requests only".
-const REQUESTS_ONLY: &str = "random";
+/// A shipped 0.3 policy without `ConnectionPolicy` (it routes by path).
+const REQUESTS_ONLY: &str = "content-router";
 
+/// What `wasmroute check` runs, on a `tcp` listener whose module decides
+/// no connections: the refusal names the module and why, for a 0.3
+/// module without `ConnectionPolicy` and for a 0.2 module.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_refuses_a_module_that_decides_no_connections() {
+    let cases = [
+        (
+            REQUESTS_ONLY,
+            bundled(REQUESTS_ONLY),
+            "module `content-router` (wasmroute:policy@0.3) does not decide TCP connections: \
+             its policy type does not implement ConnectionPolicy",
+        ),
+        (
+            "v02-first-healthy",
+            V02_FIRST_HEALTHY,
+            "wasmroute:policy@0.2 modules decide HTTP requests only",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let reason = refusal(name, bytes).await;
+        assert!(reason.contains(want), "{name}: {reason}");
+    }
+    // And the server refuses to start on it.
     let backend = TcpBackend::echo("a").await.unwrap();
     let config = ConfigBuilder::new()
         .listener(ListenerSpec::new("edge", REQUESTS_ONLY, &["db"]).tcp())
         .pool(PoolSpec::new("db", &[]).address(backend.addr()));
-    let dir = FixtureDir::new().unwrap();
-    dir.write_policy(REQUESTS_ONLY, bundled(REQUESTS_ONLY))
-        .unwrap();
-    dir.write_config(&config.render()).unwrap();
-    let loaded = Config::load(&dir.config_path()).unwrap();
-    let engine = wasmroute::policy::PolicyEngine::new().unwrap();
-    let errors = Plan::build(loaded, &engine, Reusable::default())
-        .err()
-        .unwrap();
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert_eq!(errors[0].key, "listeners[0].policy");
-    let reason = &errors[0].reason;
-    assert!(
-        reason.contains(&format!(
-            "module `{REQUESTS_ONLY}` (wasmroute:policy@0.3) does not decide TCP connections"
-        )),
-        "{reason}"
-    );
-    assert!(
-        reason.contains("does not implement ConnectionPolicy"),
-        "{reason}"
-    );
-    // And the server refuses to start on it.
     let error = ProxyFixture::start(&config, &[(REQUESTS_ONLY, bundled(REQUESTS_ONLY))])
         .await
         .err()
@@ -231,6 +227,26 @@ async fn check_refuses_a_module_that_decides_no_connections() {
         format!("{error:#}").contains("does not decide TCP connections"),
         "{error:#}"
     );
+}
+
+/// The one error `Plan::build` (what `check` runs) gives for a `tcp`
+/// listener running module `name`.
+async fn refusal(name: &str, bytes: &[u8]) -> String {
+    let backend = TcpBackend::echo("a").await.unwrap();
+    let config = ConfigBuilder::new()
+        .listener(ListenerSpec::new("edge", name, &["db"]).tcp())
+        .pool(PoolSpec::new("db", &[]).address(backend.addr()));
+    let dir = FixtureDir::new().unwrap();
+    dir.write_policy(name, bytes).unwrap();
+    dir.write_config(&config.render()).unwrap();
+    let loaded = Config::load(&dir.config_path()).unwrap();
+    let engine = wasmroute::policy::PolicyEngine::new().unwrap();
+    let errors = Plan::build(loaded, &engine, Reusable::default())
+        .err()
+        .unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].key, "listeners[0].policy");
+    errors[0].reason.clone()
 }
 
 /// A reload onto such a module is refused and the running config keeps

@@ -16,7 +16,7 @@ async fn sni_passthrough_reaches_the_backend_named_by_the_client_hello() {
     let config = ConfigBuilder::new()
         .listener(
             ListenerSpec::new("tls", "sni-router", &["a", "b"])
-                .extra("protocol = \"tcp\"")
+                .tcp()
                 .policy_config_toml("routes", "{ \"a.test\" = \"a\", \"*.b.test\" = \"b\" }"),
         )
         .pool(PoolSpec::new("a", &[]).address(backend_a.addr()))
