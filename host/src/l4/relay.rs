@@ -1,6 +1,16 @@
 //! The byte relay between a client and its backend: both directions in
-//! one task, each through one fixed buffer ([`RELAY_BUFFER`]), bytes
+//! one task, each through one buffer of [`RELAY_BUFFER`] bytes, bytes
 //! copied once (socket to buffer to socket) and never held beyond it.
+//!
+//! A direction holds its buffer only while it moves bytes: when its read
+//! side has nothing more for now and everything read was written, the
+//! buffer goes back to its worker thread's spares ([`Spares`]) and the
+//! next wake-up takes one again. An idle relay so holds no buffer (a
+//! database pool's idle connections cost their sockets and task only),
+//! and a busy worker reuses a handful of buffers instead of allocating,
+//! zeroing and returning two per connection (which made the allocator
+//! give their pages back to the kernel and fault them in again each
+//! time).
 //!
 //! An end of stream from one side is passed on as a shutdown of writing
 //! to the other (half-close): the other direction goes on until its own
@@ -23,8 +33,8 @@ use super::Session;
 use super::connect::Upstream;
 use crate::metrics::Counter;
 
-/// The buffer of each direction; two of them (128 KiB) are what an open
-/// relay costs. Measured over loopback (`relay_throughput_by_buffer_size`
+/// The buffer of each direction while it moves bytes (see the module
+/// docs: an idle relay holds none). Measured over loopback (`relay_throughput_by_buffer_size`
 /// below, 512 MiB one way, two runs on a shared 2-core machine): 8 KiB
 /// 620-770 MiB/s, 16 KiB 930, 64 KiB 1090-1290, 256 KiB 1140-1510, 1 MiB
 /// 1250-1400. 64 KiB takes most of the gain over small buffers; past it
@@ -126,10 +136,52 @@ impl Relay<'_> {
     }
 }
 
+impl Drop for Pump<'_> {
+    fn drop(&mut self) {
+        // Whatever it still held is not needed any more: the next relay
+        // reads over it.
+        self.release();
+    }
+}
+
+/// Buffers a worker thread keeps for its relays between uses: at most
+/// this many (`SPARES` x [`RELAY_BUFFER`] = 1 MiB per worker).
+const SPARES: usize = 16;
+
+/// The worker thread's spare relay buffers.
+struct Spares;
+
+thread_local! {
+    static SPARE_BUFFERS: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Spares {
+    /// A buffer of `size`: a spare one when there is one of that size.
+    fn take(size: usize) -> Box<[u8]> {
+        let spare = SPARE_BUFFERS.with_borrow_mut(|spares| match spares.last() {
+            Some(last) if last.len() == size => spares.pop(),
+            _ => None,
+        });
+        spare.unwrap_or_else(|| vec![0; size].into_boxed_slice())
+    }
+
+    /// Keeps `buffer` for the next relay of this worker, unless enough are
+    /// kept already.
+    fn give_back(buffer: Box<[u8]>) {
+        SPARE_BUFFERS.with_borrow_mut(|spares| {
+            if spares.len() < SPARES {
+                spares.push(buffer);
+            }
+        });
+    }
+}
+
 /// One direction: reads into its buffer, writes the buffer out, and
 /// passes the end of stream on as a shutdown of writing.
 struct Pump<'m> {
-    buffer: Box<[u8]>,
+    /// Held while bytes are on their way (see the module docs).
+    buffer: Option<Box<[u8]>>,
+    size: usize,
     start: usize,
     end: usize,
     /// The reader said end of stream.
@@ -146,7 +198,8 @@ struct Pump<'m> {
 impl<'m> Pump<'m> {
     fn new(counter: &'m Counter, size: usize) -> Pump<'m> {
         Pump {
-            buffer: vec![0; size].into_boxed_slice(),
+            buffer: None,
+            size,
             start: 0,
             end: 0,
             eof: false,
@@ -154,6 +207,13 @@ impl<'m> Pump<'m> {
             unflushed: false,
             moved: 0,
             counter,
+        }
+    }
+
+    /// Gives the (empty) buffer back to the worker's spares.
+    fn release(&mut self) {
+        if let Some(buffer) = self.buffer.take() {
+            Spares::give_back(buffer);
         }
     }
 
@@ -178,9 +238,8 @@ impl<'m> Pump<'m> {
             return Poll::Ready(Ok(()));
         }
         loop {
-            if self.start < self.end {
-                let n =
-                    ready!(Pin::new(&mut *to).poll_write(cx, &self.buffer[self.start..self.end]))?;
+            if let Some(buffer) = self.buffer.as_deref().filter(|_| self.start < self.end) {
+                let n = ready!(Pin::new(&mut *to).poll_write(cx, &buffer[self.start..self.end]))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -190,11 +249,14 @@ impl<'m> Pump<'m> {
                 continue;
             }
             if self.eof {
+                self.release();
                 ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
                 self.finished = true;
                 return Poll::Ready(Ok(()));
             }
-            let mut buf = ReadBuf::new(&mut self.buffer);
+            let size = self.size;
+            let buffer = self.buffer.get_or_insert_with(|| Spares::take(size));
+            let mut buf = ReadBuf::new(buffer);
             match Pin::new(&mut *from).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) => {
                     let n = buf.filled().len();
@@ -203,6 +265,9 @@ impl<'m> Pump<'m> {
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Pending => {
+                    // Everything read was written: the buffer is free
+                    // until the next read.
+                    self.release();
                     // Nothing more to read for now: what a TLS writer
                     // buffered goes out (a no-op on plain TCP).
                     if self.unflushed {
@@ -302,6 +367,50 @@ mod tests {
         let relayed = relay(&counters, 1024, Duration::from_millis(50));
         let ended = relayed.run(&mut client_end, &mut backend_end).await;
         assert!(matches!(ended, Ended::Idle), "{ended:?}");
+    }
+
+    /// A direction holds a buffer only while bytes are on their way: after
+    /// a message went through and the reader has nothing more, the buffer
+    /// is back among the worker's spares, and the next message reuses it.
+    #[tokio::test]
+    async fn an_idle_direction_holds_no_buffer() {
+        let (mut client, mut client_end) = pair().await;
+        let (mut backend_end, mut backend) = pair().await;
+        let counter = Counter::default();
+        let mut pump = Pump::new(&counter, 4096);
+        for round in 0..3 {
+            client.write_all(b"ping").await.unwrap();
+            let mut got = [0u8; 4];
+            let moved = async {
+                std::future::poll_fn(|cx| {
+                    let _ = pump.poll(cx, &mut client_end, &mut backend_end);
+                    if pump.moved > 0 {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await;
+                let _ = pump.take_moved();
+            };
+            let (_, read) = tokio::join!(moved, backend.read_exact(&mut got));
+            read.unwrap();
+            assert_eq!(&got, b"ping", "round {round}");
+            // The read side then has nothing: the next poll gives the
+            // buffer back.
+            std::future::poll_fn(|cx| {
+                let _ = pump.poll(cx, &mut client_end, &mut backend_end);
+                Poll::Ready(())
+            })
+            .await;
+            assert!(
+                pump.buffer.is_none(),
+                "round {round}: an idle pump keeps its buffer"
+            );
+            let spares = SPARE_BUFFERS.with_borrow(|spares| spares.len());
+            assert_eq!(spares, 1, "round {round}: one buffer, reused");
+        }
+        assert_eq!(counter.get(), 12);
     }
 
     /// Not a test: how fast the relay moves bytes by buffer size
