@@ -167,6 +167,15 @@ impl ConnectionDecision {
         ConnectionDecision(types::ConnectionDecision::Reject)
     }
 
+    /// [`forward`](Self::forward) to `backend` of `pool` when a backend was
+    /// picked, else [`reject`](Self::reject).
+    pub fn forward_or_reject(pool: PoolId, backend: Option<u32>) -> Self {
+        match backend {
+            Some(backend) => ConnectionDecision::forward(pool, backend),
+            None => ConnectionDecision::reject(),
+        }
+    }
+
     /// The (pool, backend) a forward goes to; `None` for a rejection.
     pub fn target(&self) -> Option<(PoolId, u32)> {
         match &self.0 {

@@ -61,6 +61,16 @@ impl Decision {
             .body("no healthy backend\n")
     }
 
+    /// [`forward`](Self::forward) to `backend` of `pool` when a backend was
+    /// picked, else [`no_backend`](Self::no_backend): what a balancing
+    /// helper's `Option` answer becomes.
+    pub fn forward_or_no_backend(pool: PoolId, backend: Option<u32>) -> Self {
+        match backend {
+            Some(backend) => Decision::forward(pool, backend),
+            None => Decision::no_backend(),
+        }
+    }
+
     /// Replaces every value of a request header before the request is sent
     /// upstream. Applied after the host's own proxy headers
     /// (`X-Forwarded-*`, `Forwarded`), so it may override them; hop-by-hop

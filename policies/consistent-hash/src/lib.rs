@@ -78,10 +78,7 @@ impl Policy for ConsistentHash {
         // The host hashes the key and, on a first attempt, the table needs
         // only the pool's health mask: no string or list crosses over.
         let hash = self.key.hash(req);
-        match self.table.pick_for(self.pool, req, hash) {
-            Some(backend) => Decision::forward(self.pool, backend),
-            None => Decision::no_backend(),
-        }
+        Decision::forward_or_no_backend(self.pool, self.table.pick_for(self.pool, req, hash))
     }
 }
 
@@ -89,10 +86,7 @@ impl ConnectionPolicy for ConsistentHash {
     fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
         // The same hash `HashKey::ClientIp` gives a request from this IP.
         let hash = finish_key_hash(conn.client_ip_hash());
-        match self.table.pick_for(self.pool, conn, hash) {
-            Some(backend) => ConnectionDecision::forward(self.pool, backend),
-            None => ConnectionDecision::reject(),
-        }
+        ConnectionDecision::forward_or_reject(self.pool, self.table.pick_for(self.pool, conn, hash))
     }
 }
 

@@ -95,10 +95,7 @@ impl Policy for ContentRouter {
             .header_pool(req)
             .unwrap_or_else(|| self.route(&req.path()));
         self.decisions = self.decisions.wrapping_add(1);
-        match pool.least_active(req, self.decisions) {
-            Some(backend) => Decision::forward(pool, backend),
-            None => Decision::no_backend(),
-        }
+        Decision::forward_or_no_backend(pool, pool.least_active(req, self.decisions))
     }
 }
 

@@ -40,19 +40,13 @@ impl Policy for LeastConnections {
     }
 
     fn decide(&mut self, req: &Request) -> Decision {
-        match self.pick(req.into()) {
-            Some(backend) => Decision::forward(self.pool, backend),
-            None => Decision::no_backend(),
-        }
+        Decision::forward_or_no_backend(self.pool, self.pick(req.into()))
     }
 }
 
 impl ConnectionPolicy for LeastConnections {
     fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
-        match self.pick(conn.into()) {
-            Some(backend) => ConnectionDecision::forward(self.pool, backend),
-            None => ConnectionDecision::reject(),
-        }
+        ConnectionDecision::forward_or_reject(self.pool, self.pick(conn.into()))
     }
 }
 

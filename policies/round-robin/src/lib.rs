@@ -46,19 +46,19 @@ impl Policy for RoundRobinPolicy {
     }
 
     fn decide(&mut self, req: &Request) -> Decision {
-        match self.rotation.pick(&mut self.pool.candidates(req)) {
-            Some(backend) => Decision::forward(self.pool, backend),
-            None => Decision::no_backend(),
-        }
+        Decision::forward_or_no_backend(
+            self.pool,
+            self.rotation.pick(&mut self.pool.candidates(req)),
+        )
     }
 }
 
 impl ConnectionPolicy for RoundRobinPolicy {
     fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
-        match self.rotation.pick(&mut self.pool.candidates(conn)) {
-            Some(backend) => ConnectionDecision::forward(self.pool, backend),
-            None => ConnectionDecision::reject(),
-        }
+        ConnectionDecision::forward_or_reject(
+            self.pool,
+            self.rotation.pick(&mut self.pool.candidates(conn)),
+        )
     }
 }
 

@@ -77,10 +77,7 @@ impl Policy for SniRouter {
                 .header("content-type", "text/plain; charset=utf-8")
                 .body("no route for this server name\n");
         };
-        match self.pick(pool, req.into()) {
-            Some(backend) => Decision::forward(pool, backend),
-            None => Decision::no_backend(),
-        }
+        Decision::forward_or_no_backend(pool, self.pick(pool, req.into()))
     }
 }
 
