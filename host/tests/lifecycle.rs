@@ -186,3 +186,50 @@ async fn upgrade_hands_the_admin_socket_over_too() {
     let status = new.exited().await;
     assert_eq!(status.code(), Some(0));
 }
+
+/// `serve --upgrade` with a `tcp` listener beside the HTTP one: its socket
+/// is handed over too, and HTTP requests relayed through it at layer 4
+/// (each on a new connection) keep succeeding across the handover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_hands_tcp_listener_sockets_over_too() {
+    let backend = Backend::start().await;
+    let dir = policy_folder();
+    let config = dir.path().join("wasmroute.toml");
+    let tcp_listener = "\n[[listeners]]\nname = \"l4\"\naddress = \"127.0.0.1:0\"\n\
+                        protocol = \"tcp\"\npolicy = \"round-robin\"\npools = [\"web\"]\n";
+    std::fs::write(&config, config_text(&[backend.addr], "30s", tcp_listener)).unwrap();
+    let old = Proxy::spawn(&config, &[]);
+    let address = loop {
+        let line = old.wait_for("listening");
+        if field(&line, "listener") == "l4" {
+            break field(&line, "address").parse().unwrap();
+        }
+    };
+    let old = old.after(&["upgrade socket listening"]).await;
+    let load = Arc::new(Load::new());
+    let clients: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(load_client(address, Arc::clone(&load))))
+        .collect();
+    load.more_successes(100).await;
+
+    let new = Proxy::spawn(&config, &["--upgrade"]);
+    let taken = loop {
+        let line = new.wait_for("listening socket taken over from the previous instance");
+        if field(&line, "listener") == "l4" {
+            break line;
+        }
+    };
+    assert!(taken.contains("l4"), "{taken}");
+    let old = old
+        .after(&["upgrade: the new instance is serving; draining"])
+        .await;
+    assert_eq!(
+        old.exited().await.code(),
+        Some(0),
+        "the old instance exits 0"
+    );
+    load.more_successes(100).await;
+    load.stop_and_check(clients, "tcp listener").await;
+    new.signal("TERM");
+    assert_eq!(new.exited().await.code(), Some(0));
+}

@@ -53,7 +53,9 @@ impl Backend {
     }
 }
 
-/// Answers every request head on `stream` (keep-alive).
+/// Answers every request head on `stream` (keep-alive), and closes after
+/// answering one that says `Connection: close` (as a client reaching it
+/// through a `tcp` listener needs: nothing in between closes for it).
 async fn serve_backend(mut stream: TcpStream, arrived: Arc<Notify>, released: Arc<Notify>) {
     let mut buffer = Vec::new();
     loop {
@@ -69,6 +71,9 @@ async fn serve_backend(mut stream: TcpStream, arrived: Arc<Notify>, released: Ar
         }
         let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
         if stream.write_all(reply).await.is_err() {
+            return;
+        }
+        if head.to_ascii_lowercase().contains("\r\nconnection: close\r\n") {
             return;
         }
     }
