@@ -73,7 +73,10 @@ async fn serve_backend(mut stream: TcpStream, arrived: Arc<Notify>, released: Ar
         if stream.write_all(reply).await.is_err() {
             return;
         }
-        if head.to_ascii_lowercase().contains("\r\nconnection: close\r\n") {
+        if head
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n")
+        {
             return;
         }
     }
