@@ -96,14 +96,25 @@ async fn connections_take_turns_across_the_backends() {
 }
 
 /// Open relays count as active requests: while one connection is held
-/// on a backend, every new one goes to the other.
+/// on a backend, every new one goes to the other (the test-only policy,
+/// which also has a trap mode for `on_error`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub async fn tcp_least_active() {
+    new_connections_avoid_the_held_backend(("tcp-least-active", guests::TCP_LEAST_ACTIVE)).await;
+}
+
+/// The same with the shipped `least-connections` policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_counts_open_relays() {
+    new_connections_avoid_the_held_backend(("least-connections", bundled("least-connections")))
+        .await;
+}
+
+async fn new_connections_avoid_the_held_backend(policy: (&'static str, &'static [u8])) {
     let (a, b) = (
         TcpBackend::echo("a").await.unwrap(),
         TcpBackend::echo("b").await.unwrap(),
     );
-    let policy = ("tcp-least-active", guests::TCP_LEAST_ACTIVE);
     let fx = start(policy, &[a.addr(), b.addr()], "", "").await;
     let (mut held, busy) = connect_greeted(fx.addr("edge")).await.unwrap();
     ping(&mut held).await;
