@@ -409,6 +409,31 @@ mod tests {
         );
     }
 
+    /// A plain proxied request's JSON line fits the room a line is given
+    /// up front (`LINE_CAPACITY`): one allocation per line, no regrowth.
+    #[test]
+    fn a_typical_json_line_fits_its_first_allocation() {
+        let typical = Record {
+            listener: "bench",
+            client: "127.0.0.1:54321".parse().unwrap(),
+            host: Some(b"127.0.0.1:18084"),
+            path: b"/",
+            pool: Some("backends"),
+            backend: Some("127.0.0.1:18082".parse().unwrap()),
+            policy: "round-robin",
+            policy_version: 12,
+            duration: Duration::from_micros(123_456),
+            upstream: Some(Duration::from_micros(98_765)),
+            ..record()
+        };
+        let line = text(json, &typical);
+        assert!(
+            line.len() <= crate::access_log::LINE_CAPACITY,
+            "{} bytes: {line}",
+            line.len()
+        );
+    }
+
     /// Numbers and addresses written digit by digit read as `Display`
     /// writes them.
     #[test]
