@@ -90,6 +90,25 @@ async fn upgrade_hands_the_sockets_over_without_a_failed_request() {
     let (_dir, config) = write_config(backend.addr, "30s");
     let old = Proxy::spawn(&config, &[]);
     let address = old.listening();
+    let new = upgrade_under_load(old, &config, address, "edge").await;
+    // And the new one can be upgraded again in turn: its socket is there.
+    let socket = config.parent().unwrap().join("upgrade.sock");
+    assert!(socket.exists(), "the new instance listens on {socket:?}");
+    new.signal("TERM");
+    let status = new.exited().await;
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Upgrades `old` (serving `config`) while four clients send requests on
+/// new connections to `address`, listener `listener`'s: the new instance
+/// takes that listener's socket over, the old one drains and exits 0, and
+/// not one request fails before or after. Returns the new instance.
+async fn upgrade_under_load(
+    old: Proxy,
+    config: &std::path::Path,
+    address: std::net::SocketAddr,
+    listener: &'static str,
+) -> Proxy {
     let old = old.after(&["upgrade socket listening"]).await;
     let load = Arc::new(Load::new());
     let clients: Vec<_> = (0..4)
@@ -97,10 +116,17 @@ async fn upgrade_hands_the_sockets_over_without_a_failed_request() {
         .collect();
     load.more_successes(100).await;
 
-    let config_again = config.clone();
-    let new = Proxy::spawn(&config_again, &["--upgrade"])
-        .after(&["listening socket taken over from the previous instance"])
-        .await;
+    let config = config.to_path_buf();
+    let new = tokio::task::spawn_blocking(move || {
+        let new = Proxy::spawn(&config, &["--upgrade"]);
+        new.wait_for_listener(
+            "listening socket taken over from the previous instance",
+            listener,
+        );
+        new
+    })
+    .await
+    .unwrap();
     let old = old
         .after(&["upgrade: the new instance is serving; draining"])
         .await;
@@ -108,13 +134,8 @@ async fn upgrade_hands_the_sockets_over_without_a_failed_request() {
     assert_eq!(status.code(), Some(0), "the old instance exits 0");
     // Only the new instance is left; it keeps serving the same address.
     load.more_successes(100).await;
-    load.stop_and_check(clients, "proxy").await;
-    // And the new one can be upgraded again in turn: its socket is there.
-    let socket = config.parent().unwrap().join("upgrade.sock");
-    assert!(socket.exists(), "the new instance listens on {socket:?}");
-    new.signal("TERM");
-    let status = new.exited().await;
-    assert_eq!(status.code(), Some(0));
+    load.stop_and_check(clients, listener).await;
+    new
 }
 
 /// An admin answer `200 live`.
@@ -199,37 +220,8 @@ async fn upgrade_hands_tcp_listener_sockets_over_too() {
                         protocol = \"tcp\"\npolicy = \"round-robin\"\npools = [\"web\"]\n";
     std::fs::write(&config, config_text(&[backend.addr], "30s", tcp_listener)).unwrap();
     let old = Proxy::spawn(&config, &[]);
-    let address = loop {
-        let line = old.wait_for("listening");
-        if field(&line, "listener") == "l4" {
-            break field(&line, "address").parse().unwrap();
-        }
-    };
-    let old = old.after(&["upgrade socket listening"]).await;
-    let load = Arc::new(Load::new());
-    let clients: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(load_client(address, Arc::clone(&load))))
-        .collect();
-    load.more_successes(100).await;
-
-    let new = Proxy::spawn(&config, &["--upgrade"]);
-    let taken = loop {
-        let line = new.wait_for("listening socket taken over from the previous instance");
-        if field(&line, "listener") == "l4" {
-            break line;
-        }
-    };
-    assert!(taken.contains("l4"), "{taken}");
-    let old = old
-        .after(&["upgrade: the new instance is serving; draining"])
-        .await;
-    assert_eq!(
-        old.exited().await.code(),
-        Some(0),
-        "the old instance exits 0"
-    );
-    load.more_successes(100).await;
-    load.stop_and_check(clients, "tcp listener").await;
+    let address = old.listening_on("l4");
+    let new = upgrade_under_load(old, &config, address, "l4").await;
     new.signal("TERM");
     assert_eq!(new.exited().await.code(), Some(0));
 }

@@ -228,6 +228,14 @@ impl Proxy {
             .unwrap_or_else(|error| panic!("no log line `{message}` ({error})"))
     }
 
+    /// [`wait_for`](Self::wait_for) a line about listener `listener`.
+    pub fn wait_for_listener(&self, message: &str, listener: &str) -> String {
+        let want = format!("\"message\":\"{message}\"");
+        let about = |line: &str| line.contains(&want) && field(line, "listener") == listener;
+        self.next_line(HANG, about)
+            .unwrap_or_else(|error| panic!("no log line `{message}` of `{listener}` ({error})"))
+    }
+
     /// The next stderr line that `wanted` accepts, skipping the others;
     /// an error when none came within `within`.
     pub fn next_line(
@@ -253,6 +261,12 @@ impl Proxy {
     /// Waits for the `listening` line and returns the listener's address.
     pub fn listening(&self) -> SocketAddr {
         let line = self.wait_for("listening");
+        field(&line, "address").parse().unwrap()
+    }
+
+    /// The address of listener `listener`, from its `listening` line.
+    pub fn listening_on(&self, listener: &str) -> SocketAddr {
+        let line = self.wait_for_listener("listening", listener);
         field(&line, "address").parse().unwrap()
     }
 
