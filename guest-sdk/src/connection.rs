@@ -117,16 +117,18 @@ impl Subject<'_> {
     /// The backends of `pool` already tried; empty on a first attempt
     /// (without a host call beyond [`attempt`](Self::attempt)).
     pub fn tried_in(&self, pool: PoolId) -> Vec<u32> {
-        match self {
-            Subject::Request(r) => r.tried_in(pool),
-            Subject::Connection(c) if c.attempt() > 0 => c
-                .tried()
-                .into_iter()
-                .filter(|&(p, _)| p == pool)
-                .map(|(_, backend)| backend)
-                .collect(),
-            Subject::Connection(_) => Vec::new(),
+        if self.attempt() == 0 {
+            return Vec::new();
         }
+        let tried = match self {
+            Subject::Request(r) => r.tried_raw(),
+            Subject::Connection(c) => c.inner.tried(),
+        };
+        tried
+            .into_iter()
+            .filter(|&(p, _)| p == pool.0)
+            .map(|(_, backend)| backend)
+            .collect()
     }
 
     pub(crate) fn candidate_mask(&self, pool: PoolId, first: u32) -> u64 {

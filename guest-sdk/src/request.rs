@@ -136,15 +136,12 @@ impl<'a> Request<'a> {
     /// without a host call beyond [`attempt`](Self::attempt)) on the first
     /// attempt.
     pub fn tried_in(&self, pool: PoolId) -> Vec<u32> {
-        if self.attempt() == 0 {
-            return Vec::new();
-        }
-        self.inner
-            .tried()
-            .into_iter()
-            .filter(|&(p, _)| p == pool.0)
-            .map(|(_, backend)| backend)
-            .collect()
+        crate::Subject::Request(*self).tried_in(pool)
+    }
+
+    /// The host's `tried` list, as (pool index, backend) pairs.
+    pub(crate) fn tried_raw(&self) -> Vec<(u32, u32)> {
+        self.inner.tried()
     }
 }
 
