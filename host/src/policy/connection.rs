@@ -119,12 +119,7 @@ impl super::host::wasmroute::policy::host::HostConnection for HostState {
     }
 
     fn candidates(&mut self, _: Resource<ConnectionHandle>, pool: u32, first: u32) -> u64 {
-        match self.pools.get(pool as usize) {
-            Some(backends) => {
-                derived::candidates(backends, pool, &self.connection_view().tried, first)
-            }
-            None => 0,
-        }
+        self.candidates_in(pool, &self.connection_view().tried, first)
     }
 
     fn least_active(
@@ -133,8 +128,7 @@ impl super::host::wasmroute::policy::host::HostConnection for HostState {
         pool: u32,
         tie_breaker: u64,
     ) -> Option<u32> {
-        let backends = self.pools.get(pool as usize)?;
-        derived::least_active(backends, pool, &self.connection_view().tried, tie_breaker)
+        self.least_active_in(pool, &self.connection_view().tried, tie_breaker)
     }
 
     fn drop(&mut self, _: Resource<ConnectionHandle>) -> wasmtime::Result<()> {

@@ -196,6 +196,27 @@ impl HostState {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
+    /// `candidates` of the listener's pool `pool` for a request or
+    /// connection that tried `tried`; 0 for an unknown pool.
+    pub(super) fn candidates_in(&self, pool: u32, tried: &[(u32, u32)], first: u32) -> u64 {
+        match self.pools.get(pool as usize) {
+            Some(backends) => derived::candidates(backends, pool, tried, first),
+            None => 0,
+        }
+    }
+
+    /// `least-active` of the listener's pool `pool` for a request or
+    /// connection that tried `tried`; `None` for an unknown pool.
+    pub(super) fn least_active_in(
+        &self,
+        pool: u32,
+        tried: &[(u32, u32)],
+        tie_breaker: u64,
+    ) -> Option<u32> {
+        let backends = self.pools.get(pool as usize)?;
+        derived::least_active(backends, pool, tried, tie_breaker)
+    }
+
     fn view(&self) -> &RequestView {
         // Only reachable through a borrow handle the host hands out during
         // `decide`, when the view is present.
@@ -327,10 +348,7 @@ impl self::wasmroute::policy::host::HostRequest for HostState {
     }
 
     fn candidates(&mut self, _: Resource<RequestHandle>, pool: u32, first: u32) -> u64 {
-        match self.pools.get(pool as usize) {
-            Some(backends) => derived::candidates(backends, pool, &self.view().tried, first),
-            None => 0,
-        }
+        self.candidates_in(pool, &self.view().tried, first)
     }
 
     fn least_active(
@@ -339,8 +357,7 @@ impl self::wasmroute::policy::host::HostRequest for HostState {
         pool: u32,
         tie_breaker: u64,
     ) -> Option<u32> {
-        let backends = self.pools.get(pool as usize)?;
-        derived::least_active(backends, pool, &self.view().tried, tie_breaker)
+        self.least_active_in(pool, &self.view().tried, tie_breaker)
     }
 
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
