@@ -379,11 +379,14 @@ impl BoundPolicy {
             .map_err(|e| PolicyError::Instantiate(format!("{e:#}")))?;
         match bindings.call_init(&mut store, &self.pool_names, &self.config) {
             Ok(Ok(())) => {
-                let capabilities = bindings
-                    .call_capabilities(&mut store)
-                    .map_err(|trap| PolicyError::InitTrapped(format!("capabilities: {trap:#}")))?;
-                // Every instance of one module answers the same.
-                let _ = self.capabilities.set(capabilities);
+                // Every instance of one module answers the same: only the
+                // first (`validate`'s) is asked.
+                if self.capabilities.get().is_none() {
+                    let capabilities = bindings.call_capabilities(&mut store).map_err(|trap| {
+                        PolicyError::InitTrapped(format!("capabilities: {trap:#}"))
+                    })?;
+                    let _ = self.capabilities.set(capabilities);
+                }
                 // `init` ran against the wall-time deadline above; decisions
                 // against the guest's CPU time (`deadline`).
                 store.epoch_deadline_callback(|mut store| Ok(store.data_mut().clock.on_deadline()));
