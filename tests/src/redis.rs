@@ -141,6 +141,24 @@ impl RedisClient {
         .context("ROLE: not an array starting with a role")
     }
 
+    /// `ROLE` of the server a new connection to `addr` reaches (through a
+    /// proxy, the backend it was sent to); `None` when the connection or
+    /// the command fails.
+    pub async fn role_at(addr: SocketAddr) -> Option<String> {
+        RedisClient::connect(addr).await.ok()?.role().await.ok()
+    }
+
+    /// Whether `tries` new connections in a row to `addr` all reach a
+    /// server of `role` (a proxy's write port reaching the primary only).
+    pub async fn all_reach(addr: SocketAddr, role: &str, tries: usize) -> bool {
+        for _ in 0..tries {
+            if RedisClient::role_at(addr).await.as_deref() != Some(role) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Reads one whole reply (an array with all its elements).
     fn read_reply(
         &mut self,

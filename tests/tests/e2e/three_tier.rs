@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -103,11 +102,6 @@ async fn hit(service: &str, me: SocketAddr, write: SocketAddr, read: SocketAddr)
         .unwrap_or_else(|e| format!("{service} app {me}: data tier: {e:#}"))
 }
 
-/// `ROLE` of the Redis server a new connection to `addr` reaches.
-async fn role_at(addr: SocketAddr) -> Option<String> {
-    RedisClient::connect(addr).await.ok()?.role().await.ok()
-}
-
 #[tokio::test]
 async fn one_request_crosses_the_three_tiers() {
     // Tier 3: Redis and the data tier's write and read listeners.
@@ -129,14 +123,7 @@ async fn one_request_crosses_the_three_tiers() {
     .await;
     let (write, read) = (data.addr("redis-write"), data.addr("redis-read"));
     // Until the checks have run the replica may count as up for writes.
-    let primary_only = eventually_async(WAIT, || async {
-        let mut roles = Vec::new();
-        for _ in 0..4 {
-            roles.push(role_at(write).await);
-        }
-        roles.iter().all(|r| r.as_deref() == Some("master"))
-    })
-    .await;
+    let primary_only = eventually_async(WAIT, || RedisClient::all_reach(write, "master", 4)).await;
     assert!(primary_only, "the write port never settled on the primary");
 
     // The application servers and tier 2.
@@ -178,7 +165,7 @@ async fn one_request_crosses_the_three_tiers() {
             ("billing", vec![platform.addr("billing")]),
         ],
     );
-    let edge = Arc::new(start(edge_dir, edge, &["content-router"]).await);
+    let edge = start(edge_dir, edge, &["content-router"]).await;
 
     let client = TlsClient::trusting(&ca, &["h2", "http/1.1"]).unwrap();
     let stream = client
@@ -207,5 +194,5 @@ async fn one_request_crosses_the_three_tiers() {
         .await
         .unwrap();
     assert_eq!(counted.as_deref(), Some("1"));
-    assert_eq!(role_at(read).await.as_deref(), Some("slave"));
+    assert_eq!(RedisClient::role_at(read).await.as_deref(), Some("slave"));
 }
