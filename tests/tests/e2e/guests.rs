@@ -135,7 +135,6 @@ mod failing_guests {
 
     // The `tcp` listener tests of these guests.
     use crate::tcp::tcp_least_active;
-    use crate::tcp_proxy::tcp_sni;
 
     macro_rules! assert_test_exists {
         ($name:ident) => {

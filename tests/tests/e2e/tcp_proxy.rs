@@ -14,7 +14,7 @@ use wasmroute_e2e::guests::V02_FIRST_HEALTHY;
 use wasmroute_e2e::tcp::{closes, connect_greeted, read_line};
 use wasmroute_e2e::{
     ConfigBuilder, FixtureDir, ListenerSpec, PoolSpec, ProxyFixture, STEP, TcpBackend, bundled,
-    eventually, guests,
+    eventually,
 };
 
 use crate::tcp::{ping, round_robin, start};
@@ -151,22 +151,24 @@ fn client_hello(name: &str) -> Vec<u8> {
     bytes
 }
 
-/// A policy reading ClientHellos routes by server name, and the hello
-/// reaches the backend untouched (peeked, not consumed).
+/// A policy reading ClientHellos (the shipped `sni-router`) routes by
+/// server name, and the hello reaches the backend untouched (peeked, not
+/// consumed); a connection without a hello goes to its default pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-pub async fn tcp_sni() {
+async fn the_client_hello_is_peeked_and_decided_without_when_absent() {
     let plain = TcpBackend::echo("plain").await.unwrap();
     let tls = TcpBackend::echo("tls").await.unwrap();
     let config = ConfigBuilder::new()
         .listener(
-            ListenerSpec::new("edge", "tcp-sni", &["plain", "tls"])
+            ListenerSpec::new("edge", "sni-router", &["plain", "tls"])
                 .tcp()
                 .extra("peek_timeout = \"200ms\"")
-                .policy_config("tls_pool", "tls"),
+                .policy_config("default", "plain")
+                .policy_config_toml("routes", "{ \"db.example\" = \"tls\" }"),
         )
         .pool(PoolSpec::new("plain", &[]).address(plain.addr()))
         .pool(PoolSpec::new("tls", &[]).address(tls.addr()));
-    let policies = [("tcp-sni", guests::TCP_SNI)];
+    let policies = [("sni-router", bundled("sni-router"))];
     let fx = ProxyFixture::start(&config, &policies).await.unwrap();
 
     let hello = client_hello("db.example");
