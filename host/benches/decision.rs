@@ -5,6 +5,10 @@
 //!
 //! cargo bench -p wasmroute --bench decision
 //!
+//! `host call KIND x16` makes one kind of host call 16 times per decision
+//! (the test-only `host-calls` policy); against `host call none x0` it
+//! gives the cost of one call.
+//!
 //! `decision metrics alone` is the part of each case that the decision
 //! metrics (`wasmroute_policy_decision_seconds`) cost; `decision end clock
 //! read` is the clock read they need, which the attempt that follows
@@ -63,6 +67,11 @@ fn request_with(path: &str, extra: &[(&str, &str)]) -> RequestView {
 
 fn bound(engine: &PolicyEngine, name: &str, config: &str) -> Arc<BoundPolicy> {
     let bytes = wasmroute::bundled::get(name).expect("bundled policy");
+    bound_bytes(engine, name, bytes, config)
+}
+
+/// [`bound`] for a module given as bytes.
+fn bound_bytes(engine: &PolicyEngine, name: &str, bytes: &[u8], config: &str) -> Arc<BoundPolicy> {
     let module = Arc::new(engine.compile(name, bytes).expect("compiles"));
     let pools: Arc<[Arc<BackendPool>]> = vec![pool("web", 20000), pool("video", 21000)].into();
     let limits = PolicyLimits {
@@ -166,6 +175,44 @@ fn bench_decisions(c: &mut Criterion) {
     });
 }
 
+/// What one host call costs the guest: the test-only `host-calls` policy
+/// making one kind of call 16 times in a decision, against the same
+/// decision making none. `(calls - none) / 16` is the cost of one call
+/// (docs/policy-guide.md, "What each host call costs").
+fn bench_host_calls(c: &mut Criterion) {
+    const TIMES: u32 = 16;
+    let engine = PolicyEngine::new().unwrap();
+    let kinds = [
+        "none",
+        "method",
+        "path",
+        "header",
+        "missing-header",
+        "cookie",
+        "client-ip",
+        "authority",
+        "attempt",
+        "key-hash",
+        "candidates",
+        "least-active",
+        "stats",
+    ];
+    for kind in kinds {
+        let times = if kind == "none" { 0 } else { TIMES };
+        let config = format!("call = \"{kind}\"\ntimes = {times}");
+        let bytes = wasmroute_e2e::guests::HOST_CALLS;
+        let policy = bound_bytes(&engine, "host-calls", bytes, &config);
+        let mut view = Some(request("/"));
+        c.bench_function(&format!("host call {kind} x{times}"), |b| {
+            b.iter(|| {
+                let (back, result) = decide(&policy, view.take().unwrap());
+                view = Some(back);
+                black_box(result.expect("a valid decision"))
+            })
+        });
+    }
+}
+
 /// What the decision metrics add to every decision on the request path:
 /// the duration from the decision's start (the pipeline's first decision
 /// starts at the request's start, `policy::decide_since`) to its end, and
@@ -189,6 +236,6 @@ fn bench_decision_metrics(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = bench_decisions, bench_decision_metrics
+    targets = bench_decisions, bench_host_calls, bench_decision_metrics
 }
 criterion_main!(benches);

@@ -196,6 +196,52 @@ mod failing_guests {
         fx.shutdown().await.unwrap();
     }
 
+    /// The host-call probe of the `host_calls` bench makes every call it
+    /// names, as often as configured, on the real host path: one
+    /// listener per call kind, each answering with its call and count.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn host_calls() {
+        const KINDS: &[&str] = &[
+            "method",
+            "path",
+            "header",
+            "missing-header",
+            "cookie",
+            "client-ip",
+            "authority",
+            "attempt",
+            "key-hash",
+            "candidates",
+            "least-active",
+            "stats",
+        ];
+        let backend = Backend::start("web-1").await.unwrap();
+        let mut config = ConfigBuilder::new().pool(PoolSpec::new("web", &[&backend]));
+        for kind in KINDS {
+            config = config.listener(
+                ListenerSpec::new(kind, "host-calls", &["web"])
+                    .on_error("reject")
+                    .policy_config("call", kind)
+                    .policy_config_toml("times", "3"),
+            );
+        }
+        let fx = ProxyFixture::start(&config, &[("host-calls", guests::HOST_CALLS)])
+            .await
+            .unwrap();
+        for kind in KINDS {
+            let reply = Client::http1().get(&fx.url(kind, "/")).await.unwrap();
+            let header = |name: &str| reply.headers.get(name).map(|v| v.to_str().unwrap());
+            assert_eq!(
+                (reply.status, header("x-host-call"), header("x-host-calls")),
+                (StatusCode::OK, Some(*kind), Some("3")),
+                "{kind}: {}",
+                reply.text()
+            );
+        }
+        assert_eq!(backend.served(), 0, "answered by the policy itself");
+        fx.shutdown().await.unwrap();
+    }
+
     /// Clocks and std's randomly seeded `HashMap` work in a policy.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wasi_probe_std() {
