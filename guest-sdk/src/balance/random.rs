@@ -17,10 +17,10 @@ pub fn random_healthy(stats: &[BackendStats], r: u64) -> Option<u32> {
 }
 
 /// A uniformly random candidate from one random number `r` (the same
-/// choice [`random_healthy`] makes over [`PoolId::stats_for`] with the
-/// same `r`), without any stats; `None` when there is no candidate.
+/// choice [`random_healthy`] makes over [`PoolId::stats`] with the same
+/// `r`), without any stats; `None` when there is no candidate.
 ///
-/// [`PoolId::stats_for`]: crate::PoolId::stats_for
+/// [`PoolId::stats`]: crate::PoolId::stats
 pub fn random_candidate(candidates: &mut Candidates<'_>, r: u64) -> Option<u32> {
     match u64::from(candidates.count()) {
         0 => None,
