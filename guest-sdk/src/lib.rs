@@ -475,6 +475,12 @@ pub mod __private {
     }
 }
 
+/// The Rust snippets of `docs/policies.md`, compiled as doc tests so that
+/// they keep up with the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/policies.md")]
+struct PoliciesMd;
+
 #[cfg(test)]
 mod tests {
     use super::*;

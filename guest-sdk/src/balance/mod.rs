@@ -72,11 +72,6 @@ pub(crate) fn avoid(stats: &mut [BackendStats], tried: &[u32]) -> bool {
     changed
 }
 
-/// Number of healthy backends.
-pub fn healthy_count(stats: &[BackendStats]) -> usize {
-    stats.iter().filter(|b| b.healthy).count()
-}
-
 /// The healthy backend with this [`stable_id`](BackendStats::stable_id),
 /// if any (for a cookie or a hash that names a backend by identity).
 pub fn by_stable_id(stats: &[BackendStats], stable_id: u64) -> Option<u32> {
