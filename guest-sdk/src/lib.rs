@@ -208,6 +208,14 @@ impl PoolId {
         })
     }
 
+    /// Live stats of every backend of the pool as the host reports them,
+    /// whatever was tried, in pool order; see [`stats`](Self::stats).
+    pub(crate) fn all_stats(self) -> Vec<BackendStats> {
+        // The packed form crosses the boundary as one copy; decoding it
+        // here is cheaper than the host storing records field by field.
+        unpack_stats(&bindings::host::pool_stats_packed(self.0))
+    }
+
     /// The backends of the pool `req` may go to: healthy and, on a retry,
     /// not tried yet (all healthy ones when every one was tried). Computed
     /// by the host and returned as bitmasks: no list crosses into the
@@ -242,14 +250,6 @@ impl PoolId {
             balance::avoid(&mut stats, &subject.tried_in(self));
         }
         stats
-    }
-
-    /// The stats of every backend as the host reports them, whatever was
-    /// tried.
-    pub(crate) fn all_stats(self) -> Vec<BackendStats> {
-        // The packed form crosses the boundary as one copy; decoding it
-        // here is cheaper than the host storing records field by field.
-        unpack_stats(&bindings::host::pool_stats_packed(self.0))
     }
 }
 
