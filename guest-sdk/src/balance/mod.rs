@@ -11,8 +11,8 @@
 //! | [`RoundRobin`] | smooth weighted (nginx) or plain rotation, per worker |
 //! | [`Rotation`] | plain rotation over [`Candidates`](crate::Candidates), no stats |
 //! | [`SharedRotation`] | the same rotation driven by a cursor shared by every worker |
-//! | [`random_healthy`], [`weighted_random`] | uniform / weight-proportional random |
 //! | [`random_candidate`] | uniform random over [`Candidates`](crate::Candidates), no stats |
+//! | [`weighted_random`] | weight-proportional random |
 //! | [`utilization_weighted`] | weight x spare capacity from the backends' load reports |
 //! | [`least_active`], [`least_connections`] | fewest requests in flight (per weight) |
 //! | [`p2c_least_loaded`] | power of two random choices over latency EWMA x in-flight |
@@ -43,9 +43,7 @@ mod round_robin;
 pub use least::{least_active, least_connections};
 pub use maglev::{DEFAULT_TABLE_SIZE, Maglev};
 pub use p2c::p2c_least_loaded;
-pub use random::{
-    Utilization, random_candidate, random_healthy, utilization_weighted, weighted_random,
-};
+pub use random::{Utilization, random_candidate, utilization_weighted, weighted_random};
 pub use round_robin::{Rotation, RoundRobin, SharedRotation};
 
 use crate::BackendStats;
