@@ -6,7 +6,7 @@ use crate::{PoolId, Subject};
 
 /// The backends of a pool that a request may go to: the healthy ones it has
 /// not tried yet, or, when it has tried every healthy backend, all healthy
-/// ones (the rule of [`balance::avoid`](crate::balance::avoid)). Returned by
+/// ones (the rule of [`PoolId::stats`]). Returned by
 /// [`PoolId::candidates`].
 ///
 /// The host answers with 64 backends per call as a bitmask, so nothing but
@@ -19,7 +19,7 @@ use crate::{PoolId, Subject};
 /// Use it with [`Rotation`](crate::balance::Rotation) and
 /// [`random_candidate`](crate::balance::random_candidate) when a policy
 /// needs nothing but health (no weights, loads or stable ids); the other
-/// helpers take [`PoolId::stats_for`] instead.
+/// helpers take [`PoolId::stats`] instead.
 #[derive(Debug, Clone)]
 pub struct Candidates<'a> {
     size: u32,
@@ -74,7 +74,7 @@ impl Candidates<'_> {
     /// The mask of backends `64k .. 64k + 64` (bit `i` = backend
     /// `64k + i`); 0 past the pool's end. Fetched from the host on first
     /// use for `k > 0`.
-    pub fn word(&mut self, k: u32) -> u64 {
+    pub(crate) fn word(&mut self, k: u32) -> u64 {
         if k == 0 {
             return self.head;
         }

@@ -81,10 +81,12 @@ impl<'a> Connection<'a> {
     }
 }
 
-/// What is being decided: a request or a connection. The pool helpers
-/// ([`PoolId::candidates`], [`PoolId::least_active`],
-/// [`PoolId::stats_for`]) take either, so one balancing routine serves
-/// both kinds of listener.
+/// A request or a connection: what the pool helpers
+/// ([`PoolId::candidates`], [`PoolId::least_active`], [`PoolId::stats`])
+/// decide for. They take `impl Into<Subject>`, so `&Request` and
+/// `&Connection` both do, and one balancing routine
+/// (`fn pick(&mut self, subject: Subject) -> Option<u32>`) serves both
+/// kinds of listener.
 #[derive(Debug, Clone, Copy)]
 pub enum Subject<'a> {
     /// An HTTP request.
@@ -107,7 +109,7 @@ impl<'a> From<&Connection<'a>> for Subject<'a> {
 
 impl Subject<'_> {
     /// 0 on the first decision, then the number of backends tried.
-    pub fn attempt(&self) -> u32 {
+    pub(crate) fn attempt(&self) -> u32 {
         match self {
             Subject::Request(r) => r.attempt(),
             Subject::Connection(c) => c.attempt(),
@@ -116,7 +118,7 @@ impl Subject<'_> {
 
     /// The backends of `pool` already tried; empty on a first attempt
     /// (without a host call beyond [`attempt`](Self::attempt)).
-    pub fn tried_in(&self, pool: PoolId) -> Vec<u32> {
+    pub(crate) fn tried_in(&self, pool: PoolId) -> Vec<u32> {
         if self.attempt() == 0 {
             return Vec::new();
         }

@@ -1,4 +1,6 @@
-//! What a policy returns for a request.
+//! What a policy returns for a request, and the two builders that make it:
+//! [`Forward`] (to a backend, with header edits) and [`Respond`] (a local
+//! answer, with headers and a body).
 
 use crate::PoolId;
 use crate::bindings::types::{self, HeaderEdit};
@@ -6,51 +8,74 @@ use crate::bindings::types::{self, HeaderEdit};
 /// What to do with one request: forward it to a backend, or answer it
 /// directly.
 ///
-/// Start with [`Decision::forward`], [`Decision::respond`] or
-/// [`Decision::no_backend`] and chain header edits:
+/// [`Decision::forward`] starts a [`Forward`], [`Decision::respond`] a
+/// [`Respond`]; both turn into a `Decision` with `.into()`. Each builder
+/// has only the methods that apply to it, so a body on a forwarded
+/// request or a request-header edit on a local answer does not compile:
 ///
 /// ```
 /// # use wasmroute_policy::{Decision, PoolId};
-/// let to_backend = Decision::forward(PoolId::DEFAULT, 2)
+/// let to_backend: Decision = Decision::forward(PoolId::DEFAULT, 2)
 ///     .set_request_header("x-routed-by", "my-policy")
-///     .append_response_header("set-cookie", "backend=2; Path=/");
-/// let redirect = Decision::respond(308)
+///     .append_response_header("set-cookie", "backend=2; Path=/")
+///     .into();
+/// let redirect: Decision = Decision::respond(308)
 ///     .header("location", "https://example.com/")
-///     .body("moved\n");
-/// # let _ = (to_backend, redirect);
+///     .body("moved\n")
+///     .into();
+/// assert_eq!(to_backend.target(), Some((PoolId::DEFAULT, 2)));
+/// assert_eq!(redirect.status(), Some(308));
 /// ```
 ///
-/// Header edits are applied in the order they were added. Request-header
-/// edits only apply to a forwarded request (a locally answered request is
-/// never sent upstream), and a body only to a local answer; the other
-/// combination is a mistake, caught by a debug assertion.
+/// ```compile_fail
+/// # use wasmroute_policy::{Decision, PoolId};
+/// let _ = Decision::forward(PoolId::DEFAULT, 2).body("a forwarded request has no body");
+/// ```
+///
+/// ```compile_fail
+/// # use wasmroute_policy::Decision;
+/// let _ = Decision::respond(200).set_request_header("x-a", "a local answer is not sent upstream");
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Decision(types::Decision);
+
+/// A request sent to a backend, with header edits: built by
+/// [`Decision::forward`], turned into a [`Decision`] with `.into()`. Edits
+/// are applied in the order they were added.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Forward(types::Forward);
+
+/// A local answer, with headers and a body: built by
+/// [`Decision::respond`], turned into a [`Decision`] with `.into()`.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Respond(types::Respond);
 
 impl Decision {
     /// Sends the request to backend `backend` (its index in the pool, as in
     /// [`BackendStats::index`](crate::BackendStats::index)) of `pool`. The
     /// host refuses (and handles as a policy error) an unknown pool, a
     /// backend out of range or an unhealthy backend.
-    pub fn forward(pool: PoolId, backend: u32) -> Self {
-        Decision(types::Decision::Forward(types::Forward {
+    pub fn forward(pool: PoolId, backend: u32) -> Forward {
+        Forward(types::Forward {
             pool: pool.0,
             backend,
             request_edits: Vec::new(),
             response_edits: Vec::new(),
-        }))
+        })
     }
 
     /// Answers the request directly with `status` (200..=599; anything else
     /// is an error decision), no headers and an empty body. Add them with
-    /// [`header`](Decision::header) and [`body`](Decision::body).
-    pub fn respond(status: u16) -> Self {
-        Decision(types::Decision::Respond(types::Respond {
+    /// [`Respond::header`] and [`Respond::body`].
+    pub fn respond(status: u16) -> Respond {
+        Respond(types::Respond {
             status,
             headers: Vec::new(),
             body: Vec::new(),
-        }))
+        })
     }
 
     /// `503 Service Unavailable` with the body `no healthy backend\n`: the
@@ -59,6 +84,7 @@ impl Decision {
         Decision::respond(503)
             .header("content-type", "text/plain; charset=utf-8")
             .body("no healthy backend\n")
+            .into()
     }
 
     /// [`forward`](Self::forward) to `backend` of `pool` when a backend was
@@ -66,87 +92,9 @@ impl Decision {
     /// helper's `Option` answer becomes.
     pub fn forward_or_no_backend(pool: PoolId, backend: Option<u32>) -> Self {
         match backend {
-            Some(backend) => Decision::forward(pool, backend),
+            Some(backend) => Decision::forward(pool, backend).into(),
             None => Decision::no_backend(),
         }
-    }
-
-    /// Replaces every value of a request header before the request is sent
-    /// upstream. Applied after the host's own proxy headers
-    /// (`X-Forwarded-*`, `Forwarded`), so it may override them; hop-by-hop
-    /// headers cannot be set.
-    pub fn set_request_header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.request_edit(HeaderEdit::Set((name.into(), value.into())))
-    }
-
-    /// Adds a request header value, keeping existing ones.
-    pub fn append_request_header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.request_edit(HeaderEdit::Append((name.into(), value.into())))
-    }
-
-    /// Removes every value of a request header.
-    pub fn remove_request_header(self, name: impl Into<String>) -> Self {
-        self.request_edit(HeaderEdit::Remove(name.into()))
-    }
-
-    /// Replaces every value of a response header: of the backend's response
-    /// for a forwarded request, of the local answer otherwise.
-    pub fn set_response_header(
-        mut self,
-        name: impl Into<String>,
-        value: impl Into<String>,
-    ) -> Self {
-        let (name, value) = (name.into(), value.into());
-        match &mut self.0 {
-            types::Decision::Forward(forward) => {
-                forward.response_edits.push(HeaderEdit::Set((name, value)));
-            }
-            types::Decision::Respond(respond) => {
-                respond
-                    .headers
-                    .retain(|(existing, _)| !existing.eq_ignore_ascii_case(&name));
-                respond.headers.push((name, value));
-            }
-        }
-        self
-    }
-
-    /// Adds a response header value, keeping existing ones: to the backend's
-    /// response for a forwarded request (a sticky-session cookie, say), to
-    /// the local answer otherwise.
-    pub fn append_response_header(
-        mut self,
-        name: impl Into<String>,
-        value: impl Into<String>,
-    ) -> Self {
-        let (name, value) = (name.into(), value.into());
-        match &mut self.0 {
-            types::Decision::Forward(forward) => {
-                forward
-                    .response_edits
-                    .push(HeaderEdit::Append((name, value)));
-            }
-            types::Decision::Respond(respond) => respond.headers.push((name, value)),
-        }
-        self
-    }
-
-    /// Adds a header to the response; the same as
-    /// [`append_response_header`](Decision::append_response_header), named
-    /// for local answers: `Decision::respond(302).header("location", url)`.
-    pub fn header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.append_response_header(name, value)
-    }
-
-    /// Sets the body of a local answer (sent with a `Content-Length`).
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        match &mut self.0 {
-            types::Decision::Respond(respond) => respond.body = body.into(),
-            types::Decision::Forward(_) => {
-                debug_assert!(false, "Decision::body on a forward decision");
-            }
-        }
-        self
     }
 
     /// The pool and backend a forward decision sends the request to; `None`
@@ -166,19 +114,132 @@ impl Decision {
         }
     }
 
-    fn request_edit(mut self, edit: HeaderEdit) -> Self {
-        match &mut self.0 {
-            types::Decision::Forward(forward) => forward.request_edits.push(edit),
-            types::Decision::Respond(_) => {
-                debug_assert!(false, "request header edit on a respond decision");
-            }
+    /// The body of a local answer; `None` for a forward decision.
+    pub fn body(&self) -> Option<&[u8]> {
+        match &self.0 {
+            types::Decision::Respond(respond) => Some(&respond.body),
+            types::Decision::Forward(_) => None,
         }
-        self
+    }
+
+    /// The first value given to response header `name` (case-insensitive):
+    /// a header of a local answer, or a value a forward decision sets or
+    /// appends on the backend's response. `None` when there is none.
+    pub fn response_header(&self, name: &str) -> Option<&str> {
+        match &self.0 {
+            types::Decision::Respond(respond) => respond
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.as_str()),
+            types::Decision::Forward(forward) => edited_value(&forward.response_edits, name),
+        }
+    }
+
+    /// The first value a forward decision sets or appends on request header
+    /// `name` (case-insensitive) before the request goes upstream; `None`
+    /// for a local answer or a header it does not give a value.
+    pub fn request_header(&self, name: &str) -> Option<&str> {
+        match &self.0 {
+            types::Decision::Forward(forward) => edited_value(&forward.request_edits, name),
+            types::Decision::Respond(_) => None,
+        }
     }
 
     /// The value handed back to the host.
     pub(crate) fn into_raw(self) -> types::Decision {
         self.0
+    }
+}
+
+/// The first value `edits` set or append on header `name`.
+fn edited_value<'a>(edits: &'a [HeaderEdit], name: &str) -> Option<&'a str> {
+    edits.iter().find_map(|edit| match edit {
+        HeaderEdit::Set((n, value)) | HeaderEdit::Append((n, value))
+            if n.eq_ignore_ascii_case(name) =>
+        {
+            Some(value.as_str())
+        }
+        _ => None,
+    })
+}
+
+impl Forward {
+    /// Replaces every value of a request header before the request is sent
+    /// upstream. Applied after the host's own proxy headers
+    /// (`X-Forwarded-*`, `Forwarded`), so it may override them; hop-by-hop
+    /// headers cannot be set.
+    pub fn set_request_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let edit = HeaderEdit::Set((name.into(), value.into()));
+        self.0.request_edits.push(edit);
+        self
+    }
+
+    /// Adds a request header value, keeping existing ones.
+    pub fn append_request_header(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        let edit = HeaderEdit::Append((name.into(), value.into()));
+        self.0.request_edits.push(edit);
+        self
+    }
+
+    /// Removes every value of a request header.
+    pub fn remove_request_header(mut self, name: impl Into<String>) -> Self {
+        self.0.request_edits.push(HeaderEdit::Remove(name.into()));
+        self
+    }
+
+    /// Replaces every value of a header of the backend's response.
+    pub fn set_response_header(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        let edit = HeaderEdit::Set((name.into(), value.into()));
+        self.0.response_edits.push(edit);
+        self
+    }
+
+    /// Adds a value to a header of the backend's response, keeping
+    /// existing ones (a sticky-session cookie, say).
+    pub fn append_response_header(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        let edit = HeaderEdit::Append((name.into(), value.into()));
+        self.0.response_edits.push(edit);
+        self
+    }
+}
+
+impl Respond {
+    /// Adds a header to the answer (after any added before, also of the
+    /// same name): `Decision::respond(302).header("location", url)`.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.0.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body of the answer (sent with a `Content-Length`).
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.0.body = body.into();
+        self
+    }
+}
+
+impl From<Forward> for Decision {
+    fn from(forward: Forward) -> Self {
+        Decision(types::Decision::Forward(forward.0))
+    }
+}
+
+impl From<Respond> for Decision {
+    fn from(respond: Respond) -> Self {
+        Decision(types::Decision::Respond(respond.0))
     }
 }
 
@@ -199,15 +260,20 @@ mod tests {
 
     #[test]
     fn forward_collects_edits_in_order() {
-        let decision = Decision::forward(PoolId(1), 3)
+        let decision: Decision = Decision::forward(PoolId(1), 3)
             .set_request_header("x-a", "1")
             .append_request_header("x-b", "2")
             .remove_request_header("x-c")
             .set_response_header("x-d", "4")
             .append_response_header("x-e", "5")
-            .header("x-f", "6");
+            .append_response_header("x-e", "6")
+            .into();
         assert_eq!(decision.target(), Some((PoolId(1), 3)));
-        assert_eq!(decision.status(), None);
+        assert_eq!((decision.status(), decision.body()), (None, None));
+        assert_eq!(decision.request_header("X-A"), Some("1"));
+        assert_eq!(decision.request_header("x-c"), None);
+        assert_eq!(decision.response_header("x-e"), Some("5"));
+        assert_eq!(decision.response_header("x-a"), None);
         let types::Decision::Forward(forward) = decision.into_raw() else {
             panic!("not a forward");
         };
@@ -217,20 +283,23 @@ mod tests {
         );
         assert_eq!(
             edits(&forward.response_edits),
-            ["set x-d=4", "append x-e=5", "append x-f=6"]
+            ["set x-d=4", "append x-e=5", "append x-e=6"]
         );
     }
 
     #[test]
     fn respond_builds_headers_and_body() {
-        let decision = Decision::respond(302)
+        let decision: Decision = Decision::respond(302)
             .header("Location", "/a")
             .header("x-n", "1")
-            .set_response_header("location", "/b")
-            .append_response_header("x-n", "2")
-            .body("moved");
+            .header("x-n", "2")
+            .body("moved")
+            .into();
         assert_eq!(decision.status(), Some(302));
         assert_eq!(decision.target(), None);
+        assert_eq!(decision.body(), Some(&b"moved"[..]));
+        assert_eq!(decision.response_header("location"), Some("/a"));
+        assert_eq!(decision.request_header("location"), None);
         let types::Decision::Respond(respond) = decision.into_raw() else {
             panic!("not a respond");
         };
@@ -239,16 +308,25 @@ mod tests {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        assert_eq!(headers, [("x-n", "1"), ("location", "/b"), ("x-n", "2")]);
-        assert_eq!(respond.body, b"moved");
+        assert_eq!(headers, [("Location", "/a"), ("x-n", "1"), ("x-n", "2")]);
     }
 
     #[test]
     fn no_backend_is_503() {
-        let types::Decision::Respond(respond) = Decision::no_backend().into_raw() else {
-            panic!("not a respond");
-        };
-        assert_eq!(respond.status, 503);
-        assert_eq!(respond.body, b"no healthy backend\n");
+        let decision = Decision::no_backend();
+        assert_eq!(decision.status(), Some(503));
+        assert_eq!(decision.body(), Some(&b"no healthy backend\n"[..]));
+        assert_eq!(
+            decision.response_header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+    }
+
+    #[test]
+    fn forward_or_no_backend_follows_the_pick() {
+        let forward = Decision::forward_or_no_backend(PoolId(2), Some(5));
+        assert_eq!(forward.target(), Some((PoolId(2), 5)));
+        let none = Decision::forward_or_no_backend(PoolId(2), None);
+        assert_eq!((none.target(), none.status()), (None, Some(503)));
     }
 }

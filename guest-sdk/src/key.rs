@@ -1,8 +1,8 @@
 //! What a request is hashed by, for consistent hashing: parsed from a
 //! `policy_config` string, read from the request.
 
-use crate::Request;
 use crate::balance::{FNV1A64_EMPTY, finish_key_hash};
+use crate::{Request, Subject};
 
 /// The part of a request that names its "client" for consistent hashing
 /// or rate limiting.
@@ -64,14 +64,22 @@ impl HashKey {
         }
     }
 
-    /// The 64-bit hash of the key's value in `req`, falling back to the
-    /// client IP when the value is absent, so a request without the header
-    /// still hashes consistently. Equal to
+    /// The 64-bit hash of the key's value in `subject` (a [`Request`] or a
+    /// [`Connection`](crate::Connection)), falling back to the client IP
+    /// when the value is absent, so a request without the header still
+    /// hashes consistently. A connection has no header, cookie, path or
+    /// host: it is always hashed by its client IP, to the value a request
+    /// from that IP gets with [`HashKey::ClientIp`]. Equal to
     /// [`hash_key`](crate::balance::hash_key) of that value, but the host
     /// hashes it ([`Request::key_hash`]): the value is never copied into
     /// the guest.
-    pub fn hash(&self, req: &Request) -> u64 {
-        hash_or_client_ip(req.key_hash(self), || req.key_hash(&HashKey::ClientIp))
+    pub fn hash<'a>(&self, subject: impl Into<Subject<'a>>) -> u64 {
+        match subject.into() {
+            Subject::Request(req) => {
+                hash_or_client_ip(req.key_hash(self), || req.key_hash(&HashKey::ClientIp))
+            }
+            Subject::Connection(conn) => finish_key_hash(conn.client_ip_hash()),
+        }
     }
 }
 

@@ -10,33 +10,29 @@
 //! policy is reloaded or traps (a panic is a trap), and it is per worker:
 //! two workers do not see each other's state.
 //!
+//! Round robin over one pool, with an admin path answered locally:
+//!
 //! ```no_run
 //! use wasmroute_policy::balance::Rotation;
 //! use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy};
 //!
 //! struct Simple {
 //!     pool: PoolId,
-//!     cursor: Rotation,
+//!     rotation: Rotation,
 //! }
 //!
 //! impl Policy for Simple {
 //!     fn init(ctx: &InitContext) -> Result<Self, String> {
 //!         ctx.config().deny_unknown_keys(&["pool"])?;
-//!         let pool = match ctx.config().get_str("pool")? {
-//!             Some(name) => ctx.pool(name)?,
-//!             None => PoolId::DEFAULT,
-//!         };
-//!         Ok(Simple { pool, cursor: Rotation::new() })
+//!         Ok(Simple { pool: ctx.config_pool("pool")?, rotation: Rotation::new() })
 //!     }
 //!
 //!     fn decide(&mut self, req: &Request) -> Decision {
 //!         if req.path().starts_with("/admin") {
-//!             return Decision::respond(403).body("forbidden\n");
+//!             return Decision::respond(403).body("forbidden\n").into();
 //!         }
-//!         match self.cursor.pick(&mut self.pool.candidates(req)) {
-//!             Some(backend) => Decision::forward(self.pool, backend),
-//!             None => Decision::no_backend(),
-//!         }
+//!         let backend = self.rotation.pick(&mut self.pool.candidates(req));
+//!         Decision::forward_or_no_backend(self.pool, backend)
 //!     }
 //! }
 //!
@@ -80,7 +76,7 @@ pub mod sticky;
 pub use candidates::Candidates;
 pub use config::{Config, ConfigValue, InitContext};
 pub use connection::{Connection, ConnectionDecision, Subject};
-pub use decision::Decision;
+pub use decision::{Decision, Forward, Respond};
 pub use request::{Method, Request};
 
 /// The bindings wit-bindgen generates for `wit/policy.wit`. Not part of the
@@ -108,7 +104,8 @@ pub mod bindings {
 }
 
 /// A live snapshot of one backend of a pool, as returned by
-/// [`PoolId::stats`]. Every field is a plain number.
+/// [`PoolId::stats`]. Every field is a plain number (`load` is a plain
+/// record of numbers when the backend reports its load).
 pub use bindings::types::BackendStats;
 
 /// A routing policy.
@@ -146,10 +143,8 @@ pub trait Policy: Sized + 'static {
 /// # }
 /// impl ConnectionPolicy for First {
 ///     fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
-///         match PoolId::DEFAULT.candidates(conn).next_after(None) {
-///             Some(backend) => ConnectionDecision::forward(PoolId::DEFAULT, backend),
-///             None => ConnectionDecision::reject(),
-///         }
+///         let first = PoolId::DEFAULT.candidates(conn).next_after(None);
+///         ConnectionDecision::forward_or_reject(PoolId::DEFAULT, first)
 ///     }
 /// }
 /// export_policy!(First);
@@ -213,10 +208,9 @@ impl PoolId {
         })
     }
 
-    /// Live stats of every backend of the pool, in pool order (index `i` of
-    /// the list is backend `i`). Empty for an unknown pool. Allocates one
-    /// list: call it at most once per decision.
-    pub fn stats(self) -> Vec<BackendStats> {
+    /// Live stats of every backend of the pool as the host reports them,
+    /// whatever was tried, in pool order; see [`stats`](Self::stats).
+    pub(crate) fn all_stats(self) -> Vec<BackendStats> {
         // The packed form crosses the boundary as one copy; decoding it
         // here is cheaper than the host storing records field by field.
         unpack_stats(&bindings::host::pool_stats_packed(self.0))
@@ -234,7 +228,7 @@ impl PoolId {
     /// The backend with the fewest requests in flight among those `req`
     /// may go to (see [`candidates`](Self::candidates)), chosen by the
     /// host: the same answer as [`balance::least_active`] over
-    /// [`stats_for`](Self::stats_for), without the pool's stats crossing
+    /// [`stats`](Self::stats), without the pool's stats crossing
     /// into the guest (about 0.5 us less for 16 backends). Ties are broken
     /// by `tie_breaker` as there: pass a counter incremented per decision
     /// to rotate among equally loaded backends. `None` when no backend of
@@ -243,16 +237,17 @@ impl PoolId {
         req.into().least_active_in(self, tie_breaker)
     }
 
-    /// [`stats`](Self::stats) for deciding `req`: on a retry, the backends
-    /// of this pool the request already tried are marked unhealthy (as long
-    /// as another healthy backend remains, see [`balance::avoid`]), so any
-    /// balancing helper picks a fresh one. The same as `stats()` on a first
-    /// attempt.
-    pub fn stats_for<'a>(self, req: impl Into<Subject<'a>>) -> Vec<BackendStats> {
-        let req = req.into();
-        let mut stats = self.stats();
-        if req.attempt() > 0 {
-            balance::avoid(&mut stats, &req.tried_in(self));
+    /// Live stats of every backend of the pool for deciding `subject` (a
+    /// [`Request`] or a [`Connection`]), in pool order: index `i` of the
+    /// list is backend `i`, and on a retry the backends `subject` already
+    /// tried are marked unhealthy (as long as another healthy backend
+    /// remains), so any [`balance`] helper picks a fresh one. Empty for an
+    /// unknown pool. Allocates one list: call it at most once per decision.
+    pub fn stats<'a>(self, subject: impl Into<Subject<'a>>) -> Vec<BackendStats> {
+        let subject = subject.into();
+        let mut stats = self.all_stats();
+        if subject.attempt() > 0 {
+            balance::avoid(&mut stats, &subject.tried_in(self));
         }
         stats
     }
@@ -479,6 +474,12 @@ pub mod __private {
         })
     }
 }
+
+/// The Rust snippets of `docs/policies.md`, compiled as doc tests so that
+/// they keep up with the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/policies.md")]
+struct PoliciesMd;
 
 #[cfg(test)]
 mod tests {

@@ -94,9 +94,10 @@ impl<'a> Request<'a> {
     }
 
     /// The backends already tried for this request, in order, as (pool,
-    /// backend index). Empty on the first attempt. A retry should pick a
-    /// backend not in this list: see [`balance::avoid`](crate::balance::avoid)
-    /// and [`PoolId::stats_for`](crate::PoolId::stats_for).
+    /// backend index). Empty on the first attempt. The pool helpers
+    /// ([`PoolId::stats`](crate::PoolId::stats),
+    /// [`PoolId::candidates`](crate::PoolId::candidates), ...) already
+    /// steer a retry away from them; this is for logging or custom rules.
     pub fn tried(&self) -> Vec<(PoolId, u32)> {
         self.inner
             .tried()
@@ -130,13 +131,6 @@ impl<'a> Request<'a> {
     /// The host's `least-active` answer; see [`PoolId::least_active`].
     pub(crate) fn least_active_in(&self, pool: PoolId, tie_breaker: u64) -> Option<u32> {
         self.inner.least_active(pool.0, tie_breaker)
-    }
-
-    /// The backends of `pool` already tried for this request; empty (and
-    /// without a host call beyond [`attempt`](Self::attempt)) on the first
-    /// attempt.
-    pub fn tried_in(&self, pool: PoolId) -> Vec<u32> {
-        crate::Subject::Request(*self).tried_in(pool)
     }
 
     /// The host's `tried` list, as (pool index, backend) pairs.

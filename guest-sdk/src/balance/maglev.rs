@@ -117,7 +117,7 @@ impl Maglev {
     /// a few times to find another healthy backend, so retries of one key
     /// still agree with each other. Without any other healthy backend it
     /// picks an avoided one again. The table is not rebuilt for this.
-    pub fn pick_avoiding(
+    pub(crate) fn pick_avoiding(
         &mut self,
         stats: &[BackendStats],
         key_hash: u64,
@@ -146,15 +146,17 @@ impl Maglev {
         )
     }
 
-    /// [`pick_avoiding`](Self::pick_avoiding) for `req` over `pool`, the
-    /// same answer as `pick_avoiding(&pool.stats(), key_hash,
-    /// &req.tried_in(pool))` at a fraction of the cost: on a first attempt
-    /// it reads only the pool's health ([`PoolId::candidates`], no list
-    /// crosses into the guest). The stats (stable ids, weights) are read on
+    /// [`pick`](Self::pick) for `req` over `pool`, retry-aware: on a retry,
+    /// when the key's backend was tried already, the key is rehashed a few
+    /// times to find another healthy backend, so retries of one key still
+    /// agree with each other (without any other healthy backend a tried
+    /// one is picked again), and the table is not rebuilt for it. Cheap:
+    /// on a first attempt it reads only the pool's health
+    /// ([`PoolId::candidates`], no list crosses into the guest). The stats (stable ids, weights) are read on
     /// the first call and kept: a pool's backends do not change during the
     /// life of an instance (a config reload starts new instances; see
     /// `init` in `wit/policy.wit`). A retry reads the stats and the tried
-    /// list as `pick_avoiding` needs.
+    /// list.
     ///
     /// `req` is a [`Request`](crate::Request) or a
     /// [`Connection`](crate::Connection): one routine serves HTTP and TCP
@@ -172,11 +174,11 @@ impl Maglev {
     /// subject.
     fn pick_for_subject(&mut self, pool: PoolId, req: Subject<'_>, key_hash: u64) -> Option<u32> {
         if req.attempt() > 0 {
-            return self.pick_avoiding(&pool.stats(), key_hash, &req.tried_in(pool));
+            return self.pick_avoiding(&pool.all_stats(), key_hash, &req.tried_in(pool));
         }
         // On a first attempt the candidates are exactly the healthy ones.
         let mut healthy = pool.candidates(req);
-        self.pick_healthy(pool, &mut healthy, key_hash, || pool.stats())
+        self.pick_healthy(pool, &mut healthy, key_hash, || pool.all_stats())
     }
 
     /// [`pick`](Self::pick) over `pool` with the backends in `healthy`

@@ -10,7 +10,7 @@ pub(crate) fn word_count(size: u32) -> u32 {
 }
 
 /// The lowest member at or after `from`, if any.
-pub fn first_from(size: u32, from: u32, mut word: impl FnMut(u32) -> u64) -> Option<u32> {
+pub(crate) fn first_from(size: u32, from: u32, mut word: impl FnMut(u32) -> u64) -> Option<u32> {
     if from >= size {
         return None;
     }
@@ -32,20 +32,24 @@ pub fn first_from(size: u32, from: u32, mut word: impl FnMut(u32) -> u64) -> Opt
 /// The member after `last` in pool order, wrapping around to the lowest
 /// one; the lowest member when `last` is `None` (or past the pool's end).
 /// `None` only when the set is empty. This is a round-robin step.
-pub fn next_after(size: u32, last: Option<u32>, mut word: impl FnMut(u32) -> u64) -> Option<u32> {
+pub(crate) fn next_after(
+    size: u32,
+    last: Option<u32>,
+    mut word: impl FnMut(u32) -> u64,
+) -> Option<u32> {
     let from = last.map_or(0, |l| l.saturating_add(1));
     first_from(size, from, &mut word).or_else(|| first_from(size, 0, word))
 }
 
 /// Number of members.
-pub fn count(size: u32, mut word: impl FnMut(u32) -> u64) -> u32 {
+pub(crate) fn count(size: u32, mut word: impl FnMut(u32) -> u64) -> u32 {
     (0..word_count(size))
         .map(|k| (word(k) & valid_bits(size, k)).count_ones())
         .sum()
 }
 
 /// The `n`-th member (from 0) in pool order, if there are more than `n`.
-pub fn nth(size: u32, mut n: u32, mut word: impl FnMut(u32) -> u64) -> Option<u32> {
+pub(crate) fn nth(size: u32, mut n: u32, mut word: impl FnMut(u32) -> u64) -> Option<u32> {
     for k in 0..word_count(size) {
         let mut bits = word(k) & valid_bits(size, k);
         let ones = bits.count_ones();

@@ -11,8 +11,8 @@
 //! | [`RoundRobin`] | smooth weighted (nginx) or plain rotation, per worker |
 //! | [`Rotation`] | plain rotation over [`Candidates`](crate::Candidates), no stats |
 //! | [`SharedRotation`] | the same rotation driven by a cursor shared by every worker |
-//! | [`random_healthy`], [`weighted_random`] | uniform / weight-proportional random |
 //! | [`random_candidate`] | uniform random over [`Candidates`](crate::Candidates), no stats |
+//! | [`weighted_random`] | weight-proportional random |
 //! | [`utilization_weighted`] | weight x spare capacity from the backends' load reports |
 //! | [`least_active`], [`least_connections`] | fewest requests in flight (per weight) |
 //! | [`p2c_least_loaded`] | power of two random choices over latency EWMA x in-flight |
@@ -25,17 +25,17 @@
 //!
 //! Retries: when the host asks again for a request whose backend could not
 //! be reached ([`Request::attempt`](crate::Request::attempt) > 0), a policy
-//! should pick another backend. [`avoid`] marks the already-tried backends
-//! unhealthy in the stats (as long as another healthy backend remains), so
-//! every helper then skips them; [`PoolId::stats_for`](crate::PoolId::stats_for)
-//! does both steps. [`Maglev`] takes the list itself instead, so a retry
-//! does not rebuild its table. [`PoolId::candidates`](crate::PoolId::candidates)
+//! should pick another backend. Nothing to do for that:
+//! [`PoolId::stats`](crate::PoolId::stats) marks the already-tried
+//! backends unhealthy (as long as another healthy backend remains), so
+//! every helper then skips them; [`PoolId::candidates`](crate::PoolId::candidates)
 //! applies the same rule on the host, for [`Rotation`] and
-//! [`random_candidate`]; [`mask`] has the pure functions behind them.
+//! [`random_candidate`]; [`Maglev::pick_for`] rehashes the key instead, so
+//! a retry does not rebuild its table.
 
 mod least;
 mod maglev;
-pub mod mask;
+pub(crate) mod mask;
 mod p2c;
 mod random;
 mod round_robin;
@@ -43,9 +43,7 @@ mod round_robin;
 pub use least::{least_active, least_connections};
 pub use maglev::{DEFAULT_TABLE_SIZE, Maglev};
 pub use p2c::p2c_least_loaded;
-pub use random::{
-    Utilization, random_candidate, random_healthy, utilization_weighted, weighted_random,
-};
+pub use random::{Utilization, random_candidate, utilization_weighted, weighted_random};
 pub use round_robin::{Rotation, RoundRobin, SharedRotation};
 
 use crate::BackendStats;
@@ -54,7 +52,7 @@ use crate::BackendStats;
 /// unless that would leave no healthy backend: a retry then goes to a
 /// backend not tried yet, and when every healthy backend was tried, to any
 /// of them again. Returns true when it changed something.
-pub fn avoid(stats: &mut [BackendStats], tried: &[u32]) -> bool {
+pub(crate) fn avoid(stats: &mut [BackendStats], tried: &[u32]) -> bool {
     if tried.is_empty() {
         return false;
     }
@@ -72,11 +70,6 @@ pub fn avoid(stats: &mut [BackendStats], tried: &[u32]) -> bool {
     changed
 }
 
-/// Number of healthy backends.
-pub fn healthy_count(stats: &[BackendStats]) -> usize {
-    stats.iter().filter(|b| b.healthy).count()
-}
-
 /// The healthy backend with this [`stable_id`](BackendStats::stable_id),
 /// if any (for a cookie or a hash that names a backend by identity).
 pub fn by_stable_id(stats: &[BackendStats], stable_id: u64) -> Option<u32> {
@@ -87,22 +80,22 @@ pub fn by_stable_id(stats: &[BackendStats], stable_id: u64) -> Option<u32> {
 }
 
 /// A 64-bit hash of a key (FNV-1a, then the murmur3 finalizer so that
-/// similar keys spread over every bit). Stable across processes, versions
-/// and platforms: consistent hashing in several proxies agrees. Equal to
-/// `finish_key_hash(fnv1a64(key))`: the host computes the first step
-/// ([`Request::key_hash`](crate::Request::key_hash)) without copying the
+/// similar keys spread over every bit), for [`Maglev::pick`]. Stable
+/// across processes, versions and platforms: consistent hashing in several
+/// proxies agrees. [`HashKey::hash`](crate::key::HashKey::hash) gives the
+/// same value for a request's key, hashed by the host without copying the
 /// key into the guest.
 pub fn hash_key(key: &[u8]) -> u64 {
     finish_key_hash(fnv1a64(key))
 }
 
 /// The hash of no bytes: the FNV-1a 64 offset basis.
-pub const FNV1A64_EMPTY: u64 = 0xcbf2_9ce4_8422_2325;
+pub(crate) const FNV1A64_EMPTY: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// 64-bit FNV-1a of `bytes` (offset basis [`FNV1A64_EMPTY`], prime
 /// 0x100000001b3): what the host's `key-hash` returns for the same bytes,
 /// and how backends' stable ids are derived from their addresses.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(FNV1A64_EMPTY, |h, &byte| {
         (h ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
@@ -111,7 +104,7 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 /// The last step of [`hash_key`]: scrambles an FNV-1a 64 hash (from
 /// [`fnv1a64`] or [`Request::key_hash`](crate::Request::key_hash)) with the
 /// murmur3 finalizer.
-pub fn finish_key_hash(fnv: u64) -> u64 {
+pub(crate) fn finish_key_hash(fnv: u64) -> u64 {
     mix64(fnv)
 }
 

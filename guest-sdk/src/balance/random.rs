@@ -2,25 +2,8 @@
 
 use crate::{BackendStats, Candidates};
 
-/// A uniformly random healthy backend (weights ignored), from one random
-/// number `r`; `None` when no backend is healthy.
-pub fn random_healthy(stats: &[BackendStats], r: u64) -> Option<u32> {
-    let healthy = stats.iter().filter(|b| b.healthy).count() as u64;
-    if healthy == 0 {
-        return None;
-    }
-    stats
-        .iter()
-        .filter(|b| b.healthy)
-        .nth((r % healthy) as usize)
-        .map(|b| b.index)
-}
-
-/// A uniformly random candidate from one random number `r` (the same
-/// choice [`random_healthy`] makes over [`PoolId::stats_for`] with the
-/// same `r`), without any stats; `None` when there is no candidate.
-///
-/// [`PoolId::stats_for`]: crate::PoolId::stats_for
+/// A uniformly random candidate (weights ignored) from one random number
+/// `r`, without any stats; `None` when there is no candidate.
 pub fn random_candidate(candidates: &mut Candidates<'_>, r: u64) -> Option<u32> {
     match u64::from(candidates.count()) {
         0 => None,
@@ -115,6 +98,20 @@ mod tests {
     use super::super::testing::*;
     use super::*;
     use crate::bindings::types::BackendLoad;
+
+    /// Uniform random over the healthy backends of full stats: what
+    /// [`random_candidate`] must agree with.
+    fn random_healthy(stats: &[BackendStats], r: u64) -> Option<u32> {
+        let healthy = stats.iter().filter(|b| b.healthy).count() as u64;
+        if healthy == 0 {
+            return None;
+        }
+        stats
+            .iter()
+            .filter(|b| b.healthy)
+            .nth((r % healthy) as usize)
+            .map(|b| b.index)
+    }
 
     fn share(counts: &[usize], i: usize) -> f64 {
         counts[i] as f64 / counts.iter().sum::<usize>() as f64

@@ -43,7 +43,7 @@
 //!
 //! Any other key is an error at init.
 
-use wasmroute_policy::balance::{DEFAULT_TABLE_SIZE, Maglev, finish_key_hash};
+use wasmroute_policy::balance::{DEFAULT_TABLE_SIZE, Maglev};
 use wasmroute_policy::key::HashKey;
 use wasmroute_policy::{
     Connection, ConnectionDecision, ConnectionPolicy, Decision, InitContext, Policy, PoolId,
@@ -84,8 +84,9 @@ impl Policy for ConsistentHash {
 
 impl ConnectionPolicy for ConsistentHash {
     fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
-        // The same hash `HashKey::ClientIp` gives a request from this IP.
-        let hash = finish_key_hash(conn.client_ip_hash());
+        // By the client IP whatever `key` says: the hash `HashKey::ClientIp`
+        // gives a request from this IP.
+        let hash = HashKey::ClientIp.hash(conn);
         ConnectionDecision::forward_or_reject(self.pool, self.table.pick_for(self.pool, conn, hash))
     }
 }

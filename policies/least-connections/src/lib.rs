@@ -53,7 +53,7 @@ impl ConnectionPolicy for LeastConnections {
 impl LeastConnections {
     /// The least loaded backend, for a request or a connection alike.
     fn pick(&self, subject: Subject) -> Option<u32> {
-        least_connections(&self.pool.stats_for(subject), random())
+        least_connections(&self.pool.stats(subject), random())
     }
 }
 

@@ -55,7 +55,7 @@ impl ConnectionPolicy for LeastResponseTime {
 impl LeastResponseTime {
     /// The better of two draws, for a request or a connection alike.
     fn pick(&self, subject: Subject) -> Option<u32> {
-        p2c_least_loaded(&self.pool.stats_for(subject), random())
+        p2c_least_loaded(&self.pool.stats(subject), random())
     }
 }
 

@@ -55,7 +55,7 @@ impl Random {
     /// One draw, for a request or a connection alike.
     fn pick(&self, subject: Subject) -> Option<u32> {
         if self.weighted {
-            weighted_random(&self.pool.stats_for(subject), random())
+            weighted_random(&self.pool.stats(subject), random())
         } else {
             // Health is all it needs: the host's candidate mask, no stats.
             random_candidate(&mut self.pool.candidates(subject), random())

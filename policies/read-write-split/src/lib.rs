@@ -49,8 +49,8 @@ fn is_read(method: &Method) -> bool {
 }
 
 fn pick(pool: &mut (PoolId, Balancer), req: &Request) -> Option<Decision> {
-    let backend = pool.1.pick(&pool.0.stats_for(req), random)?;
-    Some(Decision::forward(pool.0, backend))
+    let backend = pool.1.pick(&pool.0.stats(req), random)?;
+    Some(Decision::forward(pool.0, backend).into())
 }
 
 impl Policy for ReadWriteSplit {

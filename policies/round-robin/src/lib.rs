@@ -46,19 +46,15 @@ impl Policy for RoundRobinPolicy {
     }
 
     fn decide(&mut self, req: &Request) -> Decision {
-        Decision::forward_or_no_backend(
-            self.pool,
-            self.rotation.pick(&mut self.pool.candidates(req)),
-        )
+        let backend = self.rotation.pick(&mut self.pool.candidates(req));
+        Decision::forward_or_no_backend(self.pool, backend)
     }
 }
 
 impl ConnectionPolicy for RoundRobinPolicy {
     fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
-        ConnectionDecision::forward_or_reject(
-            self.pool,
-            self.rotation.pick(&mut self.pool.candidates(conn)),
-        )
+        let backend = self.rotation.pick(&mut self.pool.candidates(conn));
+        ConnectionDecision::forward_or_reject(self.pool, backend)
     }
 }
 

@@ -66,7 +66,7 @@ impl ConnectionPolicy for SharedRoundRobin {
 impl SharedRoundRobin {
     /// The next turn of the shared sequence, for a request or a connection.
     fn pick(&mut self, subject: Subject) -> Option<u32> {
-        let stats = self.pool.stats_for(subject);
+        let stats = self.pool.stats(subject);
         let cursor = self.cursor.fetch_add(1) as u64;
         self.rotation.pick(&stats, cursor)
     }

@@ -75,7 +75,8 @@ impl Policy for SniRouter {
         let Some(pool) = self.routes.pool_for(name.as_deref()) else {
             return Decision::respond(421)
                 .header("content-type", "text/plain; charset=utf-8")
-                .body("no route for this server name\n");
+                .body("no route for this server name\n")
+                .into();
         };
         Decision::forward_or_no_backend(pool, self.pick(pool, req.into()))
     }
@@ -85,12 +86,8 @@ impl ConnectionPolicy for SniRouter {
     const READS_CLIENT_HELLO: bool = true;
 
     fn decide_connection(&mut self, conn: &Connection) -> ConnectionDecision {
-        let target = self
-            .routes
-            .pool_for(conn.server_name().as_deref())
-            .and_then(|pool| Some((pool, self.pick(pool, conn.into())?)));
-        match target {
-            Some((pool, backend)) => ConnectionDecision::forward(pool, backend),
+        match self.routes.pool_for(conn.server_name().as_deref()) {
+            Some(pool) => ConnectionDecision::forward_or_reject(pool, self.pick(pool, conn.into())),
             None => ConnectionDecision::reject(),
         }
     }

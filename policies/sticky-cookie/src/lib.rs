@@ -7,8 +7,9 @@
 //! healthy. A cookie that does not verify (tampered, forged, signed with
 //! another secret), or that names a backend that is unhealthy or no longer
 //! in the pool, is ignored: the request is balanced afresh and the
-//! response carries a new cookie. A retried request whose cookie backend
-//! was already tried goes elsewhere (and is re-pinned).
+//! response carries a new cookie. A retried request (its backend could
+//! not be reached) is placed afresh among the backends it has not tried,
+//! and re-pinned.
 //!
 //! The cookie is the whole state: the proxy remembers nothing per client,
 //! so several wasmroute instances with the same `secret` and backends (say
@@ -37,7 +38,7 @@
 //!
 //! Any other key is an error at init.
 
-use wasmroute_policy::balance::{Balancer, avoid, by_stable_id};
+use wasmroute_policy::balance::{Balancer, by_stable_id};
 use wasmroute_policy::sticky::{CookieSigner, set_cookie};
 use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy, random};
 
@@ -91,26 +92,26 @@ impl Policy for StickyCookie {
     }
 
     fn decide(&mut self, req: &Request) -> Decision {
-        let mut stats = self.pool.stats();
-        let tried = req.tried_in(self.pool);
+        // On a retry the pinned backend is the one that just failed: the
+        // request is placed afresh, among the backends it has not tried.
+        let stats = self.pool.stats(req);
         let pinned = req
             .cookie(&self.cookie)
             .and_then(|value| self.signer.verify(&value))
             .and_then(|id| by_stable_id(&stats, id))
-            .filter(|backend| !tried.contains(backend));
+            .filter(|_| req.attempt() == 0);
         if let Some(backend) = pinned {
-            return Decision::forward(self.pool, backend);
+            return Decision::forward(self.pool, backend).into();
         }
-        avoid(&mut stats, &tried);
         let Some(backend) = self.inner.pick(&stats, random) else {
             return Decision::no_backend();
         };
         let value = self.signer.sign(stats[backend as usize].stable_id);
         let secure = self.secure || req.is_tls();
-        Decision::forward(self.pool, backend).append_response_header(
-            "set-cookie",
-            set_cookie(&self.cookie, &value, self.max_age, secure),
-        )
+        let cookie = set_cookie(&self.cookie, &value, self.max_age, secure);
+        Decision::forward(self.pool, backend)
+            .append_response_header("set-cookie", cookie)
+            .into()
     }
 }
 

@@ -80,7 +80,7 @@ impl ConnectionPolicy for ByUtilization {
 impl ByUtilization {
     /// One draw, for a request or a connection alike.
     fn pick(&self, subject: Subject) -> Option<u32> {
-        utilization_weighted(&self.pool.stats_for(subject), random(), &self.how)
+        utilization_weighted(&self.pool.stats(subject), random(), &self.how)
     }
 }
 

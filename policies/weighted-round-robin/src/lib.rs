@@ -53,7 +53,7 @@ impl ConnectionPolicy for WeightedRoundRobin {
 impl WeightedRoundRobin {
     /// The next turn, for a request or a connection alike.
     fn pick(&mut self, subject: Subject) -> Option<u32> {
-        self.rotation.pick(&self.pool.stats_for(subject))
+        self.rotation.pick(&self.pool.stats(subject))
     }
 }
 

@@ -34,16 +34,16 @@ impl Policy for BadDecision {
         }
     }
 
-    fn decide(&mut self, _req: &Request) -> Decision {
+    fn decide(&mut self, req: &Request) -> Decision {
         match self {
-            BadDecision::UnknownPool => Decision::forward(PoolId(99), 0),
-            BadDecision::BackendOutOfRange => Decision::forward(PoolId::DEFAULT, 9999),
+            BadDecision::UnknownPool => Decision::forward(PoolId(99), 0).into(),
+            BadDecision::BackendOutOfRange => Decision::forward(PoolId::DEFAULT, 9999).into(),
             BadDecision::Unhealthy => {
-                let stats = PoolId::DEFAULT.stats();
+                let stats = PoolId::DEFAULT.stats(req);
                 let down = stats.iter().find(|b| !b.healthy).map_or(0, |b| b.index);
-                Decision::forward(PoolId::DEFAULT, down)
+                Decision::forward(PoolId::DEFAULT, down).into()
             }
-            BadDecision::BadStatus => Decision::respond(99),
+            BadDecision::BadStatus => Decision::respond(99).into(),
         }
     }
 }

@@ -29,7 +29,7 @@ impl Policy for EchoRequest {
             req.client_ip(),
             req.attempt(),
         );
-        Decision::respond(200).body(body)
+        Decision::respond(200).body(body).into()
     }
 }
 

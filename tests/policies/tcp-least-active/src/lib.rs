@@ -24,10 +24,10 @@ impl Policy for TcpLeastActive {
     }
 
     fn decide(&mut self, req: &Request) -> Decision {
-        match PoolId::DEFAULT.least_active(req, random()) {
-            Some(backend) => Decision::forward(PoolId::DEFAULT, backend),
-            None => Decision::no_backend(),
-        }
+        Decision::forward_or_no_backend(
+            PoolId::DEFAULT,
+            PoolId::DEFAULT.least_active(req, random()),
+        )
     }
 }
 
@@ -36,10 +36,8 @@ impl ConnectionPolicy for TcpLeastActive {
         if self.trap {
             panic!("tcp-least-active: told to trap");
         }
-        match PoolId::DEFAULT.least_active(conn, random()) {
-            Some(backend) => ConnectionDecision::forward(PoolId::DEFAULT, backend),
-            None => ConnectionDecision::reject(),
-        }
+        let backend = PoolId::DEFAULT.least_active(conn, random());
+        ConnectionDecision::forward_or_reject(PoolId::DEFAULT, backend)
     }
 }
 

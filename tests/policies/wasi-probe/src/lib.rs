@@ -46,7 +46,7 @@ impl Policy for WasiProbe {
                 assert!(started.elapsed().as_secs() < 1, "the monotonic clock runs");
             }
         }
-        Decision::forward(PoolId::DEFAULT, 0)
+        Decision::forward(PoolId::DEFAULT, 0).into()
     }
 }
 
