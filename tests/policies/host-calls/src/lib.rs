@@ -61,6 +61,7 @@ impl Policy for HostCalls {
         Decision::respond(200)
             .header("x-host-call", self.call)
             .header("x-host-calls", self.times.to_string())
+            .into()
     }
 }
 
