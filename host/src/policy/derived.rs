@@ -103,7 +103,7 @@ pub fn least_active(
 
 /// Whether backend `i` of `pool` is a candidate for a request that tried
 /// `tried`: healthy and untried, or healthy when every healthy backend of
-/// the pool was tried (the SDK's `balance::avoid`).
+/// the pool was tried (the rule of the SDK's retry-aware `PoolId::stats`).
 fn is_candidate<'a>(
     pool: &'a BackendPool,
     pool_id: u32,
