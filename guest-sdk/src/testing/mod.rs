@@ -80,12 +80,22 @@ pub use inspect::{Edit, Outcome};
 pub use request::{TestConnection, TestRequest};
 
 /// The pools, config and shared counters of one listener, and the host
-/// generator, for native tests of a policy. Cloning it gives another
-/// handle on the same host: instances created from it share its backends
-/// and counters, like the workers of one listener.
-#[derive(Debug, Clone)]
+/// generator, for native tests of a policy. Every instance created from
+/// one host ([`init`](Self::init) called again) shares its backends and
+/// counters, like the workers of one listener; a clone is an independent
+/// copy of the host as it is (to build variants of one setup).
+#[derive(Debug)]
 pub struct TestHost {
     state: Rc<RefCell<HostState>>,
+}
+
+impl Clone for TestHost {
+    fn clone(&self) -> Self {
+        let copy = self.state.borrow().clone();
+        TestHost {
+            state: Rc::new(RefCell::new(copy)),
+        }
+    }
 }
 
 impl Default for TestHost {
@@ -148,16 +158,18 @@ impl TestHost {
             let _installed = sys::install(instance.clone());
             P::init(&ctx)?
         };
+        let host = TestHost {
+            state: Rc::clone(&self.state),
+        };
         Ok(TestPolicy {
             policy,
             instance,
-            host: self.clone(),
+            host,
         })
     }
 
-    /// Backend `index` of `pool`, to read or change between decisions.
-    /// Panics for an unknown backend. Release it before the next decision.
-    pub fn backend(&self, pool: PoolId, index: u32) -> RefMut<'_, TestBackend> {
+    /// Backend `index` of `pool`; panics for an unknown backend.
+    fn backend(&self, pool: PoolId, index: u32) -> RefMut<'_, TestBackend> {
         RefMut::map(self.state.borrow_mut(), |state| {
             state
                 .pools

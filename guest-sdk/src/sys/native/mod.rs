@@ -22,7 +22,7 @@ pub(crate) const COUNTER_SLOTS: usize = 64;
 
 /// What the test host holds: the listener's pools, config and counters,
 /// shared by every instance (worker) built from one `TestHost`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct HostState {
     /// Pool names, index = pool id.
     pub names: Vec<String>,
