@@ -79,3 +79,105 @@ fn bad_config_names_the_key() {
         "b_prefix: prefix \"/x\" is already routed to pool `a`"
     );
 }
+
+mod routing {
+    use super::super::ContentRouter;
+    use wasmroute_policy::PoolId;
+    use wasmroute_policy::testing::{TestBackend, TestHost, TestPolicy, TestRequest};
+
+    const WEB: PoolId = PoolId(0);
+    const VIDEO: PoolId = PoolId(1);
+    const API2: PoolId = PoolId(3);
+
+    fn host() -> TestHost {
+        let up = TestBackend::up;
+        TestHost::new()
+            .pool("web", [up(), up()])
+            .pool("video", [up().active(2), up().active(1), up().active(1)])
+            .pool("api", [up()])
+            .pool("api2", [up()])
+            .config("api_prefix", "/api")
+            .config("api2_prefix", "/api/v2")
+            .config("header", "x-route-pool")
+    }
+
+    fn target(p: &mut TestPolicy<ContentRouter>, req: TestRequest) -> Option<(PoolId, u32)> {
+        p.decide(&req).target()
+    }
+
+    #[test]
+    fn paths_route_to_pools_longest_prefix_first() {
+        let mut p = host().init::<ContentRouter>().unwrap();
+        let pool =
+            |p: &mut TestPolicy<ContentRouter>, path| target(p, TestRequest::get(path)).unwrap().0;
+        assert_eq!(pool(&mut p, "/video/1.mp4?t=10"), VIDEO);
+        assert_eq!(pool(&mut p, "/video"), VIDEO);
+        assert_eq!(pool(&mut p, "/videos"), WEB);
+        assert_eq!(pool(&mut p, "/api/v1/x"), PoolId(2));
+        assert_eq!(pool(&mut p, "/api/v2/x"), API2);
+        assert_eq!(pool(&mut p, "/?p=/video"), WEB, "the query plays no part");
+    }
+
+    #[test]
+    fn inside_a_pool_the_least_busy_wins_and_ties_rotate() {
+        let mut p = host().init::<ContentRouter>().unwrap();
+        let seq: Vec<_> = (0..4)
+            .map(|_| target(&mut p, TestRequest::get("/video/x")))
+            .collect();
+        assert_eq!(seq, [2, 1, 2, 1].map(|b| Some((VIDEO, b))));
+        p.host().update(VIDEO, 0, |b| b.active(0));
+        assert_eq!(
+            target(&mut p, TestRequest::get("/video/x")),
+            Some((VIDEO, 0))
+        );
+    }
+
+    #[test]
+    fn the_header_names_a_pool() {
+        let mut p = host().init::<ContentRouter>().unwrap();
+        let req = |v: &str| TestRequest::get("/video/1").header("X-Route-Pool", v);
+        assert_eq!(target(&mut p, req("api2")), Some((API2, 0)));
+        assert_eq!(
+            target(&mut p, req("web")).unwrap().0,
+            WEB,
+            "the first pool too"
+        );
+        assert_eq!(
+            target(&mut p, req("Video")).unwrap().0,
+            VIDEO,
+            "unknown: by path"
+        );
+        let two = TestRequest::get("/")
+            .header("x-route-pool", "api2")
+            .header("x-route-pool", "video");
+        assert_eq!(
+            target(&mut p, two),
+            Some((API2, 0)),
+            "the first value counts"
+        );
+    }
+
+    #[test]
+    fn a_pool_without_a_healthy_backend_is_503_never_another_pool() {
+        let mut p = host().init::<ContentRouter>().unwrap();
+        p.host().update(API2, 0, |b| b.healthy(false));
+        assert_eq!(p.decide(&TestRequest::get("/api/v2/x")).status(), Some(503));
+        assert_eq!(
+            target(&mut p, TestRequest::get("/api/v1")),
+            Some((PoolId(2), 0))
+        );
+    }
+
+    #[test]
+    fn a_retry_goes_to_a_backend_of_the_pool_not_tried() {
+        let mut p = host().init::<ContentRouter>().unwrap();
+        let retry = TestRequest::get("/video/1").retry_after(&[(VIDEO, 1), (VIDEO, 2)]);
+        assert_eq!(target(&mut p, retry), Some((VIDEO, 0)));
+        let retry = TestRequest::get("/api/v2").retry_after(&[(API2, 0)]);
+        assert_eq!(
+            target(&mut p, retry),
+            Some((API2, 0)),
+            "the only backend, again"
+        );
+    }
+}
