@@ -289,3 +289,6 @@ impl From<Vec<String>> for ConfigValue {
         ConfigValue::TextList(items)
     }
 }
+
+#[cfg(test)]
+mod tests;
