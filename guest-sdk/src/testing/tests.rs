@@ -4,9 +4,13 @@
 use super::*;
 use crate::shared::SharedCounter;
 
-/// Records what it sees of connections and draws.
+/// What a connection policy saw: TLS, server name, ALPN, client IP,
+/// client port, local port, attempt.
+type Sight = (bool, Option<String>, Vec<String>, String, u16, u16, u32);
+
+/// Records what it sees of connections, and answers requests with a draw.
 struct Seer<const HELLO: bool> {
-    seen: Vec<(bool, Option<String>, Vec<String>, String, u16, u16, u32)>,
+    seen: Vec<Sight>,
 }
 
 impl<const HELLO: bool> Policy for Seer<HELLO> {
