@@ -20,6 +20,8 @@ use super::host::{HostState, RequestKey, RequestView};
 use crate::config::{BackendConfig, PoolConfig};
 use crate::pool::{ActiveRequest, BackendPool, now_ms};
 
+mod connections;
+
 /// One backend of a scenario.
 #[derive(Debug, Clone, Copy)]
 struct Spec {
