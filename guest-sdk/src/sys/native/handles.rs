@@ -72,6 +72,10 @@ impl Request {
             .map(|(_, value)| value.trim_matches('"'))
     }
 
+    // The accessors of `wit/policy.wit`'s `request`, named and typed as
+    // wit-bindgen generates them, answered as the host answers them.
+
+    /// `method`: the common methods by name (case-sensitive), else other.
     pub fn method(&self) -> types::Method {
         match self.method.as_str() {
             "GET" => types::Method::Get,
@@ -166,6 +170,9 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
+    // The accessors of `wit/policy.wit`'s `connection`, likewise.
+
+    /// `client-ip`: the address as the host renders it.
     pub fn client_ip(&self) -> String {
         self.client.ip().to_string()
     }
