@@ -1,7 +1,8 @@
 //! TCP connections: what a [`ConnectionPolicy`](crate::ConnectionPolicy)
 //! sees of one and what it answers.
 
-use crate::bindings::{host, types};
+use crate::bindings::types;
+use crate::sys;
 use crate::{PoolId, Request};
 
 /// A TCP connection being decided, owned by the host (a view of it: every
@@ -12,11 +13,11 @@ use crate::{PoolId, Request};
 /// is true.
 #[derive(Debug, Clone, Copy)]
 pub struct Connection<'a> {
-    inner: &'a host::Connection,
+    inner: &'a sys::Connection,
 }
 
 impl<'a> Connection<'a> {
-    pub(crate) fn new(inner: &'a host::Connection) -> Self {
+    pub(crate) fn new(inner: &'a sys::Connection) -> Self {
         Connection { inner }
     }
 

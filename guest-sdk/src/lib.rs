@@ -72,6 +72,9 @@ pub mod key;
 mod request;
 pub mod shared;
 pub mod sticky;
+mod sys;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 pub use candidates::Candidates;
 pub use config::{Config, ConfigValue, InitContext};
@@ -187,25 +190,7 @@ impl PoolId {
     /// once per pool and instance, then remembered: an instance's pools
     /// never change (see `init` in `wit/policy.wit`).
     pub fn size(self) -> u32 {
-        /// Pools whose size is remembered (a listener has a handful).
-        const REMEMBERED: usize = 64;
-        const UNKNOWN: u32 = u32::MAX;
-        thread_local! {
-            static SIZES: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        let index = self.0 as usize;
-        if index >= REMEMBERED {
-            return bindings::host::pool_size(self.0);
-        }
-        SIZES.with_borrow_mut(|sizes| {
-            if sizes.len() <= index {
-                sizes.resize(index + 1, UNKNOWN);
-            }
-            if sizes[index] == UNKNOWN {
-                sizes[index] = bindings::host::pool_size(self.0);
-            }
-            sizes[index]
-        })
+        sys::pool_size(self.0)
     }
 
     /// Live stats of every backend of the pool as the host reports them,
@@ -213,7 +198,7 @@ impl PoolId {
     pub(crate) fn all_stats(self) -> Vec<BackendStats> {
         // The packed form crosses the boundary as one copy; decoding it
         // here is cheaper than the host storing records field by field.
-        unpack_stats(&bindings::host::pool_stats_packed(self.0))
+        unpack_stats(&sys::pool_stats_packed(self.0))
     }
 
     /// The backends of the pool `req` may go to: healthy and, on a retry,
@@ -289,20 +274,7 @@ fn unpack_stats(words: &[u64]) -> Vec<BackendStats> {
 /// draw costs no host call; instances (one per worker) draw independent
 /// sequences.
 pub fn random() -> u64 {
-    thread_local! {
-        static STATE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    }
-    STATE.with(|state| {
-        let mut x = state.get();
-        if x == 0 {
-            x = bindings::host::random() | 1;
-        }
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        state.set(x);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    })
+    sys::random()
 }
 
 /// Exports a [`Policy`] implementation as the policy component's `init` and
@@ -428,7 +400,9 @@ pub mod __private {
                     .as_mut()
                     .expect("wasmroute policy: decide-connection called before a successful init");
                 policy
-                    .decide_connection(&Connection::new(connection))
+                    .decide_connection(&Connection::new(crate::sys::exported_connection(
+                        connection,
+                    )))
                     .into_raw()
             })
         }
@@ -470,7 +444,9 @@ pub mod __private {
             let policy = policy
                 .as_mut()
                 .expect("wasmroute policy: decide called before a successful init");
-            policy.decide(&Request::new(request)).into_raw()
+            policy
+                .decide(&Request::new(crate::sys::exported_request(request)))
+                .into_raw()
         })
     }
 }

@@ -1,8 +1,9 @@
 //! The request being decided: a view of the host's request head.
 
 use crate::PoolId;
-use crate::bindings::{host, types};
+use crate::bindings::types;
 use crate::key::HashKey;
+use crate::sys;
 use std::fmt;
 
 /// The head of the request being decided, owned by the host.
@@ -12,11 +13,11 @@ use std::fmt;
 /// returns a string). Ask only for what the decision needs, and only once.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
-    inner: &'a host::Request,
+    inner: &'a sys::Request,
 }
 
 impl<'a> Request<'a> {
-    pub(crate) fn new(inner: &'a host::Request) -> Self {
+    pub(crate) fn new(inner: &'a sys::Request) -> Self {
         Request { inner }
     }
 

@@ -16,11 +16,11 @@
 //! # let _ = before; Ok(()) }
 //! ```
 
-use crate::bindings::host;
+use crate::sys;
 
 /// Number of counter slots the host offers per listener.
 pub fn slots() -> u32 {
-    host::counter_slots()
+    sys::counter_slots()
 }
 
 /// One shared counter slot.
@@ -50,11 +50,11 @@ impl SharedCounter {
     /// Atomically adds `delta` and returns the value before (wrapping on
     /// overflow).
     pub fn fetch_add(self, delta: i64) -> i64 {
-        host::counter_add(self.slot, delta)
+        sys::counter_add(self.slot, delta)
     }
 
     /// The current value.
     pub fn get(self) -> i64 {
-        host::counter_add(self.slot, 0)
+        sys::counter_add(self.slot, 0)
     }
 }

@@ -28,6 +28,8 @@ mod counters;
 mod deadline;
 mod derived;
 mod host;
+#[cfg(test)]
+mod sdk_parity_tests;
 mod v02;
 mod wasi;
 mod worker;

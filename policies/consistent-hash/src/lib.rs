@@ -94,33 +94,4 @@ impl ConnectionPolicy for ConsistentHash {
 export_policy!(ConsistentHash);
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use wasmroute_policy::ConfigValue;
-
-    fn init(config: &[(&str, ConfigValue)]) -> Result<ConsistentHash, String> {
-        let ctx = InitContext::from_parts(&["web", "api"], config);
-        ConsistentHash::init(&ctx)
-    }
-
-    #[test]
-    fn config_is_checked() {
-        let p = init(&[
-            ("key", ConfigValue::Text("header:x-user".into())),
-            ("pool", ConfigValue::Text("api".into())),
-            ("table_size", ConfigValue::Integer(65537)),
-        ])
-        .unwrap();
-        assert_eq!(p.key, HashKey::Header("x-user".into()));
-        assert_eq!(p.pool, PoolId(1));
-        assert_eq!(p.table.size(), 65537);
-        let err = |c: &[(&str, ConfigValue)]| init(c).err().unwrap();
-        assert_eq!(
-            err(&[("table_size", ConfigValue::Integer(1000))]),
-            "table_size: must be a prime number, got 1000"
-        );
-        assert!(err(&[("table_size", ConfigValue::Integer(-1))]).starts_with("table_size: "));
-        assert!(err(&[("key", ConfigValue::Text("ip".into()))]).starts_with("key: unknown key"));
-        assert!(err(&[("hash", ConfigValue::Text("ip".into()))]).starts_with("hash: unknown key"));
-    }
-}
+mod tests;

@@ -58,3 +58,6 @@ impl LeastConnections {
 }
 
 export_policy!(LeastConnections);
+
+#[cfg(test)]
+mod tests;

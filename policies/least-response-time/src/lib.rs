@@ -60,3 +60,6 @@ impl LeastResponseTime {
 }
 
 export_policy!(LeastResponseTime);
+
+#[cfg(test)]
+mod tests;

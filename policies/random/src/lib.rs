@@ -64,3 +64,6 @@ impl Random {
 }
 
 export_policy!(Random);
+
+#[cfg(test)]
+mod tests;

@@ -59,3 +59,6 @@ impl ConnectionPolicy for RoundRobinPolicy {
 }
 
 export_policy!(RoundRobinPolicy);
+
+#[cfg(test)]
+mod tests;

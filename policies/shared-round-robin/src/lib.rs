@@ -73,3 +73,6 @@ impl SharedRoundRobin {
 }
 
 export_policy!(SharedRoundRobin);
+
+#[cfg(test)]
+mod tests;

@@ -87,37 +87,4 @@ impl ByUtilization {
 export_policy!(ByUtilization);
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use wasmroute_policy::ConfigValue;
-
-    fn init(config: &[(&str, ConfigValue)]) -> Result<ByUtilization, String> {
-        let ctx = InitContext::from_parts(&["web"], config);
-        ByUtilization::init(&ctx)
-    }
-
-    #[test]
-    fn config_is_checked() {
-        let p = init(&[
-            ("max_report_age_ms", ConfigValue::Integer(2000)),
-            ("unreported_spare", ConfigValue::Float(0.25)),
-        ])
-        .unwrap();
-        assert_eq!(p.how.max_age_ms, 2000);
-        assert_eq!(p.how.unreported_spare, 0.25);
-        assert_eq!(p.how.min_spare, 0.01);
-        let err = |c: &[(&str, ConfigValue)]| init(c).err().unwrap();
-        assert_eq!(
-            err(&[("min_spare", ConfigValue::Float(1.5))]),
-            "min_spare: must be between 0 and 1, got 1.5"
-        );
-        assert!(
-            err(&[("max_report_age_ms", ConfigValue::Integer(0))])
-                .starts_with("max_report_age_ms: ")
-        );
-        assert!(
-            err(&[("pool", ConfigValue::Text("nope".into()))]).starts_with("pool: unknown pool")
-        );
-        assert!(err(&[("max_age", ConfigValue::Integer(1))]).starts_with("max_age: unknown key"));
-    }
-}
+mod tests;

@@ -58,3 +58,6 @@ impl WeightedRoundRobin {
 }
 
 export_policy!(WeightedRoundRobin);
+
+#[cfg(test)]
+mod tests;

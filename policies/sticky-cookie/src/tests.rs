@@ -1,0 +1,203 @@
+//! The routing `sticky-cookie` documents, on the SDK's native test host, and its
+//! config checks.
+
+use super::*;
+use wasmroute_policy::ConfigValue;
+
+fn init(config: &[(&str, ConfigValue)]) -> Result<StickyCookie, String> {
+    let ctx = InitContext::from_parts(&["web"], config);
+    StickyCookie::init(&ctx)
+}
+
+fn text(s: &str) -> ConfigValue {
+    ConfigValue::Text(s.into())
+}
+
+#[test]
+fn config_is_checked() {
+    let p = init(&[
+        ("secret", text("0123456789abcdef")),
+        ("cookie", text("lb")),
+        ("balance", text("least-connections")),
+        ("max_age", ConfigValue::Integer(3600)),
+    ])
+    .unwrap();
+    assert_eq!(p.cookie, "lb");
+    assert_eq!(p.max_age, Some(3600));
+    assert!(matches!(p.inner, Balancer::LeastConnections));
+
+    let err = |c: &[(&str, ConfigValue)]| init(c).err().unwrap();
+    assert!(err(&[]).starts_with("secret: required"));
+    assert_eq!(
+        err(&[("secret", text("too short"))]),
+        "secret: must be at least 16 bytes, got 9"
+    );
+    let secret = ("secret", text("0123456789abcdef"));
+    assert!(err(&[secret.clone(), ("cookie", text("a b"))]).starts_with("cookie: "));
+    assert!(err(&[secret.clone(), ("balance", text("fastest"))]).starts_with("balance: unknown"));
+    assert!(err(&[secret.clone(), ("max_age", ConfigValue::Integer(0))]).starts_with("max_age: "));
+    assert!(err(&[secret, ("ttl", ConfigValue::Integer(1))]).starts_with("ttl: unknown key"));
+}
+
+mod routing {
+    use super::super::StickyCookie;
+    use wasmroute_policy::PoolId;
+    use wasmroute_policy::sticky::{CookieSigner, set_cookie};
+    use wasmroute_policy::testing::{
+        Edit, Outcome, TestBackend, TestHost, TestPolicy, TestRequest,
+    };
+
+    const SECRET: &str = "0123456789abcdef-secret";
+    const COOKIE: &str = "wasmroute_backend";
+
+    fn host() -> TestHost {
+        let backends = [TestBackend::up(), TestBackend::up(), TestBackend::up()];
+        TestHost::new()
+            .pool("web", backends)
+            .pool("api", [TestBackend::up()])
+            .config("secret", SECRET)
+    }
+
+    /// The cookie value the policy signs for backend `index` of `web`.
+    fn signed(p: &TestPolicy<StickyCookie>, index: u32) -> String {
+        let signer = CookieSigner::new(SECRET.as_bytes(), "wasmroute_backend/web").unwrap();
+        signer.sign(p.host().stable_id(PoolId(0), index))
+    }
+
+    /// (backend, the set-cookie values the response gets).
+    fn decide(p: &mut TestPolicy<StickyCookie>, req: &TestRequest) -> (u32, Vec<String>) {
+        let outcome = Outcome::of(&p.decide(req));
+        let Outcome::Forward {
+            pool,
+            backend,
+            request_edits,
+            response_edits,
+        } = outcome
+        else {
+            panic!("not forwarded: {outcome:?}");
+        };
+        assert_eq!((pool, request_edits), (PoolId(0), vec![]));
+        let cookies = response_edits.into_iter().map(|edit| match edit {
+            Edit::Append(name, value) if name == "set-cookie" => value,
+            other => panic!("unexpected edit {other:?}"),
+        });
+        (backend, cookies.collect())
+    }
+
+    fn with_cookie(value: &str) -> TestRequest {
+        TestRequest::get("/").cookie(COOKIE, value)
+    }
+
+    #[test]
+    fn a_new_client_is_balanced_and_pinned_by_a_signed_cookie() {
+        let mut p = host().init::<StickyCookie>().unwrap();
+        let pin = |p: &TestPolicy<StickyCookie>, b| set_cookie(COOKIE, &signed(p, b), None, false);
+        assert_eq!(
+            decide(&mut p, &TestRequest::get("/")),
+            (0, vec![pin(&p, 0)])
+        );
+        assert_eq!(
+            decide(&mut p, &TestRequest::get("/")),
+            (1, vec![pin(&p, 1)])
+        );
+        // The cookie brings the client back, without a new cookie.
+        let back = with_cookie(&signed(&p, 1));
+        for _ in 0..5 {
+            assert_eq!(decide(&mut p, &back), (1, vec![]));
+        }
+        // Among other cookies, and with the value quoted.
+        let quoted = TestRequest::get("/")
+            .header("cookie", "theme=dark")
+            .header("cookie", &format!("{COOKIE}=\"{}\"; x=1", signed(&p, 2)));
+        assert_eq!(decide(&mut p, &quoted), (2, vec![]));
+    }
+
+    #[test]
+    fn a_forged_or_foreign_cookie_is_ignored() {
+        let mut p = host().init::<StickyCookie>().unwrap();
+        let genuine = signed(&p, 2);
+        let forged = format!(
+            "{:016x}{}",
+            p.host().stable_id(PoolId(0), 1),
+            &genuine[16..]
+        );
+        let other_secret = CookieSigner::new(b"another secret, 16+ bytes", "wasmroute_backend/web");
+        let other_secret = other_secret.unwrap().sign(p.host().stable_id(PoolId(0), 2));
+        let other_pool = CookieSigner::new(SECRET.as_bytes(), "wasmroute_backend/api").unwrap();
+        let other_pool = other_pool.sign(p.host().stable_id(PoolId(0), 2));
+        let unknown = CookieSigner::new(SECRET.as_bytes(), "wasmroute_backend/web")
+            .unwrap()
+            .sign(42);
+        for (i, value) in [forged, other_secret, other_pool, unknown, "garbage".into()]
+            .iter()
+            .enumerate()
+        {
+            let (backend, cookies) = decide(&mut p, &with_cookie(value));
+            let expected = (i % 3) as u32; // balanced afresh, in turn
+            let pin = set_cookie(COOKIE, &signed(&p, expected), None, false);
+            assert_eq!((backend, cookies), (expected, vec![pin]), "cookie {i}");
+        }
+    }
+
+    #[test]
+    fn a_cookie_for_an_unhealthy_or_tried_backend_is_rebalanced_and_repinned() {
+        let mut p = host().init::<StickyCookie>().unwrap();
+        let cookie = with_cookie(&signed(&p, 0));
+        p.host().update(PoolId(0), 0, |b| b.healthy(false));
+        let pin = |p: &TestPolicy<StickyCookie>, b| set_cookie(COOKIE, &signed(p, b), None, false);
+        assert_eq!(decide(&mut p, &cookie), (1, vec![pin(&p, 1)]));
+        p.host().update(PoolId(0), 0, |b| b.healthy(true));
+        assert_eq!(
+            decide(&mut p, &cookie),
+            (0, vec![]),
+            "back when healthy again"
+        );
+        let retry = cookie.clone().retry_after(&[(PoolId(0), 0)]);
+        assert_eq!(decide(&mut p, &retry), (2, vec![pin(&p, 2)]));
+        let retry = cookie.retry_after(&[(PoolId(0), 0), (PoolId(0), 2)]);
+        assert_eq!(decide(&mut p, &retry), (1, vec![pin(&p, 1)]));
+    }
+
+    #[test]
+    fn cookie_attributes_follow_the_config() {
+        let host = host().config("cookie", "lb").config("max_age", 3600i64);
+        let mut p = host.clone().init::<StickyCookie>().unwrap();
+        let signer = CookieSigner::new(SECRET.as_bytes(), "lb/web").unwrap();
+        let value = signer.sign(p.host().stable_id(PoolId(0), 0));
+        let (_, cookies) = decide(&mut p, &TestRequest::get("/").tls());
+        assert_eq!(
+            cookies,
+            [set_cookie("lb", &value, Some(3600), true)],
+            "Secure over TLS"
+        );
+        let mut p = host.config("secure", true).init::<StickyCookie>().unwrap();
+        let (_, cookies) = decide(&mut p, &TestRequest::get("/"));
+        assert_eq!(cookies, [set_cookie("lb", &value, Some(3600), true)]);
+        let back = TestRequest::get("/").cookie("lb", &value);
+        assert_eq!(decide(&mut p, &back), (0, vec![]));
+    }
+
+    #[test]
+    fn the_balance_key_places_new_clients() {
+        let host = TestHost::new()
+            .pool(
+                "web",
+                [TestBackend::up().active(5), TestBackend::up().active(1)],
+            )
+            .config("secret", SECRET)
+            .config("balance", "least-connections");
+        let mut p = host.init::<StickyCookie>().unwrap();
+        for _ in 0..10 {
+            assert_eq!(decide(&mut p, &TestRequest::get("/")).0, 1);
+        }
+    }
+
+    #[test]
+    fn the_pool_key_and_no_healthy_backend() {
+        let mut p = host().config("pool", "api").init::<StickyCookie>().unwrap();
+        let target = p.decide(&TestRequest::get("/")).target();
+        assert_eq!(target, Some((PoolId(1), 0)));
+        p.host().update(PoolId(1), 0, |b| b.healthy(false));
+        assert_eq!(p.decide(&TestRequest::get("/")).status(), Some(503));
+    }
+}
