@@ -30,7 +30,7 @@
 //!     }
 //!     fn decide(&mut self, req: &Request) -> Decision {
 //!         if req.path() == "/admin" {
-//!             return Decision::respond(403);
+//!             return Decision::respond(403).into();
 //!         }
 //!         let pool = if req.path().starts_with("/video") { self.video } else { PoolId::DEFAULT };
 //!         Decision::forward_or_no_backend(pool, pool.least_active(req, 0))
@@ -62,7 +62,6 @@
 //! every run.
 
 mod backend;
-mod inspect;
 mod request;
 
 use std::cell::{Cell, RefCell, RefMut};
@@ -76,7 +75,6 @@ use crate::{
 
 pub use crate::ConfigValue;
 pub use backend::TestBackend;
-pub use inspect::{Edit, Outcome};
 pub use request::{TestConnection, TestRequest};
 
 /// The pools, config and shared counters of one listener, and the host

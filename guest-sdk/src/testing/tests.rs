@@ -19,7 +19,9 @@ impl<const HELLO: bool> Policy for Seer<HELLO> {
     }
 
     fn decide(&mut self, _: &Request) -> Decision {
-        Decision::respond(200).body(crate::random().to_string())
+        Decision::respond(200)
+            .body(crate::random().to_string())
+            .into()
     }
 }
 
@@ -75,10 +77,7 @@ fn only_a_policy_reading_the_client_hello_sees_it() {
 }
 
 fn draws(policy: &mut TestPolicy<Seer<false>>) -> Vec<Vec<u8>> {
-    let body = |d: Decision| match Outcome::of(&d) {
-        Outcome::Respond { body, .. } => body,
-        other => panic!("{other:?}"),
-    };
+    let body = |d: Decision| d.body().expect("a local answer").to_vec();
     (0..4)
         .map(|_| body(policy.decide(&TestRequest::get("/"))))
         .collect()
@@ -113,7 +112,7 @@ impl Policy for Count {
     }
 
     fn decide(&mut self, _: &Request) -> Decision {
-        Decision::respond(200 + self.0.fetch_add(1).rem_euclid(100) as u16)
+        Decision::respond(200 + self.0.fetch_add(1).rem_euclid(100) as u16).into()
     }
 }
 
@@ -144,7 +143,7 @@ fn clones_are_independent_copies() {
         (
             PoolId(0).size(),
             PoolId(1).size(),
-            PoolId(0).stats()[0].healthy,
+            PoolId(0).all_stats()[0].healthy,
         )
     };
     assert_eq!(sizes(&mut original), (1, 0, false));

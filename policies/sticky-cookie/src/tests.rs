@@ -43,9 +43,7 @@ mod routing {
     use super::super::StickyCookie;
     use wasmroute_policy::PoolId;
     use wasmroute_policy::sticky::{CookieSigner, set_cookie};
-    use wasmroute_policy::testing::{
-        Edit, Outcome, TestBackend, TestHost, TestPolicy, TestRequest,
-    };
+    use wasmroute_policy::testing::{TestBackend, TestHost, TestPolicy, TestRequest};
 
     const SECRET: &str = "0123456789abcdef-secret";
     const COOKIE: &str = "wasmroute_backend";
@@ -66,22 +64,13 @@ mod routing {
 
     /// (backend, the set-cookie values the response gets).
     fn decide(p: &mut TestPolicy<StickyCookie>, req: &TestRequest) -> (u32, Vec<String>) {
-        let outcome = Outcome::of(&p.decide(req));
-        let Outcome::Forward {
-            pool,
-            backend,
-            request_edits,
-            response_edits,
-        } = outcome
-        else {
-            panic!("not forwarded: {outcome:?}");
+        let decision = p.decide(req);
+        let Some((pool, backend)) = decision.target() else {
+            panic!("not forwarded: {decision:?}");
         };
-        assert_eq!((pool, request_edits), (PoolId(0), vec![]));
-        let cookies = response_edits.into_iter().map(|edit| match edit {
-            Edit::Append(name, value) if name == "set-cookie" => value,
-            other => panic!("unexpected edit {other:?}"),
-        });
-        (backend, cookies.collect())
+        assert_eq!(pool, PoolId(0));
+        let cookie = decision.response_header("set-cookie").map(str::to_owned);
+        (backend, cookie.into_iter().collect())
     }
 
     fn with_cookie(value: &str) -> TestRequest {
