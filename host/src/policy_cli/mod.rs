@@ -74,7 +74,7 @@ pub struct TestArgs {
 /// lines on stderr.
 pub fn test(args: &TestArgs) -> TestStatus {
     match replay_all(args) {
-        Ok(failed) if failed == 0 => TestStatus::Passed,
+        Ok(0) => TestStatus::Passed,
         Ok(_) => TestStatus::Failed,
         Err(errors) => {
             for error in errors {

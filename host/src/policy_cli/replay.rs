@@ -56,11 +56,11 @@ pub fn prepare(
             limits,
         );
         if let Err(error) = policy.validate() {
-            errors.push(ConfigError::new(
-                file,
-                case.config_key.clone(),
-                error.to_string(),
-            ));
+            // A file-wide `policy_config` is refused once, not per case.
+            let error = ConfigError::new(file, case.config_key.clone(), error.to_string());
+            if !errors.contains(&error) {
+                errors.push(error);
+            }
             continue;
         }
         let capabilities = policy.capabilities().unwrap_or(Capabilities::REQUESTS);
