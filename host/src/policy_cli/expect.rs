@@ -305,3 +305,69 @@ fn check_backend(
         errors.add(format!("{key}.backend"), reason);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forward(pool: &str, headers: &[(&str, &str)]) -> Outcome {
+        Outcome::Forward {
+            pool: pool.into(),
+            backend: "10.0.0.1:80".parse().unwrap(),
+            headers: (headers.iter())
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            request_headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_forward_matches_on_what_is_given() {
+        let expect = Expect::Forward {
+            pool: Some("web".into()),
+            backend: None,
+            headers: vec![("X-Served-By".into(), "edge".into())],
+            request_headers: Vec::new(),
+        };
+        assert_eq!(
+            difference(&expect, &forward("web", &[("x-served-by", "edge")])),
+            None
+        );
+        assert_eq!(
+            difference(&expect, &forward("web", &[("x-served-by", "other")])).unwrap(),
+            "expected header X-Served-By: \"edge\", got \"other\""
+        );
+        assert_eq!(
+            difference(&expect, &forward("web", &[])).unwrap(),
+            "expected header X-Served-By: \"edge\", got not set"
+        );
+        assert_eq!(
+            difference(&expect, &forward("video", &[("x-served-by", "edge")])).unwrap(),
+            "expected pool web, header X-Served-By: edge, got pool video, backend 10.0.0.1:80"
+        );
+    }
+
+    #[test]
+    fn kinds_of_decision_never_match_each_other() {
+        let answer = Expect::Respond {
+            status: 503,
+            headers: Vec::new(),
+            body: Some("down\n".into()),
+        };
+        let error = Outcome::Error("decision timed out".into());
+        assert_eq!(
+            difference(&answer, &error).unwrap(),
+            "expected status 503, body \"down\\n\", got error: decision timed out"
+        );
+        assert!(difference(&Expect::Reject, &forward("web", &[])).is_some());
+        let got = Outcome::Respond {
+            status: 503,
+            headers: Vec::new(),
+            body: "no healthy backend\n".into(),
+        };
+        assert_eq!(
+            difference(&answer, &got).unwrap(),
+            "expected body \"down\\n\", got \"no healthy backend\\n\""
+        );
+    }
+}
