@@ -1,4 +1,5 @@
-//! Builds the test-only policies (each crate under `tests/policies/`) to
+//! Builds the test-only policies (each workspace member under
+//! `tests/policies/`; other crate folders there are warned about) to
 //! `wasm32-wasip2` components and writes `$OUT_DIR/test_policies.rs`, which
 //! `src/lib.rs` includes as the `guests` module.
 

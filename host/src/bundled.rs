@@ -1,6 +1,7 @@
-//! The shipped policies (every crate under `policies/`: `content-router`,
-//! `round-robin`), compiled to components by `build.rs` and embedded in the
-//! binary, for `wasmroute demo` and for tests.
+//! The shipped policies (every workspace member under `policies/`:
+//! `content-router`, `round-robin`...), compiled to components by
+//! `build.rs` and embedded in the binary, for `wasmroute demo` and for
+//! tests.
 //!
 //! They are built from source on every host build that touches them (the
 //! wasmtime test-programs pattern); no `.wasm` file is committed. To get

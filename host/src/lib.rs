@@ -22,6 +22,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
+pub mod policy_cli;
 pub mod pool;
 pub mod server;
 pub mod tls;
@@ -52,6 +53,7 @@ mod layers {
         &["http", "l4"],
         &["listener"],
         &["server", "demo", "admin"],
+        &["policy_cli"],
     ];
 
     fn layer_of(module: &str) -> usize {

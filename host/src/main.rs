@@ -8,6 +8,12 @@
 //! wasmroute check --config FILE   # validate config and policies; exit 1 with
 //!                                 # "FILE: key: reason" lines on error
 //! wasmroute demo                  # demo backends + proxy on 127.0.0.1:8080
+//! wasmroute policy new NAME [--path DIR]
+//!                                 # a standalone policy crate in DIR/NAME
+//! wasmroute policy build [DIR]    # build it for wasm32-wasip2; prints the .wasm
+//! wasmroute policy test MODULE.wasm --cases FILE [--config FILE --listener NAME]
+//!                                 # replay cases; exit 0 all ok, 1 a case
+//!                                 # failed, 2 invalid input
 //! wasmroute --version             # version, git commit, WIT and wasmtime versions
 //! ```
 //!
@@ -87,6 +93,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Write, build and test policies (see `wasmroute policy --help`).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Start demo backends and the proxy with the bundled policies.
     Demo {
         /// Where the proxy listens.
@@ -95,6 +104,42 @@ enum Command {
         /// Worker threads (default: one per CPU).
         #[arg(long)]
         workers: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Create a standalone policy crate (its own workspace) in DIR/NAME.
+    New {
+        /// The crate name, also the module's (`NAME.wasm`).
+        name: String,
+        /// The folder to create it in (default: the current one).
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
+    /// Build the policy crate in DIR for wasm32-wasip2 and print the
+    /// path of its `.wasm`.
+    Build {
+        /// The crate's folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Replay the cases of a cases file through a module in the proxy's
+    /// policy runtime: exit 0 when every case holds, 1 when one does not,
+    /// 2 for an invalid cases file, config or module.
+    Test {
+        /// The module (a `.wasm` component).
+        module: PathBuf,
+        /// The cases file (TOML; see docs/operations.md).
+        #[arg(long)]
+        cases: PathBuf,
+        /// A config whose listener gives the pools, `policy_config` and
+        /// limits the cases file does not.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// That listener (optional when the config has only one).
+        #[arg(long, requires = "config")]
+        listener: Option<String>,
     },
 }
 
@@ -111,6 +156,7 @@ fn main() -> ExitCode {
             upgrade,
         } => run(workers, serve(config, upgrade)),
         Command::Check { config } => return check(&config),
+        Command::Policy(command) => return policy(command),
         Command::Demo { address, workers } => run(workers, demo(address)),
     };
     match result {
@@ -267,6 +313,38 @@ fn check(path: &Path) -> ExitCode {
             for error in errors {
                 eprintln!("{error}");
             }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn policy(command: PolicyCommand) -> ExitCode {
+    use wasmroute::policy_cli;
+    let result = match command {
+        PolicyCommand::Test {
+            module,
+            cases,
+            config,
+            listener,
+        } => {
+            let args = policy_cli::TestArgs {
+                module,
+                cases,
+                config,
+                listener,
+            };
+            return ExitCode::from(policy_cli::test(&args).code());
+        }
+        PolicyCommand::New { name, path } => policy_cli::new(&name, path.as_deref()),
+        PolicyCommand::Build { dir } => policy_cli::build(&dir),
+    };
+    match result {
+        Ok(path) => {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("wasmroute: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -119,6 +119,7 @@ pub use model::{
     PoliciesConfig, PoolConfig, Protocol, ProxyProtocol, ServerConfig, TcpTimeouts, UnknownSni,
     UpstreamConfig, UpstreamTlsConfig,
 };
+pub(crate) use parse::with_position;
 
 impl Config {
     /// Reads, parses and validates the config file at `path`.

@@ -97,7 +97,7 @@ fn remove(value: &mut toml::Value, path: &[Segment]) -> bool {
 }
 
 /// `message` plus ` (line L, column C)` when the span is known (1-based).
-pub(super) fn with_position(
+pub(crate) fn with_position(
     message: &str,
     span: Option<std::ops::Range<usize>>,
     text: &str,

@@ -126,10 +126,12 @@ impl BackendStats {
         self.ejected.store(ejected, Ordering::Relaxed);
     }
 
-    /// Records the response head time of one request in the EWMA. A racing
-    /// update from another worker may be lost; the average stays correct in
-    /// expectation, which is all a balancing signal needs.
-    fn record_latency(&self, latency: Duration) {
+    /// Records the response head time of one request in the EWMA (the
+    /// first sample sets it: `policy test` sets up a backend's latency
+    /// with one). A racing update from another worker may be lost; the
+    /// average stays correct in expectation, which is all a balancing
+    /// signal needs.
+    pub fn record_latency(&self, latency: Duration) {
         let sample = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         let old = u64::from(self.ewma_latency_us.load(Ordering::Relaxed));
         let new = if old == 0 {

@@ -31,7 +31,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use upgrade::{Endpoint, HandedSocket, Inherited, Takeover};
 
 pub use crate::events::ServerEvent;
-pub use plan::{Plan, Reusable};
+pub use plan::{Plan, Reusable, limits as policy_limits};
 use published::Published;
 use runtime::Runtime;
 pub use watch::FileChange;
