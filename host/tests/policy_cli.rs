@@ -407,7 +407,7 @@ fn target_root() -> PathBuf {
 }
 
 #[test]
-fn policy_new_builds_and_its_cases_pass() {
+fn policy_new_tests_builds_and_its_cases_pass() {
     let dir = tempfile::tempdir().unwrap();
     let parent = dir.path().to_str().unwrap();
     let created = run(&["policy", "new", "x", "--path", parent]);
@@ -428,6 +428,19 @@ fn policy_new_builds_and_its_cases_pass() {
     }
     // Its own target folder, kept between runs so that reruns are warm.
     let target = target_root().join("policy-new-test");
+    // Its native tests (the SDK's test host) pass as generated.
+    let native = guest_build::cargo_command()
+        .args(["test", "--quiet"])
+        .current_dir(&crate_dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    let native_out = String::from_utf8_lossy(&native.stdout);
+    assert!(
+        native.status.success() && native_out.contains("test result: ok. 5 passed"),
+        "cargo test in the new crate: {native_out}\n{}",
+        String::from_utf8_lossy(&native.stderr)
+    );
     let built = run_with(
         &["policy", "build", crate_dir.to_str().unwrap()],
         &[("CARGO_TARGET_DIR", &target)],
