@@ -40,9 +40,12 @@
 //! # fn main() {}
 //! ```
 //!
-//! Build it with `cargo build --release --target wasm32-wasip2`; the
-//! `.wasm` file in `target/wasm32-wasip2/release/` is the component to drop
-//! into the proxy's policies folder.
+//! Start a crate with `wasmroute policy new NAME` and build it with
+//! `wasmroute policy build`, which prints the path of the `.wasm` component
+//! to drop into the proxy's policies folder (docs/policy-guide.md has the
+//! whole workflow: native tests with [`testing`], replay, shadow). Inside
+//! this repository's workspace: `cargo build --profile policy --target
+//! wasm32-wasip2 -p NAME`.
 //!
 //! Beyond the trait: [`balance`] has the load-balancing algorithms
 //! (round robin, random, least connections, power of two choices, Maglev

@@ -7,7 +7,7 @@
 //! [`TestPolicy`]), which decides [`TestRequest`]s and
 //! [`TestConnection`]s. While it runs, every host call the SDK makes
 //! ([`PoolId::candidates`], [`PoolId::least_active`], [`PoolId::stats`],
-//! the [`Request`](crate::Request) accessors, [`random`](crate::random),
+//! the [`Request`] accessors, [`random`](crate::random),
 //! [`shared`](crate::shared)) is answered by the test host, by the real
 //! host's rules: candidates are the healthy backends not tried yet (all
 //! healthy ones once every healthy one was tried), least-active breaks

@@ -34,7 +34,7 @@
 //! Any other key (including `<first pool>_prefix`) is an error at init.
 //!
 //! Build: `cargo policies` (writes `target/policies/content-router.wasm`),
-//! or `cargo build --release --target wasm32-wasip2 -p content-router`.
+//! or `cargo build --profile policy --target wasm32-wasip2 -p content-router`.
 
 use wasmroute_policy::{Decision, InitContext, Policy, PoolId, Request, export_policy};
 

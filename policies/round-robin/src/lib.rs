@@ -23,7 +23,7 @@
 //! Any other key is an error at init.
 //!
 //! Build: `cargo policies` (writes `target/policies/round-robin.wasm`), or
-//! `cargo build --release --target wasm32-wasip2 -p round-robin`.
+//! `cargo build --profile policy --target wasm32-wasip2 -p round-robin`.
 
 use wasmroute_policy::balance::Rotation;
 use wasmroute_policy::{
