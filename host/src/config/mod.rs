@@ -116,8 +116,8 @@ pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AccessLogConfig, AdminConfig, BackendConfig, CertificateConfig, Config, HEALTH_EXPECT_LIMIT,
     HealthConfig, HealthStep, ListenerConfig, LogFormat, LogTarget, OnDown, OnError, PassiveConfig,
-    PoliciesConfig, PoolConfig, Protocol, ProxyProtocol, ServerConfig, TcpTimeouts, UnknownSni,
-    UpstreamConfig, UpstreamTlsConfig,
+    PoliciesConfig, PoolConfig, Protocol, ProxyProtocol, ServerConfig, ShadowConfig, TcpTimeouts,
+    UnknownSni, UpstreamConfig, UpstreamTlsConfig,
 };
 
 impl Config {
@@ -162,21 +162,35 @@ impl Config {
         self.policies.dir.join(format!("{policy}.wasm"))
     }
 
-    /// One error (key `listeners[N].policy`) per listener whose policy
-    /// module is not a file; empty when all exist.
+    /// One error per policy module that is not a file: key
+    /// `listeners[N].policy` for a listener's policy,
+    /// `listeners[N].shadow.policy` for its shadow candidate; empty when
+    /// all exist.
     pub fn check_policy_files(&self) -> Vec<ConfigError> {
-        let listeners = self.listeners.iter().enumerate();
-        listeners
-            .filter_map(|(i, listener)| {
-                let path = self.policy_path(&listener.policy);
-                let reason = format!(
-                    "policy `{}`: no module at {}",
-                    listener.policy,
-                    path.display()
-                );
-                (!path.is_file())
-                    .then(|| ConfigError::new(&self.file, format!("listeners[{i}].policy"), reason))
-            })
-            .collect()
+        let mut errors = Vec::new();
+        for (i, listener) in self.listeners.iter().enumerate() {
+            let shadow = listener
+                .shadow
+                .as_ref()
+                .map(|s| ("shadow.policy", &s.policy));
+            for (key, policy) in std::iter::once(("policy", &listener.policy)).chain(shadow) {
+                let path = self.policy_path(policy);
+                if !path.is_file() {
+                    let reason = format!("policy `{policy}`: no module at {}", path.display());
+                    errors.push(ConfigError::new(
+                        &self.file,
+                        format!("listeners[{i}].{key}"),
+                        reason,
+                    ));
+                }
+            }
+        }
+        errors
+    }
+
+    /// The policies of `listener`: its own, then its shadow candidate's.
+    pub fn policies_of(listener: &ListenerConfig) -> impl Iterator<Item = &str> {
+        let shadow = listener.shadow.as_ref().map(|s| s.policy.as_str());
+        std::iter::once(listener.policy.as_str()).chain(shadow)
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::access::AccessEntry;
+use super::shadow::ShadowRecord;
 pub use crate::metrics::ConnectionMetrics;
 use crate::metrics::{DecisionMetrics, Histogram, REQUEST_BUCKETS, StatusCounts};
 use crate::pool::BackendPool;
@@ -59,18 +60,24 @@ pub struct ListenerMetrics {
     pub local_codes: Arc<StatusCounts>,
     /// Per pool, index = pool id.
     pub pools: Vec<PoolRoutes>,
+    /// The shadow candidate's comparisons, when the listener has one.
+    pub shadow: Option<Arc<ShadowRecord>>,
 }
 
 impl ListenerMetrics {
     /// The metrics of a listener serving `policy` over `pools`, sharing
     /// what still applies of `previous` (the listener's metrics before
     /// this config): decisions of the same policy, connections, and the
-    /// counts of pools and backends it keeps.
+    /// counts of pools and backends it keeps, and the shadow record of the
+    /// same candidate (`shadow`: its name).
     pub fn build(
         policy: &str,
+        shadow: Option<&str>,
         pools: &[Arc<BackendPool>],
         previous: Option<&ListenerMetrics>,
     ) -> ListenerMetrics {
+        let previous_shadow = previous.and_then(|p| p.shadow.as_ref());
+        let shadow = shadow.map(|name| ShadowRecord::reuse(name, previous_shadow));
         let decisions = previous
             .filter(|p| p.policy == policy)
             .map_or_else(Arc::default, |p| Arc::clone(&p.decisions));
@@ -102,6 +109,7 @@ impl ListenerMetrics {
             local: previous.map_or_else(Arc::default, |p| Arc::clone(&p.local)),
             local_codes: previous.map_or_else(Arc::default, |p| Arc::clone(&p.local_codes)),
             pools,
+            shadow,
         }
     }
 }
