@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn outcomes_count_per_backend_or_locally() {
-        let m = ListenerMetrics::build("rr", &[pool("web", &[1, 2])], None);
+        let m = ListenerMetrics::build("rr", None, &[pool("web", &[1, 2])], None);
         outcome(Some((0, 1)), 200).record(&m);
         outcome(None, 503).record(&m);
         assert_eq!(m.pools[0].backends[1].1.snapshot(), [0, 1, 0, 0, 0]);
@@ -247,18 +247,28 @@ mod tests {
 
     #[test]
     fn a_rebuild_keeps_the_counts_of_kept_backends_and_policy() {
-        let before = ListenerMetrics::build("rr", &[pool("web", &[1, 2])], None);
+        let before = ListenerMetrics::build("rr", Some("cand"), &[pool("web", &[1, 2])], None);
         outcome(Some((0, 1)), 200).record(&before);
         before.decisions.duration.observe_ns(5);
-        let after = ListenerMetrics::build("rr", &[pool("web", &[2, 3])], Some(&before));
+        let after =
+            ListenerMetrics::build("rr", Some("cand"), &[pool("web", &[2, 3])], Some(&before));
         assert_eq!(after.pools[0].backends[0].1.snapshot()[1], 1, "port 2 kept");
         assert_eq!(after.pools[0].backends[1].1.snapshot()[1], 0, "port 3 new");
         assert_eq!(after.decisions.duration.count(), 1);
-        let other = ListenerMetrics::build("random", &[pool("web", &[2])], Some(&before));
+        let (kept, was) = (
+            after.shadow.as_ref().unwrap(),
+            before.shadow.as_ref().unwrap(),
+        );
+        assert!(
+            Arc::ptr_eq(kept, was),
+            "the same candidate keeps its record"
+        );
+        let other = ListenerMetrics::build("random", None, &[pool("web", &[2])], Some(&before));
         assert_eq!(
             other.decisions.duration.count(),
             0,
             "another policy starts over"
         );
+        assert!(other.shadow.is_none());
     }
 }
