@@ -37,6 +37,11 @@
 //! send_timeout = "60s"          # longest stall writing to a client; > 0
 //! [listeners.policy_config]     # optional free-form table for the policy
 //! video_prefix = "/video"
+//! [listeners.shadow]            # optional (http, https): a candidate decides alongside, unserved
+//! policy = "content-router-next" # required; another module than `policy`
+//! sample = 1.0                  # share of requests compared, 0.0..=1.0 (default 1.0)
+//! # decision_timeout = "5ms"    # default: policies.decision_timeout
+//! # [listeners.shadow.policy_config]  # default: the listener's policy_config
 //! [[listeners.certificates]]    # https only, and required there
 //! cert = "certs/example.pem"    # relative to the config file's folder
 //! key = "certs/example.key"

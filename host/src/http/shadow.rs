@@ -273,7 +273,7 @@ impl ShadowRecord {
             .iter()
             .filter_map(ArcSwapOption::load_full)
             .collect();
-        kept.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        kept.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.0));
         kept.iter().map(|entry| entry.1.clone()).collect()
     }
 }

@@ -115,3 +115,13 @@ fn a_missing_candidate_file_is_reported_with_the_shadow_key() {
         .collect();
     assert_eq!(keys, ["listeners[0].policy", "listeners[0].shadow.policy"]);
 }
+
+#[test]
+fn a_redirecting_listener_has_no_shadow() {
+    let text = minimal_with(
+        "pools = [\"web\"]\n",
+        "pools = [\"web\"]\nredirect_to_https = 443\n[listeners.shadow]\npolicy = \"c\"\n",
+    );
+    let shown = assert_key(&text, "listeners[0].shadow");
+    assert!(shown.contains("makes no decisions to shadow"), "{shown}");
+}

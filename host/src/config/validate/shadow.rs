@@ -3,9 +3,10 @@
 //!
 //! Refused: a missing or invalid `policy`, the listener's own policy (a
 //! shadow of itself compares nothing), a `sample` outside `0.0..=1.0`
-//! (NaN included), a zero `decision_timeout`, and a shadow on a `tcp`
+//! (NaN included), a zero `decision_timeout`, a shadow on a `tcp`
 //! listener (its connections are decided once, before any byte is
-//! relayed, and are not shadowed). Whether the module file exists is
+//! relayed, and are not shadowed) and on one with `redirect_to_https`
+//! (which decides nothing). Whether the module file exists is
 //! checked with the live policies' files (`Config::check_policy_files`).
 
 use super::Checker;
@@ -22,6 +23,12 @@ impl Checker<'_> {
                 &key,
                 "only http and https listeners shadow decisions: a tcp listener's connections \
                  are not shadowed; remove [listeners.shadow]",
+            );
+        } else if raw.redirect_to_https.is_some() {
+            self.error(
+                &key,
+                "a listener with redirect_to_https answers every request itself and makes no \
+                 decisions to shadow; remove [listeners.shadow]",
             );
         }
         let policy = shadow.policy.clone().unwrap_or_default();
