@@ -9,6 +9,12 @@
 //! (the test-only `host-calls` policy); against `host call none x0` it
 //! gives the cost of one call.
 //!
+//! `content-router live + round-robin shadow` is a request's decisions on
+//! a listener with a shadow candidate (`[listeners.shadow]`), next to
+//! `content-router alone`:
+//!
+//! cargo bench -p wasmroute --bench decision -- content-router
+//!
 //! `decision metrics alone` is the part of each case that the decision
 //! metrics (`wasmroute_policy_decision_seconds`) cost; `decision end clock
 //! read` is the clock read they need, which the attempt that follows
@@ -21,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use wasmroute::config::{BackendConfig, PoolConfig};
+use wasmroute::http::shadow::{self, LiveRoute, Shadow, ShadowRecord};
 use wasmroute::policy::{
     BoundPolicy, Decision, HeaderEdit, PolicyEngine, PolicyLimits, RequestView, decide,
 };
@@ -213,6 +220,43 @@ fn bench_host_calls(c: &mut Criterion) {
     }
 }
 
+/// What a shadow candidate adds to a request (`[listeners.shadow]`,
+/// `sample = 1.0`): the live `content-router` decides, then the
+/// round-robin candidate decides on the same view and the two answers
+/// are compared (`http::shadow::compare`), as the pipeline does. On
+/// `/video/..` the two always differ, so every iteration also records a
+/// divergence: the dearest case. `content-router alone` is the same
+/// decision without a shadow, for the ratio (at most 2x).
+fn bench_shadow(c: &mut Criterion) {
+    let engine = PolicyEngine::new().unwrap();
+    let live = bound(&engine, "content-router", "");
+    let candidate = bound(&engine, "round-robin", "");
+    let record = Arc::new(ShadowRecord::new("round-robin"));
+    let shadow = Shadow::new(Ok(candidate), 1.0, Arc::clone(&record));
+    let path = "/video/intro.mp4";
+    let mut view = Some(request(path));
+    c.bench_function("content-router alone", |b| {
+        b.iter(|| {
+            let (back, result) = decide(&live, view.take().unwrap());
+            view = Some(back);
+            black_box(result.expect("a valid decision"))
+        })
+    });
+    c.bench_function("content-router live + round-robin shadow", |b| {
+        b.iter(|| {
+            let (back, result) = decide(&live, view.take().unwrap());
+            let route = match result.expect("a valid decision") {
+                Decision::Forward(f) => LiveRoute::Forward(f.pool, f.backend),
+                Decision::Respond(r) => LiveRoute::Status(r.status),
+            };
+            view = Some(shadow::compare(&shadow, &live.pools, back, route));
+            black_box(route)
+        })
+    });
+    assert!(record.different.get() > 0, "the candidate was compared");
+    assert_eq!(record.error.get(), 0, "the candidate never failed");
+}
+
 /// What the decision metrics add to every decision on the request path:
 /// the duration from the decision's start (the pipeline's first decision
 /// starts at the request's start, `policy::decide_since`) to its end, and
@@ -236,6 +280,6 @@ fn bench_decision_metrics(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = bench_decisions, bench_host_calls, bench_decision_metrics
+    targets = bench_decisions, bench_host_calls, bench_shadow, bench_decision_metrics
 }
 criterion_main!(benches);

@@ -271,8 +271,11 @@ fn listener_line(listener: &wasmroute::config::ListenerConfig) -> String {
         wasmroute::config::Protocol::Https => "https",
         wasmroute::config::Protocol::Tcp => "tcp",
     };
+    let shadow = listener.shadow.as_ref().map_or_else(String::new, |s| {
+        format!(", shadow `{}` (sample {})", s.policy, s.sample)
+    });
     format!(
-        "  listener `{}`: {protocol} on {}, policy `{}`, pools [{}]",
+        "  listener `{}`: {protocol} on {}, policy `{}`{shadow}, pools [{}]",
         listener.name,
         listener.address,
         listener.policy,
@@ -302,6 +305,14 @@ fn check(path: &Path) -> ExitCode {
         }
     };
     match Plan::build(config, &engine, Reusable::default()) {
+        // A candidate that cannot be bound does not stop `serve` (its
+        // listener serves without it), but `check` says so and fails.
+        Ok(plan) if !plan.shadow_failures.is_empty() => {
+            for error in &plan.shadow_failures {
+                eprintln!("{error}");
+            }
+            ExitCode::FAILURE
+        }
         Ok(plan) => {
             println!("{summary}");
             for listener in &plan.config.listeners {

@@ -425,3 +425,81 @@ fn check_refuses_a_tcp_listener_whose_module_decides_no_connections() {
     );
     assert!(stderr.contains(&want), "{stderr}");
 }
+
+/// `VALID` with `[listeners.shadow]` holding `keys` on its `edge`
+/// listener (live policy `round-robin`).
+fn shadow_config(keys: &str) -> String {
+    VALID.replacen(
+        "on_error = \"fallback\"",
+        &format!("on_error = \"fallback\"\n[listeners.shadow]\n{keys}"),
+        1,
+    )
+}
+
+/// [`setup`] plus `policies/candidate.wasm` (the shipped `content-router`).
+fn setup_with_candidate(config: &str) -> (tempfile::TempDir, PathBuf) {
+    let (dir, path) = setup(config);
+    let module = wasmroute::bundled::get("content-router").expect("content-router is bundled");
+    std::fs::write(dir.path().join("policies/candidate.wasm"), module).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn check_prints_a_shadow() {
+    let (_dir, path) = setup_with_candidate(&shadow_config("policy = \"candidate\"\nsample = 0.5"));
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("policy `round-robin`, shadow `candidate` (sample 0.5), pools [web]"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_refuses_bad_shadows() {
+    let cases = [
+        (
+            "shadow equal to live",
+            "policy = \"round-robin\"",
+            "listeners[0].shadow.policy",
+        ),
+        (
+            "missing shadow module",
+            "policy = \"no-such\"",
+            "listeners[0].shadow.policy",
+        ),
+        (
+            "sample above 1",
+            "policy = \"round-robin-2\"\nsample = 1.5",
+            "listeners[0].shadow.sample",
+        ),
+        (
+            "NaN sample",
+            "policy = \"round-robin-2\"\nsample = nan",
+            "listeners[0].shadow.sample",
+        ),
+        (
+            "unknown shadow key",
+            "policy = \"x\"\nweight = 2",
+            "listeners[0].shadow.weight",
+        ),
+    ];
+    for (label, keys, key) in cases {
+        assert_rejected(label, &shadow_config(keys), &[key]);
+    }
+}
+
+/// A candidate whose `init` refuses the listener does not stop `serve`
+/// (its listener serves, the shadow counts errors) but fails `check`.
+#[test]
+fn check_refuses_a_candidate_whose_init_fails() {
+    let keys = "policy = \"candidate\"\n[listeners.shadow.policy_config]\nunknown_key = 1";
+    let (_dir, path) = setup_with_candidate(&shadow_config(keys));
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    let want = format!(
+        "{}: listeners[0].shadow.policy: shadow policy `candidate` refused listener `edge`: init refused the config",
+        path.display()
+    );
+    assert!(stderr.contains(&want), "{stderr}");
+}

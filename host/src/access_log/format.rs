@@ -320,7 +320,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// `2026-12-01T13:18:36.123Z`.
-fn rfc3339_millis(time: SystemTime, out: &mut Vec<u8>) {
+pub fn rfc3339_millis(time: SystemTime, out: &mut Vec<u8>) {
     let c = Civil::of(time);
     // A time before 1970 is written as 1970 (`Civil::of`); the year
     // always has four digits until 10000.

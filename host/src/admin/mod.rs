@@ -19,6 +19,7 @@
 
 mod render;
 mod routes;
+mod shadow;
 mod status;
 
 use std::net::SocketAddr;

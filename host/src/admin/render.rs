@@ -33,6 +33,7 @@ pub(super) fn metrics(context: &AdminContext) -> Answer {
             .collect();
         requests(&mut out, &states);
         policies(&mut out, &states);
+        super::shadow::metrics(&mut out, &states);
         backends(&mut out, &snapshot);
         connections(&mut out, &states);
     }

@@ -1,5 +1,6 @@
 //! Which admin request is which, who may make it, and the answers of the
-//! small endpoints (`/live`, `/ready`, `/reload`, drain and enable).
+//! small endpoints (`/live`, `/ready`, `/reload`, drain and enable);
+//! `/shadow/{listener}` is answered by `super::shadow`.
 
 use std::net::SocketAddr;
 
@@ -17,6 +18,9 @@ enum Resource {
     Ready,
     Status,
     Reload,
+    Shadow {
+        listener: String,
+    },
     Backend {
         pool: String,
         address: String,
@@ -34,7 +38,16 @@ impl Resource {
             "/reload" => Some(Resource::Reload),
             _ => None,
         };
-        simple.or_else(|| Resource::parse_backend(path))
+        simple
+            .or_else(|| Resource::parse_shadow(path))
+            .or_else(|| Resource::parse_backend(path))
+    }
+
+    /// `/shadow/{listener}`.
+    fn parse_shadow(path: &str) -> Option<Resource> {
+        let listener = percent_decode(path.strip_prefix("/shadow/")?)?;
+        let whole = !listener.is_empty() && !listener.contains('/');
+        whole.then_some(Resource::Shadow { listener })
     }
 
     /// `/pools/{pool}/backends/{address}/drain` or `.../enable`.
@@ -61,7 +74,11 @@ impl Resource {
     /// The one method the resource answers.
     fn method(&self) -> Method {
         match self {
-            Resource::Metrics | Resource::Live | Resource::Ready | Resource::Status => Method::GET,
+            Resource::Metrics
+            | Resource::Live
+            | Resource::Ready
+            | Resource::Status
+            | Resource::Shadow { .. } => Method::GET,
             Resource::Reload | Resource::Backend { .. } => Method::POST,
         }
     }
@@ -100,6 +117,7 @@ pub(super) async fn handle(
         },
         Resource::Status => json(StatusCode::OK, &super::status::status(context)),
         Resource::Reload => reload(context).await,
+        Resource::Shadow { listener } => super::shadow::divergences(context, &listener),
         Resource::Backend {
             pool,
             address,
@@ -287,6 +305,14 @@ mod tests {
                 drain: false
             })
         );
+        assert_eq!(
+            Resource::parse("/shadow/edge"),
+            Some(Resource::Shadow {
+                listener: "edge".into()
+            })
+        );
+        assert_eq!(Resource::parse("/shadow/"), None);
+        assert_eq!(Resource::parse("/shadow/edge/more"), None);
         assert_eq!(Resource::parse("/pools/web/backends/x/drain/more"), None);
         assert_eq!(Resource::parse("/pools/web/servers/x/drain"), None);
         assert_eq!(Resource::parse("/pools//backends/x/drain"), None);

@@ -63,6 +63,7 @@ fn listener_status(snapshot: &Snapshot, listener: &PublishedListener) -> Value {
         "sha256": hex(&module.digest),
         "decision_errors": listener.handle.decision_errors(),
         "pools": state.policy.pools.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+        "shadow": state.shadow.as_ref().map(super::shadow::status),
     })
 }
 

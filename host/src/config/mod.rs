@@ -37,6 +37,11 @@
 //! send_timeout = "60s"          # longest stall writing to a client; > 0
 //! [listeners.policy_config]     # optional free-form table for the policy
 //! video_prefix = "/video"
+//! [listeners.shadow]            # optional (http, https): a candidate decides alongside, unserved
+//! policy = "content-router-next" # required; another module than `policy`
+//! sample = 1.0                  # share of requests compared, 0.0..=1.0 (default 1.0)
+//! # decision_timeout = "5ms"    # default: policies.decision_timeout
+//! # [listeners.shadow.policy_config]  # default: the listener's policy_config
 //! [[listeners.certificates]]    # https only, and required there
 //! cert = "certs/example.pem"    # relative to the config file's folder
 //! key = "certs/example.key"
@@ -116,8 +121,8 @@ pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AccessLogConfig, AdminConfig, BackendConfig, CertificateConfig, Config, HEALTH_EXPECT_LIMIT,
     HealthConfig, HealthStep, ListenerConfig, LogFormat, LogTarget, OnDown, OnError, PassiveConfig,
-    PoliciesConfig, PoolConfig, Protocol, ProxyProtocol, ServerConfig, TcpTimeouts, UnknownSni,
-    UpstreamConfig, UpstreamTlsConfig,
+    PoliciesConfig, PoolConfig, Protocol, ProxyProtocol, ServerConfig, ShadowConfig, TcpTimeouts,
+    UnknownSni, UpstreamConfig, UpstreamTlsConfig,
 };
 pub(crate) use parse::with_position;
 
@@ -163,21 +168,35 @@ impl Config {
         self.policies.dir.join(format!("{policy}.wasm"))
     }
 
-    /// One error (key `listeners[N].policy`) per listener whose policy
-    /// module is not a file; empty when all exist.
+    /// One error per policy module that is not a file: key
+    /// `listeners[N].policy` for a listener's policy,
+    /// `listeners[N].shadow.policy` for its shadow candidate; empty when
+    /// all exist.
     pub fn check_policy_files(&self) -> Vec<ConfigError> {
-        let listeners = self.listeners.iter().enumerate();
-        listeners
-            .filter_map(|(i, listener)| {
-                let path = self.policy_path(&listener.policy);
-                let reason = format!(
-                    "policy `{}`: no module at {}",
-                    listener.policy,
-                    path.display()
-                );
-                (!path.is_file())
-                    .then(|| ConfigError::new(&self.file, format!("listeners[{i}].policy"), reason))
-            })
-            .collect()
+        let mut errors = Vec::new();
+        for (i, listener) in self.listeners.iter().enumerate() {
+            let shadow = listener
+                .shadow
+                .as_ref()
+                .map(|s| ("shadow.policy", &s.policy));
+            for (key, policy) in std::iter::once(("policy", &listener.policy)).chain(shadow) {
+                let path = self.policy_path(policy);
+                if !path.is_file() {
+                    let reason = format!("policy `{policy}`: no module at {}", path.display());
+                    errors.push(ConfigError::new(
+                        &self.file,
+                        format!("listeners[{i}].{key}"),
+                        reason,
+                    ));
+                }
+            }
+        }
+        errors
+    }
+
+    /// The policies of `listener`: its own, then its shadow candidate's.
+    pub fn policies_of(listener: &ListenerConfig) -> impl Iterator<Item = &str> {
+        let shadow = listener.shadow.as_ref().map(|s| s.policy.as_str());
+        std::iter::once(listener.policy.as_str()).chain(shadow)
     }
 }

@@ -144,6 +144,25 @@ pub struct ListenerConfig {
     /// `tcp` only: the relay's timeouts (defaults on other listeners,
     /// where they are refused if set).
     pub tcp: TcpTimeouts,
+    /// `[listeners.shadow]`: a candidate policy that decides sampled
+    /// requests after the live one, for comparison only; none when absent.
+    pub shadow: Option<ShadowConfig>,
+}
+
+/// `[listeners.shadow]`: shadow decisions. The candidate decides on the
+/// same request view after the live decision; its answer is counted and
+/// compared, never served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowConfig {
+    /// File stem of the candidate module in `policies.dir`; never the
+    /// listener's own `policy`.
+    pub policy: String,
+    /// The share of requests the candidate decides, `0.0..=1.0`. Default 1.0.
+    pub sample: f64,
+    /// Handed to the candidate's init. Default: the listener's `policy_config`.
+    pub policy_config: toml::Table,
+    /// The candidate's own decision deadline. `None`: `policies.decision_timeout`.
+    pub decision_timeout: Option<Duration>,
 }
 
 /// The timeouts of a `tcp` listener's connections.

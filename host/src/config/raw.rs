@@ -95,6 +95,18 @@ pub(super) struct RawListener {
     #[serde(default)]
     pub accept_proxy_protocol: bool,
     pub trusted_proxies: Option<Vec<String>>,
+    /// `[listeners.shadow]`: a candidate policy deciding alongside.
+    pub shadow: Option<RawShadow>,
+}
+
+/// `[listeners.shadow]`; every check is in `validate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawShadow {
+    pub policy: Option<String>,
+    pub sample: Option<f64>,
+    pub policy_config: Option<toml::Table>,
+    pub decision_timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize)]

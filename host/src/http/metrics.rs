@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::access::AccessEntry;
+use super::shadow::ShadowRecord;
 pub use crate::metrics::ConnectionMetrics;
 use crate::metrics::{DecisionMetrics, Histogram, REQUEST_BUCKETS, StatusCounts};
 use crate::pool::BackendPool;
@@ -59,18 +60,24 @@ pub struct ListenerMetrics {
     pub local_codes: Arc<StatusCounts>,
     /// Per pool, index = pool id.
     pub pools: Vec<PoolRoutes>,
+    /// The shadow candidate's comparisons, when the listener has one.
+    pub shadow: Option<Arc<ShadowRecord>>,
 }
 
 impl ListenerMetrics {
     /// The metrics of a listener serving `policy` over `pools`, sharing
     /// what still applies of `previous` (the listener's metrics before
     /// this config): decisions of the same policy, connections, and the
-    /// counts of pools and backends it keeps.
+    /// counts of pools and backends it keeps, and the shadow record of the
+    /// same candidate (`shadow`: its name).
     pub fn build(
         policy: &str,
+        shadow: Option<&str>,
         pools: &[Arc<BackendPool>],
         previous: Option<&ListenerMetrics>,
     ) -> ListenerMetrics {
+        let previous_shadow = previous.and_then(|p| p.shadow.as_ref());
+        let shadow = shadow.map(|name| ShadowRecord::reuse(name, previous_shadow));
         let decisions = previous
             .filter(|p| p.policy == policy)
             .map_or_else(Arc::default, |p| Arc::clone(&p.decisions));
@@ -102,6 +109,7 @@ impl ListenerMetrics {
             local: previous.map_or_else(Arc::default, |p| Arc::clone(&p.local)),
             local_codes: previous.map_or_else(Arc::default, |p| Arc::clone(&p.local_codes)),
             pools,
+            shadow,
         }
     }
 }
@@ -228,7 +236,7 @@ mod tests {
 
     #[test]
     fn outcomes_count_per_backend_or_locally() {
-        let m = ListenerMetrics::build("rr", &[pool("web", &[1, 2])], None);
+        let m = ListenerMetrics::build("rr", None, &[pool("web", &[1, 2])], None);
         outcome(Some((0, 1)), 200).record(&m);
         outcome(None, 503).record(&m);
         assert_eq!(m.pools[0].backends[1].1.snapshot(), [0, 1, 0, 0, 0]);
@@ -239,18 +247,28 @@ mod tests {
 
     #[test]
     fn a_rebuild_keeps_the_counts_of_kept_backends_and_policy() {
-        let before = ListenerMetrics::build("rr", &[pool("web", &[1, 2])], None);
+        let before = ListenerMetrics::build("rr", Some("cand"), &[pool("web", &[1, 2])], None);
         outcome(Some((0, 1)), 200).record(&before);
         before.decisions.duration.observe_ns(5);
-        let after = ListenerMetrics::build("rr", &[pool("web", &[2, 3])], Some(&before));
+        let after =
+            ListenerMetrics::build("rr", Some("cand"), &[pool("web", &[2, 3])], Some(&before));
         assert_eq!(after.pools[0].backends[0].1.snapshot()[1], 1, "port 2 kept");
         assert_eq!(after.pools[0].backends[1].1.snapshot()[1], 0, "port 3 new");
         assert_eq!(after.decisions.duration.count(), 1);
-        let other = ListenerMetrics::build("random", &[pool("web", &[2])], Some(&before));
+        let (kept, was) = (
+            after.shadow.as_ref().unwrap(),
+            before.shadow.as_ref().unwrap(),
+        );
+        assert!(
+            Arc::ptr_eq(kept, was),
+            "the same candidate keeps its record"
+        );
+        let other = ListenerMetrics::build("random", None, &[pool("web", &[2])], Some(&before));
         assert_eq!(
             other.decisions.duration.count(),
             0,
             "another policy starts over"
         );
+        assert!(other.shadow.is_none());
     }
 }

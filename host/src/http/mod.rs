@@ -20,6 +20,7 @@ pub mod redirect;
 pub mod retry;
 pub mod rewind;
 pub mod send_watch;
+pub mod shadow;
 pub mod state;
 
 use std::convert::Infallible;

@@ -8,7 +8,9 @@
 //! decided here, in this order, for every request:
 //! 1. the policy decides ([`policy::decide`]); a failed decision follows
 //!    the listener's `on_error` (fallback: host round robin over the
-//!    default pool's healthy backends; reject: 503);
+//!    default pool's healthy backends; reject: 503); on a listener with a
+//!    shadow candidate, the candidate then decides a sample of first
+//!    decisions, for comparison only ([`super::shadow`]);
 //! 2. the codec attempts the backend; its outcome is one
 //!    [`AttemptError`] or a relayed response;
 //! 3. a failure that [`AttemptError::retryable`] allows, within the
@@ -34,6 +36,7 @@ use super::body::ProxyBody;
 use super::headers;
 use super::metrics::{ListenerMetrics, Outcome};
 use super::retry::AttemptError;
+use super::shadow::{self, LiveRoute};
 use super::state::{ListenerHandle, ListenerState};
 use crate::config::OnError;
 use crate::events::ServerEvent;
@@ -187,6 +190,12 @@ pub async fn process_request<C: Codec>(
             _ => Instant::now(),
         };
         (view, route) = decide_route(listener, &state, shared, view, decision_start);
+        // Retries are not shadowed: the first decision is compared only.
+        if let Some(shadow) = &state.shadow
+            && attempts == 0
+        {
+            view = shadow::compare(shadow, &state.policy.pools, view, live_route(&route));
+        }
         let target = match route {
             Route::Forward(target) => target,
             Route::Local(response) => break respond(codec, response).await,
@@ -245,6 +254,18 @@ pub async fn process_request<C: Codec>(
     };
     codec.finish(&mut done, outcome, &state.metrics);
     done
+}
+
+/// Where `route` sends the request, as a shadow comparison sees it.
+fn live_route(route: &Route) -> LiveRoute {
+    match route {
+        Route::Forward(target) => LiveRoute::Forward(target.id.0, target.id.1),
+        Route::Local(response) | Route::Refuse(response) => {
+            LiveRoute::Status(response.status().as_u16())
+        }
+        // Not on a first decision, which has tried nothing.
+        Route::Exhausted => LiveRoute::Status(StatusCode::SERVICE_UNAVAILABLE.as_u16()),
+    }
 }
 
 /// The body of an error response the proxy made (a copy of a

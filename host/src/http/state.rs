@@ -39,6 +39,9 @@ pub struct ListenerState {
     /// A `tcp` listener's timeouts: its connections are relayed by
     /// `crate::l4`, not served as HTTP (`None`: an HTTP listener).
     pub tcp: Option<crate::config::TcpTimeouts>,
+    /// `[listeners.shadow]`: the candidate deciding sampled requests
+    /// alongside `policy` (`None`: no shadow, and no cost).
+    pub shadow: Option<super::shadow::Shadow>,
 }
 
 /// A listener as requests see it.

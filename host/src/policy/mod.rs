@@ -49,7 +49,7 @@ pub use host::{
     Capabilities, ConnectionDecision, ConnectionForward, Decision, HeaderEdit, RequestView,
     find_cookie,
 };
-pub use worker::{decide, decide_connection, decide_since};
+pub use worker::{decide, decide_aside, decide_connection, decide_since};
 
 use crate::metrics::{DecisionErrorKind, DecisionMetrics};
 use crate::pool::BackendPool;

@@ -66,6 +66,23 @@ pub fn decide_since(
     (view, result)
 }
 
+/// [`decide`] for a shadow candidate: the same breaker, deadline, checks
+/// and metrics (the candidate's own), but the view's `decision_time`
+/// stays as the live decision left it, so the candidate never counts in
+/// the request's decision time; `decided_at`, when the live decision set
+/// it, moves to the end of this call, where the attempt starts, so the
+/// upstream timeouts are not shortened by the candidate either.
+pub fn decide_aside(
+    policy: &Arc<BoundPolicy>,
+    view: RequestView,
+) -> (RequestView, Result<Decision, DecisionError>) {
+    let (mut view, result, ended) = guarded(policy, view, Instant::now(), call_decide, check);
+    if ended.is_some() && view.decided_at.is_some() {
+        view.decided_at = ended;
+    }
+    (view, result)
+}
+
 /// Asks `policy` where the TCP connection in `view` goes, as [`decide`]
 /// asks about a request: the same breaker, metrics and checks.
 pub fn decide_connection(

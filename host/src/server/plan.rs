@@ -22,8 +22,9 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::access_log::AccessLog;
-use crate::config::{Config, ConfigError, ListenerConfig, Protocol};
+use crate::config::{Config, ConfigError, ListenerConfig, Protocol, ShadowConfig};
 use crate::http::metrics::ListenerMetrics;
+use crate::http::shadow::Shadow;
 use crate::listener::ListenerState;
 use crate::metrics::Counter;
 use crate::policy::{
@@ -52,6 +53,11 @@ pub struct Plan {
     pub kept: Vec<String>,
     /// The access log, when the config has one.
     pub access_log: Option<Arc<AccessLog>>,
+    /// Shadow candidates that could not be bound (their `init` refused the
+    /// listener, or they do not decide requests), key
+    /// `listeners[N].shadow.policy`: their listeners serve, every sampled
+    /// request counts as a shadow `error`; `check` reports them as errors.
+    pub shadow_failures: Vec<ConfigError>,
 }
 
 /// The parts of the running server a plan may reuse.
@@ -136,18 +142,25 @@ impl Plan {
             })
             .collect();
         let mut listeners = Vec::new();
+        let mut shadow_failures = Vec::new();
         for ((index, listener), frontend) in config.listeners.iter().enumerate().zip(frontends) {
             // A module that is missing or did not compile is reported.
-            let Some(module) = modules.get(&listener.policy).cloned() else {
+            if !modules.contains_key(&listener.policy) {
                 continue;
-            };
+            }
             let kept = Kept {
                 counters: Arc::clone(&counters[&listener.name]),
                 metrics: reuse.metrics.and_then(|m| m.get(&listener.name)).cloned(),
                 access_log: access_log.clone(),
             };
-            match bind_listener(&config, index, listener, module, &pools, kept, frontend) {
-                Ok(state) => listeners.push(state),
+            match bind_listener(&config, index, listener, &modules, &pools, kept, frontend) {
+                Ok(state) => {
+                    if let Some(reason) = state.shadow.as_ref().and_then(Shadow::failure) {
+                        let key = format!("listeners[{index}].shadow.policy");
+                        shadow_failures.push(ConfigError::new(&config.file, key, reason));
+                    }
+                    listeners.push(state);
+                }
                 Err(error) => errors.push(error),
             }
         }
@@ -163,19 +176,31 @@ impl Plan {
             listeners,
             kept,
             access_log,
+            shadow_failures,
         })
     }
 }
 
-/// Whether the error at `key` (`listeners[N].policy`, no module file) is
-/// for a policy that is serving now, so the listener keeps that module.
+/// Whether the error at `key` (`listeners[N].policy` or
+/// `listeners[N].shadow.policy`: no module file) is for a policy that is
+/// serving now, so the listener keeps that module.
 fn kept_module(config: &Config, key: &str, serving: Option<&Modules>) -> bool {
-    let index = key
-        .strip_prefix("listeners[")
-        .and_then(|rest| rest.strip_suffix("].policy"))
-        .and_then(|index| index.parse::<usize>().ok());
-    let listener = index.and_then(|index| config.listeners.get(index));
-    listener.is_some_and(|l| serving.is_some_and(|m| m.contains_key(&l.policy)))
+    let Some(rest) = key.strip_prefix("listeners[") else {
+        return false;
+    };
+    let Some((index, field)) = rest.split_once(']') else {
+        return false;
+    };
+    let listener = index
+        .parse::<usize>()
+        .ok()
+        .and_then(|i| config.listeners.get(i));
+    let policy = listener.and_then(|l| match field {
+        ".policy" => Some(l.policy.as_str()),
+        ".shadow.policy" => l.shadow.as_ref().map(|s| s.policy.as_str()),
+        _ => None,
+    });
+    policy.is_some_and(|p| serving.is_some_and(|m| m.contains_key(p)))
 }
 
 /// The config's access log: the running one when `[access_log]` is
@@ -200,12 +225,15 @@ fn open_access_log(
     }
 }
 
-/// Binds `module` to a listener and runs its `init` once.
+/// Binds the listener's policy (and its shadow candidate, when it has
+/// one) from `modules` and runs their `init` once. A live policy that
+/// cannot serve is an error; a candidate that cannot is not (the listener
+/// serves, [`Shadow::failure`] says why the candidate does not).
 pub fn bind_listener(
     config: &Config,
     index: usize,
     listener: &ListenerConfig,
-    module: Arc<CompiledPolicy>,
+    modules: &Modules,
     pools: &HashMap<String, Arc<BackendPool>>,
     kept: Kept,
     frontend: Frontend,
@@ -215,11 +243,17 @@ pub fn bind_listener(
         .iter()
         .map(|name| Arc::clone(&pools[name]))
         .collect();
-    let metrics =
-        ListenerMetrics::build(&listener.policy, &listener_pools, kept.metrics.as_deref());
+    let shadow_name = listener.shadow.as_ref().map(|s| s.policy.as_str());
+    let metrics = ListenerMetrics::build(
+        &listener.policy,
+        shadow_name,
+        &listener_pools,
+        kept.metrics.as_deref(),
+    );
+    let module = Arc::clone(&modules[&listener.policy]);
     let bound = BoundPolicy::new(
         module,
-        listener_pools,
+        Arc::clone(&listener_pools),
         kept.counters,
         &listener.policy_config,
         limits(config),
@@ -238,6 +272,12 @@ pub fn bind_listener(
         key: format!("listeners[{index}].policy"),
         reason: format!("listener `{}`: {reason}", listener.name),
     })?;
+    let shadow = (listener.shadow.as_ref())
+        .zip(metrics.shadow.clone())
+        .map(|(shadow, record)| {
+            let candidate = bind_candidate(config, listener, shadow, modules, &listener_pools);
+            Shadow::new(candidate.map_err(Arc::from), shadow.sample, record)
+        });
     Ok(ListenerState {
         name: listener.name.as_str().into(),
         policy: Arc::new(bound),
@@ -249,7 +289,46 @@ pub fn bind_listener(
         accept_proxy: (listener.accept_proxy_protocol)
             .then(|| listener.trusted_proxies.as_slice().into()),
         tcp: (listener.protocol == Protocol::Tcp).then_some(listener.tcp),
+        shadow,
     })
+}
+
+/// The listener's shadow candidate bound like its policy (its own
+/// instances, breaker, counters and deadline), or why it cannot serve.
+fn bind_candidate(
+    config: &Config,
+    listener: &ListenerConfig,
+    shadow: &ShadowConfig,
+    modules: &Modules,
+    pools: &Arc<[Arc<BackendPool>]>,
+) -> Result<Arc<BoundPolicy>, String> {
+    let name = &shadow.policy;
+    let module = modules
+        .get(name)
+        .ok_or_else(|| format!("shadow policy `{name}`: its module is not loaded"))?;
+    let mut limits = limits(config);
+    if let Some(timeout) = shadow.decision_timeout {
+        limits.decision_timeout = timeout;
+    }
+    let counters = Arc::default();
+    let bound = BoundPolicy::new(
+        Arc::clone(module),
+        Arc::clone(pools),
+        counters,
+        &shadow.policy_config,
+        limits,
+    );
+    let refused = |why: String| {
+        format!(
+            "shadow policy `{name}` refused listener `{}`: {why}",
+            listener.name
+        )
+    };
+    bound
+        .validate()
+        .map_err(|error| refused(error.to_string()))?;
+    check_capabilities(&bound, listener.protocol).map_err(refused)?;
+    Ok(Arc::new(bound))
 }
 
 /// Whether the validated `bound` policy decides what a `protocol`
@@ -295,7 +374,8 @@ fn build_frontends(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<Fronte
         .collect()
 }
 
-type Modules = HashMap<String, Arc<CompiledPolicy>>;
+/// Compiled modules by policy name.
+pub type Modules = HashMap<String, Arc<CompiledPolicy>>;
 
 /// Compiles each listener's module once (reusing unchanged ones). A
 /// module whose file is gone while it serves is reused and noted in
@@ -309,36 +389,48 @@ fn compile_modules(
 ) -> (Modules, Vec<Arc<CompiledPolicy>>) {
     let mut modules = HashMap::new();
     let mut fresh = Vec::new();
-    for (index, listener) in config.listeners.iter().enumerate() {
-        if modules.contains_key(&listener.policy) {
+    let uses = config
+        .listeners
+        .iter()
+        .enumerate()
+        .flat_map(|(index, listener)| {
+            let shadow = listener
+                .shadow
+                .as_ref()
+                .map(|s| (&s.policy, "shadow.policy"));
+            let uses = std::iter::once((&listener.policy, "policy")).chain(shadow);
+            uses.map(move |(policy, key)| (index, listener, policy, key))
+        });
+    for (index, listener, policy, key) in uses {
+        if modules.contains_key(policy) {
             continue;
         }
-        let path = config.policy_path(&listener.policy);
-        let current = current.and_then(|m| m.get(&listener.policy));
+        let path = config.policy_path(policy);
+        let current = current.and_then(|m| m.get(policy));
         if !path.is_file() {
             if let Some(current) = current {
                 kept.push(format!(
                     "listener `{}`: no module at {}; it keeps serving policy `{}` version {} (sha256 {}) until the file is back",
                     listener.name,
                     path.display(),
-                    listener.policy,
+                    policy,
                     current.version,
                     current.short_digest()
                 ));
-                modules.insert(listener.policy.clone(), Arc::clone(current));
+                modules.insert(policy.clone(), Arc::clone(current));
             }
             continue;
         }
-        match load_module(engine, &listener.policy, &path, current) {
+        match load_module(engine, policy, &path, current) {
             Ok((module, is_fresh)) => {
                 if is_fresh {
                     fresh.push(Arc::clone(&module));
                 }
-                modules.insert(listener.policy.clone(), module);
+                modules.insert(policy.clone(), module);
             }
             Err(reason) => errors.push(ConfigError {
                 file: config.file.clone(),
-                key: format!("listeners[{index}].policy"),
+                key: format!("listeners[{index}].{key}"),
                 reason,
             }),
         }

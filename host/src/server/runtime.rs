@@ -307,6 +307,12 @@ impl Runtime {
         for reason in &plan.kept {
             tracing::warn!(file = %plan.config.file.display(), "config applied, but {reason}");
         }
+        for failure in &plan.shadow_failures {
+            tracing::warn!(
+                key = %failure.key, reason = %failure.reason,
+                "config applied, but a shadow candidate cannot decide: its listener serves, and every sampled request counts as a shadow error"
+            );
+        }
         self.publish(&plan.config, &plan.pools, &listeners);
         self.published.publish_access_log(plan.access_log.clone());
         // The previous config's checkers were stopped with its `Serving`
@@ -397,8 +403,9 @@ impl Runtime {
         let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
             return;
         };
+        // Listeners whose policy or shadow candidate this file is.
         let users: Vec<usize> = (serving.config.listeners.iter().enumerate())
-            .filter(|(_, l)| l.policy == name)
+            .filter(|(_, l)| Config::policies_of(l).any(|p| p == name))
             .map(|(index, _)| index)
             .collect();
         if !path.exists() {
@@ -410,6 +417,7 @@ impl Runtime {
         let engine = self.engine.clone();
         let config = serving.config.clone();
         let current = serving.modules.get(&name).cloned();
+        let mut modules = serving.modules.clone();
         let pools = serving.pools.clone();
         let counters = serving.counters.clone();
         let metrics = serving.listener_metrics();
@@ -423,6 +431,7 @@ impl Runtime {
             if !fresh {
                 return Ok(None);
             }
+            modules.insert(name.clone(), Arc::clone(&module));
             let states = users
                 .iter()
                 .map(|&index| {
@@ -433,10 +442,12 @@ impl Runtime {
                         access_log: access_log.clone(),
                     };
                     let frontend = frontends.get(&listener.name).cloned().unwrap_or_default();
-                    let module = Arc::clone(&module);
-                    plan::bind_listener(&config, index, listener, module, &pools, kept, frontend)
-                        .map(|state| (listener.name.clone(), state))
-                        .map_err(|e: ConfigError| e.reason)
+                    let state = plan::bind_listener(
+                        &config, index, listener, &modules, &pools, kept, frontend,
+                    )
+                    .map_err(|e: ConfigError| e.reason)?;
+                    refused_candidate(&state, &name)?;
+                    Ok((listener.name.clone(), state))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
             Ok(Some((module, states)))
@@ -504,6 +515,19 @@ impl Runtime {
                 drain.await;
             }
         }
+    }
+}
+
+/// A new candidate file is refused like a live policy's when it cannot
+/// be bound (the previous candidate keeps shadowing); a failed candidate
+/// of another file does not refuse this one.
+fn refused_candidate(state: &ListenerState, file_policy: &str) -> Result<(), String> {
+    match state.shadow.as_ref() {
+        Some(shadow) if shadow.policy() == file_policy => match shadow.failure() {
+            Some(reason) => Err(reason.to_owned()),
+            None => Ok(()),
+        },
+        _ => Ok(()),
     }
 }
 

@@ -32,16 +32,16 @@ async fn start_round_robin(backends: &[&Backend], admin_extra: &str) -> ProxyFix
         .expect("the proxy starts")
 }
 
-fn admin_url(fx: &ProxyFixture, path: &str) -> String {
+pub(crate) fn admin_url(fx: &ProxyFixture, path: &str) -> String {
     let address = fx.server().admin_addr().expect("an admin endpoint");
     format!("http://{address}{path}")
 }
 
-async fn admin_get(fx: &ProxyFixture, path: &str) -> Reply {
+pub(crate) async fn admin_get(fx: &ProxyFixture, path: &str) -> Reply {
     Client::http1().get(&admin_url(fx, path)).await.unwrap()
 }
 
-async fn admin_post(fx: &ProxyFixture, path: &str, headers: &[(&str, &str)]) -> Reply {
+pub(crate) async fn admin_post(fx: &ProxyFixture, path: &str, headers: &[(&str, &str)]) -> Reply {
     let mut request = Request::post(admin_url(fx, path));
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -52,7 +52,7 @@ async fn admin_post(fx: &ProxyFixture, path: &str, headers: &[(&str, &str)]) -> 
         .unwrap()
 }
 
-async fn scrape(fx: &ProxyFixture) -> String {
+pub(crate) async fn scrape(fx: &ProxyFixture) -> String {
     let reply = admin_get(fx, "/metrics").await;
     assert_eq!(reply.status, StatusCode::OK);
     let content_type = reply.headers["content-type"].to_str().unwrap();
@@ -63,7 +63,7 @@ async fn scrape(fx: &ProxyFixture) -> String {
     reply.text()
 }
 
-async fn status_json(fx: &ProxyFixture) -> serde_json::Value {
+pub(crate) async fn status_json(fx: &ProxyFixture) -> serde_json::Value {
     let reply = admin_get(fx, "/status").await;
     assert_eq!(reply.status, StatusCode::OK);
     serde_json::from_slice(&reply.body).unwrap()

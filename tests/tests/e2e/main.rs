@@ -30,6 +30,7 @@ mod proxy_accept;
 mod proxy_protocol;
 mod retries;
 mod routing;
+mod shadow;
 mod sni_routing;
 mod streaming;
 mod tcp;

@@ -5,6 +5,7 @@ mod health;
 mod invalid;
 mod proxy_protocol;
 mod server;
+mod shadow;
 mod tcp;
 mod tls;
 

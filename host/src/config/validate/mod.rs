@@ -22,6 +22,7 @@ use super::units;
 mod access_log;
 mod pools;
 mod server;
+mod shadow;
 mod tcp;
 
 /// Admin bearer tokens: long enough not to be guessed, short enough for a header.
@@ -224,6 +225,7 @@ impl<'a> Checker<'a> {
         );
         let tcp = self.tcp_options(&key, raw);
         let trusted_proxies = self.trusted_proxies(&key, raw);
+        let shadow = self.shadow(&key, raw);
         ListenerConfig {
             name: raw.name.clone(),
             address,
@@ -241,6 +243,7 @@ impl<'a> Checker<'a> {
             accept_proxy_protocol: raw.accept_proxy_protocol,
             trusted_proxies,
             tcp,
+            shadow,
         }
     }
 
