@@ -189,22 +189,7 @@ fn bench_decisions(c: &mut Criterion) {
 fn bench_host_calls(c: &mut Criterion) {
     const TIMES: u32 = 16;
     let engine = PolicyEngine::new().unwrap();
-    let kinds = [
-        "none",
-        "method",
-        "path",
-        "header",
-        "missing-header",
-        "cookie",
-        "client-ip",
-        "authority",
-        "attempt",
-        "key-hash",
-        "candidates",
-        "least-active",
-        "stats",
-    ];
-    for kind in kinds {
+    for &kind in wasmroute_e2e::HOST_CALL_KINDS {
         let times = if kind == "none" { 0 } else { TIMES };
         let config = format!("call = \"{kind}\"\ntimes = {times}");
         let bytes = wasmroute_e2e::guests::HOST_CALLS;

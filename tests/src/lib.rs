@@ -36,6 +36,24 @@ pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/test_policies.rs"));
 }
 
+/// Every call kind of the `host-calls` test policy (its `call` key), for
+/// its e2e test and the `host call` cases of the decision bench.
+pub const HOST_CALL_KINDS: &[&str] = &[
+    "none",
+    "method",
+    "path",
+    "header",
+    "missing-header",
+    "cookie",
+    "client-ip",
+    "authority",
+    "attempt",
+    "key-hash",
+    "candidates",
+    "least-active",
+    "stats",
+];
+
 pub use backend::{Backend, SeenRequest};
 pub use client::{Client, Reply, get};
 pub use config::{ConfigBuilder, ListenerSpec, PoolSpec};

@@ -336,11 +336,23 @@ fn host_seen(state: &mut HostState, view: RequestView) -> Seen {
     let pools = 0..ASKED_POOLS;
     let words =
         |state: &mut HostState, p| (0..4).map(|k| state.candidates(r(), p, k * 64)).collect();
-    let candidates = pools.clone().map(|p| words(state, p)).collect();
+    let candidates: Vec<Vec<u64>> = pools.clone().map(|p| words(state, p)).collect();
     let least = |state: &mut HostState, p| TIES.map(|t| state.least_active(r(), p, t)).to_vec();
     let least_active = pools.clone().map(|p| least(state, p)).collect();
+    // The SDK's stats are retry-aware: a backend is healthy there when it
+    // is one of the host's candidates (the same rule).
+    let retry_aware = |words: &[u64], b: &super::host::BackendStats| {
+        let mut row = host_row(b);
+        let (word, bit) = ((b.index / 64) as usize, b.index % 64);
+        row.3 = words.get(word).is_some_and(|w| w & 1 << bit != 0);
+        row
+    };
     let stats = pools
-        .map(|p| state.pool_stats(p).iter().map(host_row).collect())
+        .map(|p| {
+            let words = &candidates[p as usize];
+            let rows = state.pool_stats(p);
+            rows.iter().map(|b| retry_aware(words, b)).collect()
+        })
         .collect();
     Seen {
         strings,
@@ -353,56 +365,47 @@ fn host_seen(state: &mut HostState, view: RequestView) -> Seen {
     }
 }
 
+/// The compared fields of a `BackendStats` of either side's bindings (two
+/// types with the same fields).
+macro_rules! stats_row {
+    ($b:expr) => {{
+        let b = $b;
+        let load = b
+            .load
+            .map(|l| (ten_thousandths(l.cpu), ten_thousandths(l.memory)));
+        (
+            b.index,
+            b.stable_id,
+            b.weight,
+            b.healthy,
+            b.active_requests,
+            b.ewma_latency_us,
+            b.total_requests,
+            b.error_rate_permille,
+            b.ejected,
+            load,
+        )
+    }};
+}
+
 fn host_row(b: &super::host::BackendStats) -> StatsRow {
-    let load = b
-        .load
-        .map(|l| (ten_thousandths(l.cpu), ten_thousandths(l.memory)));
-    let flags = (
-        b.healthy,
-        b.active_requests,
-        b.ewma_latency_us,
-        b.total_requests,
-    );
-    let (healthy, active, ewma, total) = flags;
-    let rate = b.error_rate_permille;
-    (
-        b.index,
-        b.stable_id,
-        b.weight,
-        healthy,
-        active,
-        ewma,
-        total,
-        rate,
-        b.ejected,
-        load,
-    )
+    stats_row!(b)
 }
 
 fn sdk_row(b: &sdk::BackendStats) -> StatsRow {
-    let load = b
-        .load
-        .map(|l| (ten_thousandths(l.cpu), ten_thousandths(l.memory)));
-    let flags = (
-        b.healthy,
-        b.active_requests,
-        b.ewma_latency_us,
-        b.total_requests,
-    );
-    let (healthy, active, ewma, total) = flags;
-    let rate = b.error_rate_permille;
-    (
-        b.index,
-        b.stable_id,
-        b.weight,
-        healthy,
-        active,
-        ewma,
-        total,
-        rate,
-        b.ejected,
-        load,
-    )
+    stats_row!(b)
+}
+
+/// The first four 64-backend words of a candidate set, rebuilt from its
+/// public answers.
+pub(super) fn candidate_words(c: &mut sdk::Candidates) -> Vec<u64> {
+    (0..4u32)
+        .map(|k| {
+            (0..64)
+                .filter(|i| c.contains(k * 64 + i))
+                .fold(0, |w, i| w | 1 << i)
+        })
+        .collect()
 }
 
 /// A policy that asks everything and keeps the answers.
@@ -429,10 +432,7 @@ impl Policy for Probe {
         keys.extend(HEADERS.map(|h| HashKey::Header(h.into())));
         keys.extend(COOKIES.map(|c| HashKey::Cookie(c.into())));
         let pools = (0..ASKED_POOLS).map(PoolId);
-        let words = |p: PoolId| {
-            let mut c = p.candidates(req);
-            (0..4).map(|k| c.word(k)).collect()
-        };
+        let words = |p: PoolId| candidate_words(&mut p.candidates(req));
         self.seen.push(Seen {
             strings,
             attempt: req.attempt(),
@@ -444,7 +444,7 @@ impl Policy for Probe {
                 .map(|p| TIES.map(|t| p.least_active(req, t)).to_vec())
                 .collect(),
             stats: pools
-                .map(|p| p.stats().iter().map(sdk_row).collect())
+                .map(|p| p.stats(req).iter().map(sdk_row).collect())
                 .collect(),
         });
         Decision::no_backend()

@@ -201,23 +201,9 @@ mod failing_guests {
     /// listener per call kind, each answering with its call and count.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn host_calls() {
-        const KINDS: &[&str] = &[
-            "method",
-            "path",
-            "header",
-            "missing-header",
-            "cookie",
-            "client-ip",
-            "authority",
-            "attempt",
-            "key-hash",
-            "candidates",
-            "least-active",
-            "stats",
-        ];
         let backend = Backend::start("web-1").await.unwrap();
         let mut config = ConfigBuilder::new().pool(PoolSpec::new("web", &[&backend]));
-        for kind in KINDS {
+        for kind in wasmroute_e2e::HOST_CALL_KINDS {
             config = config.listener(
                 ListenerSpec::new(kind, "host-calls", &["web"])
                     .on_error("reject")
@@ -228,7 +214,7 @@ mod failing_guests {
         let fx = ProxyFixture::start(&config, &[("host-calls", guests::HOST_CALLS)])
             .await
             .unwrap();
-        for kind in KINDS {
+        for kind in wasmroute_e2e::HOST_CALL_KINDS {
             let reply = Client::http1().get(&fx.url(kind, "/")).await.unwrap();
             let header = |name: &str| reply.headers.get(name).map(|v| v.to_str().unwrap());
             assert_eq!(

@@ -45,7 +45,7 @@ impl sdk::ConnectionPolicy for ConnectionProbe {
 
     fn decide_connection(&mut self, conn: &sdk::Connection) -> sdk::ConnectionDecision {
         let pools = (0..ASKED_POOLS).map(PoolId);
-        let mask = |p: PoolId| p.candidates(conn).word(0);
+        let mask = |p: PoolId| super::candidate_words(&mut p.candidates(conn))[0];
         let tried = conn.tried().into_iter().map(|(p, b)| (p.0, b)).collect();
         self.seen.push(SeenConnection {
             peer: (conn.client_ip(), conn.client_port(), conn.local_port()),
