@@ -110,6 +110,7 @@ mod parse;
 mod raw;
 pub mod units;
 mod validate;
+pub use validate::{DEFAULT_DECISION_TIMEOUT, DEFAULT_MEMORY_LIMIT};
 
 #[cfg(test)]
 mod tests;

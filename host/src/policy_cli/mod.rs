@@ -20,7 +20,6 @@ mod request;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use build::build;
 pub use new::new;
@@ -50,11 +49,6 @@ impl TestStatus {
         }
     }
 }
-
-/// The decision timeout without `--config` (the config's default).
-const DEFAULT_DECISION_TIMEOUT: Duration = Duration::from_millis(5);
-/// The memory limit without `--config` (the config's default).
-const DEFAULT_MEMORY_LIMIT: usize = 16 << 20;
 
 /// What `policy test` is given.
 #[derive(Debug, Clone)]
@@ -120,8 +114,8 @@ fn replay_all(args: &TestArgs) -> Result<usize, Vec<ConfigError>> {
 
 fn default_limits() -> PolicyLimits {
     PolicyLimits {
-        decision_timeout: DEFAULT_DECISION_TIMEOUT,
-        memory_limit: DEFAULT_MEMORY_LIMIT,
+        decision_timeout: crate::config::DEFAULT_DECISION_TIMEOUT,
+        memory_limit: crate::config::DEFAULT_MEMORY_LIMIT as usize,
     }
 }
 

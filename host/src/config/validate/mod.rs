@@ -29,8 +29,10 @@ mod tcp;
 const MIN_ADMIN_TOKEN: usize = 16;
 const MAX_ADMIN_TOKEN: usize = 256;
 const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
-const DEFAULT_DECISION_TIMEOUT: Duration = Duration::from_millis(5);
-const DEFAULT_MEMORY_LIMIT: u64 = 16 << 20;
+/// `[policies] decision_timeout` when the config gives none.
+pub const DEFAULT_DECISION_TIMEOUT: Duration = Duration::from_millis(5);
+/// `[policies] memory_limit` when the config gives none.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 16 << 20;
 const MIN_MEMORY_LIMIT: u64 = 1 << 20;
 /// A 32-bit Wasm linear memory cannot grow past 4 GiB.
 const MAX_MEMORY_LIMIT: u64 = 4 << 30;
