@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod policy;
 pub mod policy_cli;
 pub mod pool;
+pub mod random;
 pub mod server;
 pub mod tls;
 pub mod upstream;
@@ -39,6 +40,7 @@ mod layers {
             "config",
             "events",
             "ip_text",
+            "random",
             "bundled",
             "lifecycle",
             "logging",

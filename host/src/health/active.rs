@@ -38,6 +38,7 @@ use super::{HealthChange, script};
 use crate::config::HealthConfig;
 use crate::pool::outlier::Outlier;
 use crate::pool::{Backend, now_ms};
+use crate::random::Xorshift64Star;
 use crate::upstream::MaybeTls;
 
 /// How much of a check response body is searched for `expect_body`.
@@ -307,23 +308,14 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A small xorshift generator for jitter: checks only need spreading, not
-/// good randomness. Seeded per backend and per process start.
-struct Jitter(u64);
+/// Random delays for jitter, from the host's xorshift64*: checks only
+/// need spreading, not good randomness. Seeded per backend and per
+/// process start.
+struct Jitter(Xorshift64Star);
 
 impl Jitter {
     fn new(seed: u64) -> Jitter {
-        use std::hash::{BuildHasher, RandomState};
-        Jitter(RandomState::new().hash_one(seed) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
+        Jitter(Xorshift64Star::from_entropy(seed))
     }
 
     /// A random duration in `0..=max`.
@@ -332,7 +324,7 @@ impl Jitter {
         if nanos == 0 {
             return Duration::ZERO;
         }
-        Duration::from_nanos(self.next() % (nanos + 1))
+        Duration::from_nanos(self.0.next_u64() % (nanos + 1))
     }
 }
 

@@ -25,6 +25,7 @@ use arc_swap::ArcSwapOption;
 use crate::metrics::Counter;
 use crate::policy::{self, BoundPolicy, Decision, DecisionError, RequestView};
 use crate::pool::BackendPool;
+use crate::random::Xorshift64Star;
 
 /// How many divergences a listener keeps for `GET /shadow/{listener}`.
 pub const DIVERGENCES_KEPT: usize = 100;
@@ -279,25 +280,19 @@ impl ShadowRecord {
 }
 
 thread_local! {
-    /// This worker's xorshift state (never zero).
-    static RANDOM: Cell<u64> = Cell::new(seed());
+    /// This worker's generator.
+    static RANDOM: Cell<Xorshift64Star> =
+        Cell::new(Xorshift64Star::from_entropy(std::thread::current().id()));
 }
 
-fn seed() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::thread::current().id()) | 1
-}
-
-/// A uniform u64 from this thread's xorshift64* generator: no lock.
+/// A uniform u64 from this thread's generator: no lock.
 #[inline]
 fn next_random() -> u64 {
     RANDOM.with(|state| {
-        let mut x = state.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        state.set(x);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        let mut generator = state.get();
+        let draw = generator.next_u64();
+        state.set(generator);
+        draw
     })
 }
 

@@ -20,6 +20,7 @@ use super::counters::{COUNTER_SLOTS, SharedCounters};
 use super::deadline::DecisionClock;
 use super::derived::{self, header_str};
 use crate::pool::{BackendPool, now_ms};
+use crate::random::Xorshift64Star;
 
 wasmtime::component::bindgen!({
     world: "policy",
@@ -156,7 +157,7 @@ pub struct HostState {
     pub limits: StoreLimits,
     /// The running decision's deadline, for the store's epoch callback.
     pub clock: DecisionClock,
-    rng: u64,
+    rng: Xorshift64Star,
 }
 
 impl HostState {
@@ -182,18 +183,13 @@ impl HostState {
                 .trap_on_grow_failure(true)
                 .build(),
             clock: DecisionClock::new(decision_timeout),
-            rng: seed | 1,
+            rng: Xorshift64Star::new(seed),
         }
     }
 
     /// The next number of the instance's xorshift64* generator.
     pub fn next_random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.rng.next_u64()
     }
 
     /// `candidates` of the listener's pool `pool` for a request or
