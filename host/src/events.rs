@@ -82,4 +82,14 @@ pub enum ServerEvent {
         /// The failure that tripped it.
         reason: String,
     },
+    /// A backend name was looked up again (every `[resolver] refresh`)
+    /// and what it meant was applied: when its addresses changed, the
+    /// pools using it serve the new set by the time this is sent.
+    NameResolved {
+        /// The name (lower case).
+        name: String,
+        /// `ok` (same addresses), `changed`, `failed` or `empty` (the
+        /// last two keep the last good set).
+        result: &'static str,
+    },
 }

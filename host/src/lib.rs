@@ -12,6 +12,7 @@ pub mod admin;
 pub mod bundled;
 pub mod config;
 pub mod demo;
+pub mod dns;
 pub mod events;
 pub mod health;
 pub mod http;
@@ -47,7 +48,7 @@ mod layers {
             "metrics",
             "access_log",
         ],
-        &["tls"],
+        &["dns", "tls"],
         &["upstream"],
         &["pool"],
         &["health"],

@@ -291,6 +291,7 @@ fn check(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    report_names(&config);
     let summary = format!(
         "{}: ok ({} listeners, {} pools)",
         path.display(),
@@ -325,6 +326,40 @@ fn check(path: &Path) -> ExitCode {
                 eprintln!("{error}");
             }
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `check`: says which backend names do not resolve now (not an error:
+/// the server starts such a pool without their backends and keeps asking).
+fn report_names(config: &Config) {
+    let mut discovery = wasmroute::dns::Discovery::default();
+    let Some(round) = discovery.round(config) else {
+        return;
+    };
+    let outcomes = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(round),
+        Err(error) => {
+            eprintln!("warning: cannot look the backend names up: {error}");
+            return;
+        }
+    };
+    for (name, outcome) in outcomes {
+        match outcome {
+            wasmroute::dns::Outcome::Addresses(addresses, _) => {
+                println!("name {name}: {addresses:?}");
+            }
+            wasmroute::dns::Outcome::Empty => {
+                eprintln!("warning: name {name}: no address now (its backends join once it has)");
+            }
+            wasmroute::dns::Outcome::Failed(reason) => {
+                eprintln!(
+                    "warning: name {name}: does not resolve now ({reason}); the server keeps trying"
+                );
+            }
         }
     }
 }

@@ -131,7 +131,13 @@ impl std::fmt::Debug for Backend {
 impl Backend {
     /// Binds `127.0.0.1:0` and starts serving.
     pub async fn start(name: &str) -> anyhow::Result<Backend> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_at(name, "127.0.0.1:0".parse()?).await
+    }
+
+    /// Binds `addr` (e.g. another loopback IP with a port already used
+    /// on 127.0.0.1, for backends that one DNS name gives) and serves.
+    pub async fn start_at(name: &str, addr: SocketAddr) -> anyhow::Result<Backend> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             name: name.to_owned(),

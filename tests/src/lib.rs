@@ -5,6 +5,7 @@
 //! - [`backend`]: HTTP/1.1 + HTTP/2 backends that record what they receive;
 //! - [`fixture`]: the proxy over a temp folder, with file edits and events;
 //! - [`config`]: a builder for `wasmroute.toml`;
+//! - [`dns`]: an authoritative DNS server whose answers tests change;
 //! - [`client`]: HTTP/1.1 and HTTP/2 (prior knowledge) clients, raw TCP;
 //! - [`pattern`]: deterministic byte streams for large transfers;
 //! - [`guests`]: the test-only policy modules built by `build.rs`;
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub mod backend;
 pub mod client;
 pub mod config;
+pub mod dns;
 pub mod faulty;
 pub mod fixture;
 pub mod metrics;

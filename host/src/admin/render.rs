@@ -9,6 +9,7 @@ use http::StatusCode;
 use hyper::body::Bytes;
 
 use super::{AdminContext, Answer};
+use crate::dns::Resolution;
 use crate::http::state::ListenerState;
 use crate::metrics::text::{CONTENT_TYPE, Exposition, Kind};
 use crate::metrics::{DECISION_ERROR_KINDS, STATUS_CLASSES, StatusCounts};
@@ -299,6 +300,21 @@ fn connections(out: &mut Exposition, states: &States) {
     }
 }
 
+fn dns_resolutions(out: &mut Exposition, published: &Published) {
+    let name = "wasmroute_dns_resolutions_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Lookups of a pool's backend names, by result: ok, changed, failed, empty.",
+    );
+    for (pool, counters) in published.all_dns_resolutions().iter() {
+        for resolution in Resolution::ALL {
+            let labels = [("pool", pool.as_str()), ("result", resolution.label())];
+            out.sample(name, &labels, counters.of(resolution).get());
+        }
+    }
+}
+
 fn reloads(out: &mut Exposition, published: &Published) {
     let name = "wasmroute_config_reloads_total";
     out.family(
@@ -330,6 +346,7 @@ fn reloads(out: &mut Exposition, published: &Published) {
             counters.refused.get(),
         );
     }
+    dns_resolutions(out, published);
     let name = "wasmroute_build_info";
     out.family(
         name,

@@ -1,6 +1,7 @@
 //! `GET /status`: what serves now, as JSON: every listener (address,
 //! protocol, policy version and digest, decision errors) and every pool's
-//! backends (state, live signals, last load report).
+//! backends (state, live signals, last load report) and backend names
+//! (each `name:port` with the addresses it gives now).
 
 use serde_json::{Value, json};
 
@@ -32,7 +33,9 @@ pub(super) fn status(context: &AdminContext) -> Value {
     let listeners: Vec<Value> = (snapshot.listeners.iter())
         .map(|listener| listener_status(&snapshot, listener))
         .collect();
-    let pools: Vec<Value> = snapshot.pools.iter().map(|p| pool_status(p)).collect();
+    let pools: Vec<Value> = (snapshot.pools.iter())
+        .map(|p| pool_status(&snapshot, p))
+        .collect();
     json!({
         "ready": lifecycle.is_ready(),
         "draining": lifecycle.is_draining(),
@@ -67,17 +70,25 @@ fn listener_status(snapshot: &Snapshot, listener: &PublishedListener) -> Value {
     })
 }
 
-fn pool_status(pool: &BackendPool) -> Value {
+fn pool_status(snapshot: &Snapshot, pool: &BackendPool) -> Value {
     let now = now_ms();
     let backends: Vec<Value> = pool
         .backends
         .iter()
         .map(|b| backend_status(b, now))
         .collect();
+    let names: Vec<Value> = (snapshot.names.iter())
+        .filter(|n| n.pool == pool.name)
+        .map(|n| {
+            let addresses: Vec<String> = n.addresses.iter().map(ToString::to_string).collect();
+            json!({ "name": n.name, "addresses": addresses })
+        })
+        .collect();
     json!({
         "name": pool.name,
         "retries": pool.retries.get(),
         "backends": backends,
+        "names": names,
     })
 }
 

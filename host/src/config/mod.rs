@@ -90,8 +90,15 @@
 //!   (units ns, us, ms, s, m, h); bare numbers are refused;
 //! - sizes: bytes as an integer or string (`1048576`), or with a unit:
 //!   `KiB`/`MiB`/`GiB`/`TiB` (1024-based), `KB`/`MB`/`GB`/`TB` (1000-based);
-//! - addresses: `IP:port` (`127.0.0.1:80`, `[::1]:80`); hostnames are not
-//!   accepted, so the proxy never depends on name resolution at load time.
+//! - addresses: `IP:port` (`127.0.0.1:80`, `[::1]:80`); a backend's may
+//!   also be `name:port` (`api.internal:8080`), resolved by `crate::dns`
+//!   at load and every `[resolver] refresh` after:
+//!
+//! ```toml
+//! [resolver]                    # optional
+//! nameservers = ["10.0.0.2:53"] # IP:port each; default: the system's resolv.conf
+//! refresh = "5s"                # default 5s, > 0; never longer than an answer's TTL
+//! ```
 //!
 //! Unknown keys are errors everywhere except inside `policy_config`, so a
 //! typo (`adress`) is reported instead of silently ignored. A TOML syntax
@@ -121,9 +128,9 @@ pub use cidr::Cidr;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AccessLogConfig, AdminConfig, BackendConfig, CertificateConfig, Config, HEALTH_EXPECT_LIMIT,
-    HealthConfig, HealthStep, ListenerConfig, LogFormat, LogTarget, OnDown, OnError, PassiveConfig,
-    PoliciesConfig, PoolConfig, Protocol, ProxyProtocol, ServerConfig, ShadowConfig, TcpTimeouts,
-    UnknownSni, UpstreamConfig, UpstreamTlsConfig,
+    HealthConfig, HealthStep, ListenerConfig, LogFormat, LogTarget, NamedBackend, OnDown, OnError,
+    PassiveConfig, PoliciesConfig, PoolConfig, Protocol, ProxyProtocol, ResolverConfig,
+    ServerConfig, ShadowConfig, TcpTimeouts, UnknownSni, UpstreamConfig, UpstreamTlsConfig,
 };
 pub(crate) use parse::with_position;
 

@@ -23,6 +23,30 @@ pub struct Config {
     /// At least one.
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
+    /// `[resolver]`: how backend names are resolved (defaults when absent).
+    pub resolver: ResolverConfig,
+}
+
+/// `[resolver]`: where backend names (`address = "name:port"`) are looked
+/// up and how often again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverConfig {
+    /// `nameservers = ["IP:port", ...]`, asked over UDP (TCP for answers
+    /// too long for it); empty: the system's (`/etc/resolv.conf`, and the
+    /// hosts file).
+    pub nameservers: Vec<SocketAddr>,
+    /// How often every name is resolved again; never longer than the
+    /// answer's TTL when it has one. Default 5s; more than zero.
+    pub refresh: Duration,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        ResolverConfig {
+            nameservers: Vec::new(),
+            refresh: Duration::from_secs(5),
+        }
+    }
 }
 
 /// `[admin]`: the admin endpoint, present only when the section is.
@@ -229,8 +253,13 @@ pub struct CertificateConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
     pub name: String,
-    /// At least one, addresses distinct.
+    /// Addresses distinct. As loaded: the entries given as `IP:port`; as
+    /// served: those, then the addresses `names` resolved to (see
+    /// `crate::dns`). A pool has at least one entry of either kind.
     pub backends: Vec<BackendConfig>,
+    /// The entries given as `name:port`, in file order: each address a
+    /// name resolves to is one backend with the entry's weight.
+    pub names: Vec<NamedBackend>,
     /// Active health check; none when `[pools.health]` is absent.
     pub health: Option<HealthConfig>,
     /// Response header in which backends report their utilization
@@ -281,6 +310,7 @@ impl Default for PoolConfig {
         PoolConfig {
             name: String::new(),
             backends: Vec::new(),
+            names: Vec::new(),
             health: None,
             load_header: http::HeaderName::from_static("x-backend-load"),
             upstream: UpstreamConfig::default(),
@@ -362,6 +392,16 @@ impl Default for PassiveConfig {
 pub struct BackendConfig {
     pub address: SocketAddr,
     /// Default 1; at least 1.
+    pub weight: u32,
+}
+
+/// A backend entry given by DNS name (`address = "name:port"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedBackend {
+    /// The name as written (syntax checked), without a trailing dot.
+    pub name: String,
+    pub port: u16,
+    /// The weight of each address it resolves to. Default 1; at least 1.
     pub weight: u32,
 }
 

@@ -27,6 +27,14 @@ pub(super) struct RawConfig {
     pub listeners: Vec<RawListener>,
     #[serde(default)]
     pub pools: Vec<RawPool>,
+    pub resolver: Option<RawResolver>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResolver {
+    pub nameservers: Option<Vec<String>>,
+    pub refresh: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize)]

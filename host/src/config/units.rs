@@ -94,6 +94,61 @@ pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// The longest DNS name in text form (RFC 1035, without the final dot).
+const MAX_NAME: usize = 253;
+/// The longest label of a DNS name.
+const MAX_LABEL: usize = 63;
+
+/// Parses a backend given by name, `name:port` (`api.internal:8080`), into
+/// the name (without a trailing dot) and a port other than 0. Labels are
+/// 1 to 63 letters, digits, `-` or `_`, not starting or ending with `-`.
+pub fn parse_name_port(text: &str) -> Result<(String, u16), String> {
+    let expected = "expected IP:port or name:port, e.g. 127.0.0.1:8080 or api.internal:8080";
+    let Some((name, port)) = text.rsplit_once(':') else {
+        return Err(format!("`{text}`: missing port: {expected}"));
+    };
+    let port: u16 = match port.parse() {
+        Ok(0) | Err(_) => return Err(format!("`{text}`: `{port}` is not a port (1-65535)")),
+        Ok(port) => port,
+    };
+    check_dns_name(name).map_err(|reason| format!("`{text}`: {reason}"))?;
+    Ok((name.strip_suffix('.').unwrap_or(name).to_owned(), port))
+}
+
+/// Why `name` is not a DNS name (see [`parse_name_port`]).
+pub fn check_dns_name(name: &str) -> Result<(), String> {
+    let bare = name.strip_suffix('.').unwrap_or(name);
+    if bare.is_empty() {
+        return Err("empty name".to_owned());
+    }
+    if bare.len() > MAX_NAME {
+        return Err(format!("name of {} bytes: at most {MAX_NAME}", bare.len()));
+    }
+    for label in bare.split('.') {
+        check_label(label).map_err(|reason| format!("not a DNS name: {reason}"))?;
+    }
+    Ok(())
+}
+
+fn check_label(label: &str) -> Result<(), String> {
+    if label.is_empty() {
+        return Err("empty label".to_owned());
+    }
+    if label.len() > MAX_LABEL {
+        return Err(format!("label `{label}` is longer than {MAX_LABEL} bytes"));
+    }
+    if let Some(bad) = label
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    {
+        return Err(format!("`{bad}` in label `{label}`"));
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err(format!("label `{label}` starts or ends with `-`"));
+    }
+    Ok(())
+}
+
 /// Splits `"1.5ms"` into `("1.5", "ms")`: the leading digits and dots, then the rest.
 fn split_number(text: &str) -> (&str, &str) {
     let end = text

@@ -164,7 +164,7 @@ impl Server {
         );
         runtime.inherited = inherited;
         runtime
-            .apply_config(config)
+            .apply_loaded(config)
             .await
             .map_err(|reason| anyhow::anyhow!("{reason}"))?;
         // Sockets no listener of this config took are closed here.
@@ -302,8 +302,17 @@ async fn control_loop(
     mut commands: mpsc::Receiver<Command>,
     mut file_events: mpsc::UnboundedReceiver<Noticed>,
 ) {
+    let mut round: Option<runtime::Round> = None;
     loop {
+        let due = runtime.next_round();
         tokio::select! {
+            outcomes = async { round.as_mut().expect("guarded").await }, if round.is_some() => {
+                round = None;
+                runtime.finish_round(outcomes).await;
+            }
+            () = sleep_until(due), if round.is_none() && due.is_some() => {
+                round = runtime.start_round();
+            }
             command = commands.recv() => match command {
                 Some(Command::Reload(reply)) => {
                     let result = runtime.reload_config().await;
@@ -330,6 +339,14 @@ async fn control_loop(
                 runtime.apply_file_changes(changes).await;
             }
         }
+    }
+}
+
+/// Sleeps until `due` (forever when none).
+async fn sleep_until(due: Option<std::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
     }
 }
 

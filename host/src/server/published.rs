@@ -11,6 +11,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::access_log::AccessLog;
 use crate::config::Config;
+use crate::dns::{Resolution, ResolvedName};
 use crate::listener::ListenerHandle;
 use crate::metrics::Counter;
 use crate::pool::BackendPool;
@@ -24,6 +25,8 @@ pub struct Snapshot {
     pub listeners: Vec<PublishedListener>,
     /// Pools in config order.
     pub pools: Vec<Arc<BackendPool>>,
+    /// Every backend name of the pools, with the addresses it gives now.
+    pub names: Vec<ResolvedName>,
 }
 
 /// One serving listener.
@@ -46,6 +49,21 @@ pub struct PolicyReloads {
     pub refused: Counter,
 }
 
+/// Lookups of a pool's backend names, by result
+/// (`wasmroute_dns_resolutions_total`), indexed like [`Resolution::ALL`].
+#[derive(Debug, Default)]
+pub struct DnsResolutions {
+    counts: [Counter; Resolution::ALL.len()],
+}
+
+impl DnsResolutions {
+    /// The counter of lookups that ended as `resolution`.
+    pub fn of(&self, resolution: Resolution) -> &Counter {
+        let index = Resolution::ALL.iter().position(|r| *r == resolution);
+        &self.counts[index.expect("ALL lists every result")]
+    }
+}
+
 /// Shared by the control loop (writer) and the admin endpoint (reader).
 #[derive(Debug, Default)]
 pub struct Published {
@@ -55,6 +73,7 @@ pub struct Published {
     /// Config reloads that were refused.
     pub config_reloads_refused: Counter,
     policy_reloads: ArcSwap<Vec<(String, Arc<PolicyReloads>)>>,
+    dns_resolutions: ArcSwap<Vec<(String, Arc<DnsResolutions>)>>,
     /// Access log lines dropped because the writer fell behind (every
     /// access log of this server counts here).
     pub access_log_dropped: Arc<Counter>,
@@ -98,5 +117,23 @@ impl Published {
     /// Every policy reloaded at least once, with its counters.
     pub fn all_policy_reloads(&self) -> Arc<Vec<(String, Arc<PolicyReloads>)>> {
         self.policy_reloads.load_full()
+    }
+
+    /// The name lookup counters of `pool`, created on first use (the
+    /// control loop is the only writer).
+    pub(super) fn dns_resolutions(&self, pool: &str) -> Arc<DnsResolutions> {
+        if let Some((_, counters)) = self.dns_resolutions.load().iter().find(|(n, _)| n == pool) {
+            return Arc::clone(counters);
+        }
+        let counters = Arc::new(DnsResolutions::default());
+        let mut all = Vec::clone(&self.dns_resolutions.load());
+        all.push((pool.to_owned(), Arc::clone(&counters)));
+        self.dns_resolutions.store(Arc::new(all));
+        counters
+    }
+
+    /// Every pool whose names were looked up, with its counters.
+    pub fn all_dns_resolutions(&self) -> Arc<Vec<(String, Arc<DnsResolutions>)>> {
+        self.dns_resolutions.load_full()
     }
 }

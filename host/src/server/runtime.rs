@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
@@ -17,6 +17,7 @@ use super::watch::{FileChange, FileWatcher, Noticed};
 use super::{Addresses, ServerEvent};
 use crate::access_log::AccessLog;
 use crate::config::{Config, ConfigError, ListenerConfig, ServerConfig};
+use crate::dns::Discovery;
 use crate::health::HealthTasks;
 use crate::http::ProxyShared;
 use crate::http::metrics::ListenerMetrics;
@@ -24,6 +25,8 @@ use crate::listener::{ListenerHandle, ListenerState, RunningListener};
 use crate::policy::{CompiledPolicy, PolicyEngine, SharedCounters};
 use crate::pool::BackendPool;
 use crate::tls::Frontend;
+
+mod names;
 
 /// A policy module bound to the listeners that use it, ready to swap in;
 /// `None` when the file is unchanged.
@@ -68,7 +71,15 @@ pub(super) struct Runtime {
     /// Listening sockets handed over by the previous instance, taken by
     /// the first config's listeners (`serve --upgrade`).
     pub(super) inherited: Inherited,
+    /// The serving config as loaded, before its names were resolved.
+    loaded: Option<Config>,
+    /// The last good answers of the backend names.
+    discovery: Discovery,
+    /// When the names are due to be looked up again; none without names.
+    next_round: Option<Instant>,
 }
+
+pub(super) use names::Round;
 
 impl Runtime {
     pub(super) fn new(
@@ -92,6 +103,9 @@ impl Runtime {
             serving: None,
             certificates: None,
             inherited: Inherited::default(),
+            loaded: None,
+            discovery: Discovery::default(),
+            next_round: None,
         }
     }
 
@@ -129,7 +143,7 @@ impl Runtime {
     /// Re-reads the config file and applies it; Err lists why it was refused.
     pub(super) async fn reload_config(&mut self) -> Result<(), String> {
         let result = match Config::load(&self.config_path) {
-            Ok(config) => self.apply_config(config).await,
+            Ok(config) => self.apply_loaded(config).await,
             Err(errors) => Err(errors.to_string()),
         };
         match &result {
@@ -148,7 +162,8 @@ impl Runtime {
         result
     }
 
-    /// Plans `config` and commits it if the whole plan succeeded.
+    /// Plans `config` (names resolved) and commits it if the whole plan
+    /// succeeded.
     pub(super) async fn apply_config(&mut self, config: Config) -> Result<(), String> {
         let certificates = crate::tls::certificate_digest(&config);
         if self.serving.as_ref().is_some_and(|s| s.config == config)
@@ -351,6 +366,7 @@ impl Runtime {
             config: config.clone(),
             listeners,
             pools,
+            names: self.discovery.resolved_names(config),
         });
     }
 

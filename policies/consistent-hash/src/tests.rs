@@ -111,6 +111,54 @@ mod routing {
         );
     }
 
+    /// The address each user's key goes to with a pool of `addresses`
+    /// (a new instance: what a config commit or DNS change builds).
+    fn placement_by_address(addresses: &[&str]) -> Vec<String> {
+        let mut p = host(addresses, "header:x-user")
+            .init::<ConsistentHash>()
+            .unwrap();
+        let placed = placement(&mut p);
+        placed
+            .iter()
+            .map(|&b| addresses[b as usize].to_owned())
+            .collect()
+    }
+
+    /// Keys that changed backend though neither backend was `changed`.
+    fn moved_needlessly(before: &[String], after: &[String], changed: &str) -> usize {
+        let pairs = before.iter().zip(after);
+        pairs
+            .filter(|(b, a)| b != a && *b != changed && *a != changed)
+            .count()
+    }
+
+    #[test]
+    fn a_pool_growing_or_shrinking_moves_only_keys_of_the_changed_backend() {
+        let before = placement_by_address(&ADDRESSES);
+        let mut grown = ADDRESSES.to_vec();
+        grown.push("127.0.0.2:9001");
+        let after = placement_by_address(&grown);
+        let joined = after.iter().filter(|a| *a == "127.0.0.2:9001").count();
+        assert!(joined > 40, "the new backend takes its share: {joined}");
+        let needless = moved_needlessly(&before, &after, "127.0.0.2:9001");
+        // Maglev's disruption: a few percent at most.
+        assert!(
+            needless * 20 < before.len(),
+            "{needless} keys moved between kept backends"
+        );
+
+        let shrunk: Vec<&str> = (ADDRESSES.iter().copied())
+            .filter(|a| *a != ADDRESSES[1])
+            .collect();
+        let after = placement_by_address(&shrunk);
+        assert!(after.iter().all(|a| a != ADDRESSES[1]));
+        let needless = moved_needlessly(&before, &after, ADDRESSES[1]);
+        assert!(
+            needless * 20 < before.len(),
+            "{needless} keys moved between kept backends"
+        );
+    }
+
     #[test]
     fn a_backend_going_down_moves_only_its_keys_and_they_come_back() {
         let mut p = host(&ADDRESSES, "header:x-user")

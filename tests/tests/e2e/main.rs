@@ -14,6 +14,7 @@ mod compat;
 mod config_reload;
 mod data_tier;
 mod data_tier_health;
+mod dns;
 mod edge_safety;
 mod fast_path;
 mod guests;

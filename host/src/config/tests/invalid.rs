@@ -239,7 +239,7 @@ fn bad_passive_keys() {
 }
 
 #[test]
-fn hostname_address_is_refused() {
+fn hostname_listener_address_is_refused() {
     let text = minimal_with("127.0.0.1:8080", "localhost:8080");
     let shown = assert_key(&text, "listeners[0].address");
     assert!(shown.contains("expected IP:port"), "{shown}");

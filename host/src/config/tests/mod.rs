@@ -3,6 +3,7 @@
 
 mod health;
 mod invalid;
+mod names;
 mod proxy_protocol;
 mod server;
 mod shadow;

@@ -21,6 +21,7 @@ use super::units;
 
 mod access_log;
 mod pools;
+mod resolver;
 mod server;
 mod shadow;
 mod tcp;
@@ -99,6 +100,7 @@ impl<'a> Checker<'a> {
         let policies = self.policies(raw.policies);
         let listeners = self.listeners(&raw.listeners);
         let pools = self.pools(&raw.pools);
+        let resolver = self.resolver(raw.resolver.as_ref());
         self.listener_references(&raw.listeners, &raw.pools);
         Config {
             file: self.file.to_path_buf(),
@@ -108,6 +110,7 @@ impl<'a> Checker<'a> {
             policies,
             listeners,
             pools,
+            resolver,
         }
     }
 

@@ -3,16 +3,50 @@
 
 use std::time::Duration;
 
-use super::{Checker, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, MAX_RETRIES, PLACEHOLDER_ADDR};
+use super::{Checker, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, MAX_RETRIES};
 use crate::config::model::{
-    BackendConfig, HEALTH_EXPECT_LIMIT, HealthConfig, HealthStep, PassiveConfig, PoolConfig,
-    UpstreamConfig, UpstreamTlsConfig,
+    BackendConfig, HEALTH_EXPECT_LIMIT, HealthConfig, HealthStep, NamedBackend, PassiveConfig,
+    PoolConfig, UpstreamConfig, UpstreamTlsConfig,
 };
 use crate::config::raw::{
     RawBackend, RawDuration, RawHealth, RawHealthStep, RawPassive, RawPool, RawStatusRange,
     RawUpstreamTls,
 };
 use crate::config::units;
+
+/// A valid `backends` entry, of either kind.
+enum Entry {
+    Address(BackendConfig),
+    Name(NamedBackend),
+}
+
+impl Entry {
+    /// The entry as duplicates are found: the address, or `name:port`
+    /// (names compare without case). None for an invalid entry.
+    fn text(entry: &Option<Entry>) -> Option<String> {
+        match entry.as_ref()? {
+            Entry::Address(backend) => Some(backend.address.to_string()),
+            Entry::Name(named) => Some(format!(
+                "{}:{}",
+                named.name.to_ascii_lowercase(),
+                named.port
+            )),
+        }
+    }
+
+    /// The valid entries, by kind, each in file order.
+    fn split(entries: Vec<Option<Entry>>) -> (Vec<BackendConfig>, Vec<NamedBackend>) {
+        let mut backends = Vec::new();
+        let mut names = Vec::new();
+        for entry in entries.into_iter().flatten() {
+            match entry {
+                Entry::Address(backend) => backends.push(backend),
+                Entry::Name(named) => names.push(named),
+            }
+        }
+        (backends, names)
+    }
+}
 
 impl Checker<'_> {
     pub(super) fn pools(&mut self, raw: &[RawPool]) -> Vec<PoolConfig> {
@@ -37,19 +71,17 @@ impl Checker<'_> {
             };
             self.error(format!("{key}.backends"), reason);
         }
-        let backends = raw.backends.iter().enumerate();
-        let backends: Vec<_> = backends
+        let entries = raw.backends.iter().enumerate();
+        let entries: Vec<_> = entries
             .map(|(j, backend)| self.backend(&format!("{key}.backends[{j}]"), backend))
             .collect();
-        let addresses = backends
-            .iter()
-            .map(|b| (b.address != PLACEHOLDER_ADDR).then_some(b.address));
         self.duplicates_opt(
             &format!("{key}.backends"),
             "address",
             "backend address",
-            addresses,
+            entries.iter().map(Entry::text),
         );
+        let (backends, names) = Entry::split(entries);
         let health = raw
             .health
             .as_ref()
@@ -65,6 +97,7 @@ impl Checker<'_> {
         PoolConfig {
             name: raw.name.clone(),
             backends,
+            names,
             health,
             load_header,
             upstream,
@@ -190,14 +223,29 @@ impl Checker<'_> {
         }
     }
 
-    fn backend(&mut self, key: &str, raw: &RawBackend) -> BackendConfig {
-        let address = self.required_address(&format!("{key}.address"), raw.address.as_deref());
+    /// One `backends` entry: `IP:port`, or `name:port` (a DNS name).
+    fn backend(&mut self, key: &str, raw: &RawBackend) -> Option<Entry> {
         if raw.weight == 0 {
             self.error(format!("{key}.weight"), "must be at least 1");
         }
-        BackendConfig {
-            address,
-            weight: raw.weight,
+        let key = format!("{key}.address");
+        let Some(text) = raw.address.as_deref() else {
+            self.error(
+                key,
+                "missing: expected IP:port or name:port, e.g. 127.0.0.1:8080 or api.internal:8080",
+            );
+            return None;
+        };
+        let weight = raw.weight;
+        if let Ok(address) = text.parse() {
+            return Some(Entry::Address(BackendConfig { address, weight }));
+        }
+        match units::parse_name_port(text) {
+            Ok((name, port)) => Some(Entry::Name(NamedBackend { name, port, weight })),
+            Err(reason) => {
+                self.error(key, reason);
+                None
+            }
         }
     }
 
