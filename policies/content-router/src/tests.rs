@@ -180,4 +180,41 @@ mod routing {
             "the only backend, again"
         );
     }
+
+    // A pool re-resolved between instances (a DNS answer changed, a config
+    // commit): the host builds new instances over the new pools, in which
+    // an index may name another backend.
+
+    /// An instance whose `video` pool holds backends at these (address,
+    /// in flight)s; `web` has one idle backend.
+    fn with_video(video: &[(&str, u32)]) -> TestPolicy<ContentRouter> {
+        let at = |&(a, n): &(&str, u32)| TestBackend::up().address(a).active(n);
+        let host = TestHost::new().pool("web", [TestBackend::up()]);
+        host.pool("video", video.iter().map(at)).init().unwrap()
+    }
+
+    #[test]
+    fn a_grown_or_shrunk_pool_sends_to_its_least_busy_backend() {
+        let (a, b, c) = ("10.9.0.1:80", "10.9.0.2:80", "10.9.0.3:80");
+        let video = || TestRequest::get("/video/1");
+        let mut grown = with_video(&[(a, 3), (b, 3), (c, 0)]);
+        for _ in 0..5 {
+            assert_eq!(target(&mut grown, video()), Some((VIDEO, 2)));
+        }
+        // `b` gone; ties rotate over the two left, never past them.
+        let mut shrunk = with_video(&[(c, 1), (a, 1)]);
+        let seq: Vec<_> = (0..4).map(|_| target(&mut shrunk, video())).collect();
+        assert_eq!(seq, [1, 0, 1, 0].map(|b| Some((VIDEO, b))));
+        let retry = video().retry_after(&[(VIDEO, 2)]);
+        assert!(matches!(target(&mut shrunk, retry), Some((VIDEO, 0..=1))));
+    }
+
+    #[test]
+    fn an_emptied_pool_is_503_never_another_pool() {
+        let mut p = with_video(&[]);
+        assert_eq!(p.decide(&TestRequest::get("/video/1")).status(), Some(503));
+        let retry = TestRequest::get("/video/1").retry_after(&[(VIDEO, 0)]);
+        assert_eq!(p.decide(&retry).status(), Some(503));
+        assert_eq!(target(&mut p, TestRequest::get("/")), Some((WEB, 0)));
+    }
 }

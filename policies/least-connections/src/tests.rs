@@ -108,3 +108,37 @@ fn pool_key_and_config_errors() {
         Some("balance: unknown key (known keys: pool)")
     );
 }
+
+// A pool re-resolved between instances (a DNS answer changed, a config
+// commit): the host builds new instances over the new pool, in which an
+// index may name another backend.
+
+#[test]
+fn a_new_instance_sends_to_the_least_loaded_of_the_grown_or_shrunk_pool() {
+    let (a, b, c) = ("10.9.0.1:80", "10.9.0.2:80", "10.9.0.3:80");
+    let at = |a: &str, active| TestBackend::up().address(a).active(active);
+    let req = TestRequest::get("/");
+    let mut old = policy([at(a, 5), at(b, 3)]);
+    assert_eq!(target(&mut old, &req), Some(1));
+    // The idle newcomer takes every request.
+    let mut grown = policy([at(a, 5), at(b, 3), at(c, 0)]);
+    for _ in 0..10 {
+        assert_eq!(target(&mut grown, &req), Some(2));
+    }
+    // `b` gone: the least loaded of the rest, at its new index.
+    let mut shrunk = policy([at(a, 5), at(c, 4)]);
+    for _ in 0..10 {
+        assert_eq!(target(&mut shrunk, &req), Some(1));
+    }
+    let retry = req.retry_after(&[(PoolId(0), 2)]);
+    assert_eq!(target(&mut shrunk, &retry), Some(1));
+}
+
+#[test]
+fn an_empty_pool_is_503_and_closes_connections() {
+    let mut p = policy([]);
+    assert_eq!(p.decide(&TestRequest::get("/")).status(), Some(503));
+    let retry = TestRequest::get("/").retry_after(&[(PoolId(0), 0)]);
+    assert_eq!(p.decide(&retry).status(), Some(503));
+    assert_eq!(p.decide_connection(&TestConnection::new()).target(), None);
+}

@@ -116,3 +116,34 @@ fn config_errors_at_init() {
         Some("decay: unknown key (known keys: pool)")
     );
 }
+
+// A pool re-resolved between instances (a DNS answer changed, a config
+// commit): the host builds new instances over the new pool, in which an
+// index may name another backend.
+
+#[test]
+fn a_newcomer_gets_its_share_and_a_shrunk_pool_stays_in_range() {
+    let (a, b, c) = ("10.9.0.1:80", "10.9.0.2:80", "10.9.0.3:80");
+    let at = |a: &str| TestBackend::up().address(a);
+    let req = TestRequest::get("/");
+    // The newcomer has no latency yet: seeded with the others' mean, it
+    // ties with them (neither flooded nor starved).
+    let mut grown = policy([at(a).ewma_us(1000), at(b).ewma_us(1000), at(c)]);
+    let counts = tally(&mut grown, &req, 900);
+    assert!((200..400).contains(&counts[2]), "{counts:?}");
+    assert_eq!(counts[3], 0);
+    // `a` gone, `c` now measured fast: it wins every draw, at index 0.
+    let mut shrunk = policy([at(c).ewma_us(100), at(b).ewma_us(1000)]);
+    assert_eq!(tally(&mut shrunk, &req, 100), [100, 0, 0, 0]);
+    let retry = req.retry_after(&[(PoolId(0), 2)]);
+    assert_eq!(tally(&mut shrunk, &retry, 10), [10, 0, 0, 0]);
+}
+
+#[test]
+fn an_empty_pool_is_503_and_closes_connections() {
+    let mut p = policy([]);
+    assert_eq!(p.decide(&TestRequest::get("/")).status(), Some(503));
+    let retry = TestRequest::get("/").retry_after(&[(PoolId(0), 0)]);
+    assert_eq!(p.decide(&retry).status(), Some(503));
+    assert_eq!(p.decide_connection(&TestConnection::new()).target(), None);
+}

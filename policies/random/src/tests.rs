@@ -122,3 +122,42 @@ fn pool_key_and_config_errors() {
         "seed: unknown key (known keys: pool, weighted)"
     );
 }
+
+// A pool re-resolved between instances (a DNS answer changed, a config
+// commit): the host builds new instances over the new pool, in which an
+// index may name another backend.
+
+/// A host over backends at `addresses` (each keeps its stable id).
+fn at(addresses: &[&str], weighted_config: bool) -> TestHost {
+    let backends = addresses.iter().map(|a| TestBackend::up().address(a));
+    let host = TestHost::new().pool("web", backends);
+    host.config("weighted", weighted_config)
+}
+
+#[test]
+fn draws_cover_exactly_the_grown_or_shrunk_pool() {
+    let (a, b, c, d) = ("10.9.0.1:80", "10.9.0.2:80", "10.9.0.3:80", "10.9.0.4:80");
+    let req = TestRequest::get("/");
+    for weighted_config in [true, false] {
+        let mut grown = policy(at(&[a, b, c, d], weighted_config));
+        let counts = tally(&mut grown, &req, 4000, 4);
+        assert!(counts.iter().all(|&n| within(n, 1000)), "{counts:?}");
+        // `tally` panics on an index past the pool's end.
+        let mut shrunk = policy(at(&[d, b], weighted_config));
+        let counts = tally(&mut shrunk, &req, 2000, 2);
+        assert!(counts.iter().all(|&n| within(n, 1000)), "{counts:?}");
+        let retry = TestRequest::get("/").retry_after(&[(PoolId(0), 3)]);
+        tally(&mut shrunk, &retry, 100, 2);
+    }
+}
+
+#[test]
+fn an_empty_pool_is_503_and_closes_connections() {
+    for weighted_config in [true, false] {
+        let mut p = policy(at(&[], weighted_config));
+        assert_eq!(p.decide(&TestRequest::get("/")).status(), Some(503));
+        let retry = TestRequest::get("/").retry_after(&[(PoolId(0), 0)]);
+        assert_eq!(p.decide(&retry).status(), Some(503));
+        assert_eq!(p.decide_connection(&TestConnection::new()).target(), None);
+    }
+}

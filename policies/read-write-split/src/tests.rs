@@ -145,4 +145,46 @@ mod routing {
             Some("fallback: unknown key (known keys: primary, replicas, balance, read_fallback)")
         );
     }
+
+    // A pool re-resolved between instances (a DNS answer changed, a config
+    // commit): the host builds new instances over the new pools, in which
+    // an index may name another backend.
+
+    /// An instance over backends at these addresses.
+    fn over(primary: &[&str], replicas: &[&str]) -> TestPolicy<ReadWriteSplit> {
+        let at = |a: &&str| TestBackend::up().address(a);
+        let host = TestHost::new().pool("primary", primary.iter().map(at));
+        host.pool("replicas", replicas.iter().map(at))
+            .init()
+            .unwrap()
+    }
+
+    #[test]
+    fn reads_take_turns_over_exactly_the_grown_or_shrunk_replicas() {
+        let (p1, r1, r2, r3) = ("10.9.0.1:80", "10.9.1.1:80", "10.9.1.2:80", "10.9.1.3:80");
+        let mut grown = over(&[p1], &[r1, r2, r3]);
+        let reads: Vec<_> = (0..4).map(|_| target(&mut grown, "GET")).collect();
+        assert_eq!(reads, [0, 1, 2, 0].map(|b| Some((REPLICAS, b))));
+        let mut shrunk = over(&[p1], &[r3]);
+        let reads: Vec<_> = (0..2).map(|_| target(&mut shrunk, "GET")).collect();
+        assert_eq!(reads, [Some((REPLICAS, 0)); 2]);
+        let retry = TestRequest::get("/").retry_after(&[(REPLICAS, 2)]);
+        assert_eq!(shrunk.decide(&retry).target(), Some((REPLICAS, 0)));
+        assert_eq!(target(&mut shrunk, "POST"), Some((PRIMARY, 0)));
+    }
+
+    #[test]
+    fn emptied_pools_fall_back_for_reads_and_answer_503_for_writes() {
+        let mut no_replicas = over(&["10.9.0.1:80"], &[]);
+        assert_eq!(target(&mut no_replicas, "GET"), Some((PRIMARY, 0)));
+        let mut no_primary = over(&[], &["10.9.1.1:80"]);
+        assert_eq!(
+            no_primary.decide(&TestRequest::post("/")).status(),
+            Some(503)
+        );
+        assert_eq!(target(&mut no_primary, "GET"), Some((REPLICAS, 0)));
+        let mut nothing = over(&[], &[]);
+        assert_eq!(nothing.decide(&TestRequest::get("/")).status(), Some(503));
+        assert_eq!(nothing.decide(&TestRequest::post("/")).status(), Some(503));
+    }
 }

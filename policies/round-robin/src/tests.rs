@@ -122,3 +122,36 @@ fn connections_take_turns_and_are_rejected_without_a_backend() {
     p.host().update(PoolId(0), 1, |b| b.healthy(false));
     assert_eq!(p.decide_connection(&conn).target(), None);
 }
+
+// A pool re-resolved between instances (a DNS answer changed, a config
+// commit): the host builds new instances over the new pool, in which an
+// index may name another backend.
+
+/// Backends at these addresses (each keeps its stable id in every pool).
+fn at(addresses: &[&str]) -> Vec<TestBackend> {
+    let up = |a: &&str| TestBackend::up().address(a);
+    addresses.iter().map(up).collect()
+}
+
+#[test]
+fn a_new_instance_rotates_over_exactly_the_grown_or_shrunk_pool() {
+    let mut old = policy(at(&["10.9.0.1:80", "10.9.0.2:80", "10.9.0.3:80"]));
+    assert_eq!(turns(&mut old, 2), [0, 1]);
+    let grown = at(&["10.9.0.1:80", "10.9.0.2:80", "10.9.0.3:80", "10.9.0.4:80"]);
+    assert_eq!(turns(&mut policy(grown), 5), [0, 1, 2, 3, 0]);
+    let mut shrunk = policy(at(&["10.9.0.3:80"]));
+    assert_eq!(turns(&mut shrunk, 2), [0, 0]);
+    // A retry naming an index of the larger pool stays in this one.
+    let retry = TestRequest::get("/").retry_after(&[(PoolId(0), 2)]);
+    assert_eq!(shrunk.decide(&retry).target(), Some((PoolId(0), 0)));
+}
+
+#[test]
+fn an_empty_pool_is_503_and_closes_connections() {
+    let mut p = policy([]);
+    assert_eq!(p.decide(&TestRequest::get("/")).status(), Some(503));
+    let retry = TestRequest::get("/").retry_after(&[(PoolId(0), 1)]);
+    assert_eq!(p.decide(&retry).status(), Some(503));
+    let conn = TestConnection::new();
+    assert_eq!(p.decide_connection(&conn).target(), None);
+}

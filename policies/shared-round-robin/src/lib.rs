@@ -7,10 +7,12 @@
 //! host counter (`slot`) that every worker's instance increments, so
 //! consecutive requests follow one global sequence (`a b a b ...`, or `a a
 //! b a c a a` for weights 5, 1, 1) whichever worker serves them. The
-//! counter survives policy and config reloads of the listener. Unhealthy
-//! backends are skipped; when no backend is healthy the request is
-//! answered `503 no healthy backend`. A retried request goes to a backend
-//! it has not tried yet.
+//! counter survives policy and config reloads of the listener; it counts
+//! turns, not backends, so after the pool grows or shrinks (a reload, a
+//! changed DNS answer) it simply continues in the new pool's sequence.
+//! Unhealthy backends are skipped; when no backend is healthy the request
+//! is answered `503 no healthy backend`. A retried request goes to a
+//! backend it has not tried yet.
 //!
 //! On a TCP listener each connection takes one turn of the same global
 //! sequence (a connection whose backend cannot be connected goes to one it

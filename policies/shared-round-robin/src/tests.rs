@@ -101,3 +101,51 @@ fn config_errors_at_init() {
         "slots: unknown key (known keys: pool, slot)"
     );
 }
+
+// A pool re-resolved between instances (a DNS answer changed, a config
+// commit): the host builds new instances over the new pool while the
+// shared cursor keeps counting; an index may then name another backend.
+
+/// A host over backends at `addresses` whose cursor (slot 0) is where
+/// `before` left it: the next instance after a commit.
+fn after(before: &TestHost, addresses: &[&str]) -> TestHost {
+    let backends = addresses.iter().map(|a| TestBackend::up().address(a));
+    let next = TestHost::new().pool("web", backends);
+    next.set_counter(0, before.counter(0));
+    next
+}
+
+#[test]
+fn the_cursor_carries_over_to_a_grown_or_shrunk_pool_in_range() {
+    let (a, b, c, d) = ("10.9.0.1:80", "10.9.0.2:80", "10.9.0.3:80", "10.9.0.4:80");
+    let old = after(&TestHost::new(), &[a, b, c]);
+    let mut p = old.init::<SharedRoundRobin>().unwrap();
+    assert_eq!([turn(&mut p), turn(&mut p)], [0, 1].map(Some));
+    // Cursor 2 of a period of 4: the new backend in its turn.
+    let grown = after(&old, &[a, b, c, d]);
+    let mut p = grown.init::<SharedRoundRobin>().unwrap();
+    let seq: Vec<_> = (0..5).map(|_| turn(&mut p)).collect();
+    assert_eq!(seq, [2, 3, 0, 1, 2].map(Some));
+    // Cursor 7 of a period of 2, then the only backend left.
+    let shrunk = after(&grown, &[d, b]);
+    let mut p = shrunk.init::<SharedRoundRobin>().unwrap();
+    assert_eq!([turn(&mut p), turn(&mut p)], [1, 0].map(Some));
+    let mut p = after(&shrunk, &[b]).init::<SharedRoundRobin>().unwrap();
+    assert_eq!([turn(&mut p), turn(&mut p)], [0, 0].map(Some));
+}
+
+#[test]
+fn an_empty_pool_is_503_and_closes_connections_whatever_the_cursor() {
+    let old = host(&[1, 1, 1]);
+    old.set_counter(0, i64::MAX);
+    let mut p = after(&old, &[]).init::<SharedRoundRobin>().unwrap();
+    assert_eq!(p.decide(&TestRequest::get("/")).status(), Some(503));
+    assert_eq!(p.decide_connection(&TestConnection::new()).target(), None);
+    // The cursor wrapped to negative: still one turn each, in range.
+    let mut p = after(p.host(), &["10.9.0.1:80", "10.9.0.2:80", "10.9.0.3:80"])
+        .init::<SharedRoundRobin>()
+        .unwrap();
+    let mut seq: Vec<_> = (0..3).map(|_| turn(&mut p)).collect();
+    seq.sort();
+    assert_eq!(seq, [0, 1, 2].map(Some));
+}

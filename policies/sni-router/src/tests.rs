@@ -148,4 +148,45 @@ mod routing {
             "route.a.test: unknown key (known keys: `default`, `routes.<server name>`)"
         );
     }
+
+    // A pool re-resolved between instances (a DNS answer changed, a config
+    // commit): the host builds new instances over the new pools, in which
+    // an index may name another backend.
+
+    /// An instance routing `a.test` to pool `a` (backends at `addresses`)
+    /// and the rest to `fallback` (one backend).
+    fn a_at(addresses: &[&str]) -> TestPolicy<SniRouter> {
+        let backends = addresses.iter().map(|a| TestBackend::up().address(a));
+        let host = TestHost::new().pool("a", backends);
+        let host = host.pool("fallback", [TestBackend::up()]);
+        host.config("routes.a.test", "a")
+            .config("default", "fallback")
+            .init()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_grown_or_shrunk_pool_rotates_over_exactly_its_backends() {
+        let (x, y, z) = ("10.9.0.1:80", "10.9.0.2:80", "10.9.0.3:80");
+        let conn = TestConnection::new().server_name("a.test");
+        let mut grown = a_at(&[x, y, z]);
+        let seq = [(); 4].map(|_| grown.decide_connection(&conn).target());
+        assert_eq!(seq, [0, 1, 2, 0].map(|b| Some((A, b))));
+        let mut shrunk = a_at(&[z]);
+        let req = TestRequest::get("/").header("host", "a.test");
+        assert_eq!(shrunk.decide(&req).target(), Some((A, 0)));
+        let retry = conn.retry_after(&[(A, 2)]);
+        assert_eq!(shrunk.decide_connection(&retry).target(), Some((A, 0)));
+    }
+
+    #[test]
+    fn an_emptied_pool_closes_connections_and_is_503_never_another_pool() {
+        let mut p = a_at(&[]);
+        let conn = TestConnection::new().server_name("a.test");
+        assert_eq!(p.decide_connection(&conn).target(), None);
+        let req = TestRequest::get("/").header("host", "a.test");
+        assert_eq!(p.decide(&req).status(), Some(503));
+        let other = TestConnection::new().server_name("c.test");
+        assert_eq!(p.decide_connection(&other).target(), Some((PoolId(1), 0)));
+    }
 }

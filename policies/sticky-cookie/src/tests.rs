@@ -189,4 +189,55 @@ mod routing {
         p.host().update(PoolId(1), 0, |b| b.healthy(false));
         assert_eq!(p.decide(&TestRequest::get("/")).status(), Some(503));
     }
+
+    // A pool re-resolved between instances (a DNS answer changed, a config
+    // commit): the host builds new instances over the new pool, in which an
+    // index may name another backend. The cookie names a stable id.
+
+    /// An instance over `web` backends at `addresses` (each keeps its
+    /// stable id in every pool).
+    fn web(addresses: &[&str]) -> TestPolicy<StickyCookie> {
+        let backends = addresses.iter().map(|a| TestBackend::up().address(a));
+        let host = TestHost::new().pool("web", backends);
+        host.config("secret", SECRET).init().unwrap()
+    }
+
+    /// A new client's request, and the cookie its response pins it with
+    /// (to backend `expected`).
+    fn pinned_to(p: &mut TestPolicy<StickyCookie>, expected: u32) -> TestRequest {
+        let (backend, cookies) = decide(p, &TestRequest::get("/"));
+        assert_eq!((backend, cookies.len()), (expected, 1));
+        let pair = cookies[0].split(';').next().unwrap();
+        with_cookie(pair.strip_prefix("wasmroute_backend=").unwrap())
+    }
+
+    #[test]
+    fn a_cookie_keeps_its_backend_as_the_pool_grows_or_shrinks_around_it() {
+        let (a, b, c, d) = ("10.9.0.1:80", "10.9.0.2:80", "10.9.0.3:80", "10.9.0.4:80");
+        // Clients placed by the old instance, in turn: on `a`, `b`, `c`.
+        let mut old = web(&[a, b, c]);
+        let [to_a, _, to_c] = [0, 1, 2].map(|i| pinned_to(&mut old, i));
+        // `d` joins in front: `c` is index 3 now.
+        let mut grown = web(&[d, a, b, c]);
+        assert_eq!(decide(&mut grown, &to_c), (3, vec![]));
+        // `a` leaves: `c` is index 1 now.
+        let mut shrunk = web(&[b, c]);
+        assert_eq!(decide(&mut shrunk, &to_c), (1, vec![]));
+        let mut alone = web(&[c]);
+        assert_eq!(decide(&mut alone, &to_c), (0, vec![]));
+        // A cookie for the backend that left (index 0 before, and index 0
+        // is still a backend) is balanced afresh and re-pinned.
+        let (backend, cookies) = decide(&mut shrunk, &to_a);
+        let pin = set_cookie(COOKIE, &signed(&shrunk, backend), None, false);
+        assert_eq!(cookies, [pin]);
+        assert!(backend < 2);
+    }
+
+    #[test]
+    fn an_empty_pool_is_503_cookie_or_not() {
+        let pinned = pinned_to(&mut web(&["10.9.0.1:80"]), 0);
+        let mut empty = web(&[]);
+        assert_eq!(empty.decide(&pinned).status(), Some(503));
+        assert_eq!(empty.decide(&TestRequest::get("/")).status(), Some(503));
+    }
 }

@@ -136,4 +136,46 @@ mod routing {
         assert_eq!(p.decide(&TestRequest::get("/")).status(), Some(503));
         assert_eq!(p.decide_connection(&TestConnection::new()).target(), None);
     }
+
+    // A pool re-resolved between instances (a DNS answer changed, a config
+    // commit): the host builds new instances over the new pool, in which an
+    // index may name another backend.
+
+    #[test]
+    fn a_grown_or_shrunk_pool_is_drawn_by_its_own_reports_in_range() {
+        let (a, b, c) = ("10.9.0.1:80", "10.9.0.2:80", "10.9.0.3:80");
+        let at = |a: &str| TestBackend::up().address(a);
+        // The newcomer reports idle: twice the share of the half-busy.
+        let grown = web([
+            at(a).load(0.5, 0.5),
+            at(b).load(0.5, 0.5),
+            at(c).load(0.0, 0.0),
+        ]);
+        let counts = tally(&mut policy(grown), 8000);
+        let expected = [2000, 2000, 4000];
+        assert!(
+            counts.iter().zip(expected).all(|(&c, e)| near(c, e)),
+            "{counts:?}"
+        );
+        // `a` gone: `c` at index 0 now, `b` at 1; nothing at 2.
+        let shrunk = web([at(c).load(0.0, 0.0), at(b).load(0.5, 0.5)]);
+        let mut p = policy(shrunk);
+        let counts = tally(&mut p, 6000);
+        assert!(near(counts[0], 4000) && near(counts[1], 2000), "{counts:?}");
+        assert_eq!(counts[2], 0);
+        let retry = TestRequest::get("/").retry_after(&[(PoolId(0), 2)]);
+        assert!(matches!(
+            p.decide(&retry).target(),
+            Some((PoolId(0), 0..=1))
+        ));
+    }
+
+    #[test]
+    fn an_empty_pool_is_503_and_closes_connections() {
+        let mut p = policy(web([]));
+        assert_eq!(p.decide(&TestRequest::get("/")).status(), Some(503));
+        let retry = TestRequest::get("/").retry_after(&[(PoolId(0), 0)]);
+        assert_eq!(p.decide(&retry).status(), Some(503));
+        assert_eq!(p.decide_connection(&TestConnection::new()).target(), None);
+    }
 }

@@ -109,3 +109,40 @@ fn pool_key_and_config_errors() {
         Some("weights: unknown key (known keys: pool)")
     );
 }
+
+// A pool re-resolved between instances (a DNS answer changed, a config
+// commit): the host builds new instances over the new pool, in which an
+// index may name another backend.
+
+/// Backends of these (address, weight)s; each keeps its stable id.
+fn at(backends: &[(&str, u32)]) -> TestPolicy<WeightedRoundRobin> {
+    let up = |&(a, w): &(&str, u32)| TestBackend::up().address(a).weight(w);
+    TestHost::new()
+        .pool("web", backends.iter().map(up))
+        .init()
+        .unwrap()
+}
+
+#[test]
+fn a_new_instance_shares_turns_by_weight_over_the_grown_or_shrunk_pool() {
+    let (a, b, c) = ("10.9.0.1:80", "10.9.0.2:80", "10.9.0.3:80");
+    let req = TestRequest::get("/");
+    let mut old = at(&[(a, 2), (b, 1)]);
+    assert_eq!(turns(&mut old, &req, 3), [0, 1, 0].map(Some));
+    let mut grown = at(&[(a, 2), (b, 1), (c, 1)]);
+    let period = [0, 1, 2, 0].map(Some);
+    assert_eq!(turns(&mut grown, &req, 8), [period, period].concat());
+    // `b` gone and the rest reordered: `a` (now index 1) keeps its 2 of 3.
+    let mut shrunk = at(&[(c, 1), (a, 2)]);
+    assert_eq!(turns(&mut shrunk, &req, 6), [1, 0, 1, 1, 0, 1].map(Some));
+}
+
+#[test]
+fn an_empty_pool_is_503_and_closes_connections() {
+    let mut p = at(&[]);
+    let req = TestRequest::get("/");
+    assert_eq!(p.decide(&req).status(), Some(503));
+    let retry = req.retry_after(&[(PoolId(0), 1)]);
+    assert_eq!(p.decide(&retry).status(), Some(503));
+    assert_eq!(p.decide_connection(&TestConnection::new()).target(), None);
+}
