@@ -86,7 +86,7 @@ pub enum ServerEvent {
     /// and what it meant was applied: when its addresses changed, the
     /// pools using it serve the new set by the time this is sent.
     NameResolved {
-        /// The name (lower case).
+        /// The name (lower case), `SRV ` before an SRV name.
         name: String,
         /// `ok` (same addresses), `changed`, `failed` or `empty` (the
         /// last two keep the last good set).

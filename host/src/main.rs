@@ -350,7 +350,16 @@ fn report_names(config: &Config) {
     for (name, outcome) in outcomes {
         match outcome {
             wasmroute::dns::Outcome::Addresses(addresses, _) => {
-                println!("name {name}: {addresses:?}");
+                let shown: Vec<String> = (addresses.iter())
+                    .map(|a| {
+                        if name.srv {
+                            a.to_string()
+                        } else {
+                            a.ip().to_string()
+                        }
+                    })
+                    .collect();
+                println!("name {name}: {}", shown.join(", "));
             }
             wasmroute::dns::Outcome::Empty => {
                 eprintln!("warning: name {name}: no address now (its backends join once it has)");

@@ -503,3 +503,32 @@ fn check_refuses_a_candidate_whose_init_fails() {
     );
     assert!(stderr.contains(&want), "{stderr}");
 }
+
+/// `check` looks the backend names up and says what they give; a name
+/// that does not resolve now is a warning, not a failure (the server
+/// starts its pool without it and keeps asking).
+#[test]
+fn check_reports_backend_names_and_passes_with_one_that_does_not_resolve() {
+    let named = VALID.replace("127.0.0.1:9003", "localhost:9003");
+    let (_dir, path) = setup(&named);
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    let line = stdout.lines().find(|l| l.starts_with("name localhost: "));
+    let line = line.unwrap_or_else(|| panic!("no line for localhost in:\n{stdout}"));
+    assert!(line.contains("127.0.0.1"), "{line}");
+
+    // A nameserver on a loopback port nobody answers on.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let nameserver = closed.local_addr().unwrap();
+    drop(closed);
+    // (The resolver answers `localhost` itself, so another name.)
+    let unanswered = VALID.replace("127.0.0.1:9003", "web.internal:9003");
+    let config = format!("{unanswered}\n[resolver]\nnameservers = [\"{nameserver}\"]\n");
+    let (_dir, path) = setup(&config);
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stderr.contains("warning: name web.internal: does not resolve now"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+}

@@ -1,7 +1,8 @@
 //! A small authoritative DNS server on 127.0.0.1 (UDP and TCP, one port)
 //! whose answers a test changes while the proxy runs: A and AAAA records
-//! of the names it was given, with a TTL of 0, NXDOMAIN for the others,
-//! and no answer at all once told to go [`DnsServer::set_silent`].
+//! and SRV records of the names it was given, with a TTL of 0, NXDOMAIN
+//! for the others, and no answer at all once told to go
+//! [`DnsServer::set_silent`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -9,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{RData, Record, RecordType};
+use hickory_proto::rr::rdata::{A, AAAA, SRV};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::RwLock;
@@ -20,6 +21,8 @@ use tokio::task::JoinHandle;
 struct Zone {
     /// Lower-case name without the final dot -> its addresses.
     records: RwLock<HashMap<String, Vec<IpAddr>>>,
+    /// Lower-case name without the final dot -> its SRV targets and ports.
+    services: RwLock<HashMap<String, Vec<(String, u16)>>>,
     silent: AtomicBool,
     queries: AtomicU64,
 }
@@ -66,6 +69,17 @@ impl DnsServer {
             .write()
             .await
             .insert(name, addresses.to_vec());
+    }
+
+    /// From now on `name` has one SRV record per `(target, port)`.
+    pub async fn set_srv(&self, name: &str, targets: &[(&str, u16)]) {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let targets = targets.iter().map(|(t, p)| ((*t).to_owned(), *p));
+        self.zone
+            .services
+            .write()
+            .await
+            .insert(name, targets.collect());
     }
 
     /// Stops (true) or resumes (false) answering any query.
@@ -135,21 +149,17 @@ async fn answer(zone: &Zone, query: &[u8]) -> Option<Vec<u8>> {
     response.metadata.authoritative = true;
     response.metadata.recursion_desired = request.metadata.recursion_desired;
     response.add_queries(request.queries.iter().cloned());
-    let records = zone.records.read().await;
     let mut known = false;
     for query in &request.queries {
         let name = query.name().to_ascii();
         let key = name.trim_end_matches('.').to_ascii_lowercase();
-        let Some(addresses) = records.get(&key) else {
-            continue;
+        let answers = match query.query_type() {
+            RecordType::SRV => srv_records(zone, &key).await,
+            kind => address_records(zone, &key, kind).await,
         };
+        let Some(answers) = answers else { continue };
         known = true;
-        for address in addresses {
-            let rdata = match (address, query.query_type()) {
-                (IpAddr::V4(v4), RecordType::A) => RData::A(A(*v4)),
-                (IpAddr::V6(v6), RecordType::AAAA) => RData::AAAA(AAAA(*v6)),
-                _ => continue,
-            };
+        for rdata in answers {
             response.add_answer(Record::from_rdata(query.name().clone(), 0, rdata));
         }
     }
@@ -157,4 +167,29 @@ async fn answer(zone: &Zone, query: &[u8]) -> Option<Vec<u8>> {
         response.metadata.response_code = ResponseCode::NXDomain;
     }
     response.to_vec().ok()
+}
+
+/// The A or AAAA records of `key` (`kind`); none for an unknown name.
+async fn address_records(zone: &Zone, key: &str, kind: RecordType) -> Option<Vec<RData>> {
+    let records = zone.records.read().await;
+    let addresses = records.get(key)?;
+    let records = addresses
+        .iter()
+        .filter_map(|address| match (address, kind) {
+            (IpAddr::V4(v4), RecordType::A) => Some(RData::A(A(*v4))),
+            (IpAddr::V6(v6), RecordType::AAAA) => Some(RData::AAAA(AAAA(*v6))),
+            _ => None,
+        });
+    Some(records.collect())
+}
+
+/// The SRV records of `key` (priority 0, weight 1); none for an unknown name.
+async fn srv_records(zone: &Zone, key: &str) -> Option<Vec<RData>> {
+    let services = zone.services.read().await;
+    let targets = services.get(key)?;
+    let records = targets.iter().filter_map(|(target, port)| {
+        let target = Name::from_ascii(format!("{target}.")).ok()?;
+        Some(RData::SRV(SRV::new(0, 1, *port, target)))
+    });
+    Some(records.collect())
 }

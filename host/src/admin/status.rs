@@ -81,7 +81,7 @@ fn pool_status(snapshot: &Snapshot, pool: &BackendPool) -> Value {
         .filter(|n| n.pool == pool.name)
         .map(|n| {
             let addresses: Vec<String> = n.addresses.iter().map(ToString::to_string).collect();
-            json!({ "name": n.name, "addresses": addresses })
+            json!({ "name": n.name, "srv": n.srv, "addresses": addresses })
         })
         .collect();
     json!({

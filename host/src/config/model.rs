@@ -257,8 +257,9 @@ pub struct PoolConfig {
     /// served: those, then the addresses `names` resolved to (see
     /// `crate::dns`). A pool has at least one entry of either kind.
     pub backends: Vec<BackendConfig>,
-    /// The entries given as `name:port`, in file order: each address a
-    /// name resolves to is one backend with the entry's weight.
+    /// The entries given by name (`name:port` or `srv`), in file order:
+    /// each address a name resolves to is one backend with the entry's
+    /// weight.
     pub names: Vec<NamedBackend>,
     /// Active health check; none when `[pools.health]` is absent.
     pub health: Option<HealthConfig>,
@@ -395,14 +396,28 @@ pub struct BackendConfig {
     pub weight: u32,
 }
 
-/// A backend entry given by DNS name (`address = "name:port"`).
+/// A backend entry given by DNS name: `address = "name:port"` (each A
+/// and AAAA record of the name is a backend on that port), or
+/// `srv = "_service._proto.name"` (each SRV record's target and port).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedBackend {
     /// The name as written (syntax checked), without a trailing dot.
     pub name: String,
-    pub port: u16,
+    /// The port of every address, for `address = "name:port"`; none for
+    /// an SRV name, whose records give the ports.
+    pub port: Option<u16>,
     /// The weight of each address it resolves to. Default 1; at least 1.
     pub weight: u32,
+}
+
+impl NamedBackend {
+    /// The entry as configured: `name:port`, or the SRV name.
+    pub fn text(&self) -> String {
+        match self.port {
+            Some(port) => format!("{}:{port}", self.name),
+            None => self.name.clone(),
+        }
+    }
 }
 
 /// `[pools.health]`: an active check.

@@ -156,6 +156,7 @@ pub(super) struct RawUpstreamTls {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBackend {
     pub address: Option<String>,
+    pub srv: Option<String>,
     #[serde(default = "default_weight")]
     pub weight: u32,
 }

@@ -1,6 +1,8 @@
 //! Backends by DNS name (STRICT_DNS): a pool entry `address = "name:port"`
-//! stands for one backend per A/AAAA record the name resolves to, each
-//! with the entry's weight.
+//! stands for one backend per A/AAAA record the name resolves to, and an
+//! entry `srv = "_service._proto.name"` for one backend per address of
+//! each SRV record's target, on the record's port; each with the entry's
+//! weight.
 //!
 //! [`Discovery`] keeps the last good answer of every name and turns a
 //! config as loaded (its pools' `names`) into the config that serves
@@ -20,13 +22,44 @@
 pub mod lookup;
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::fmt;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
 
-use crate::config::{BackendConfig, Config, ResolverConfig};
+use crate::config::{BackendConfig, Config, NamedBackend, ResolverConfig};
 pub use lookup::Outcome;
+
+/// One lookup a config's names ask for: a name's A and AAAA records, or
+/// its SRV records. Entries of several pools (or ports) share it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Query {
+    /// The name, lower case, without a trailing dot.
+    pub name: String,
+    /// SRV records rather than addresses.
+    pub srv: bool,
+}
+
+impl Query {
+    /// What `named` asks for.
+    pub fn of(named: &NamedBackend) -> Query {
+        Query {
+            name: named.name.to_ascii_lowercase(),
+            srv: named.port.is_none(),
+        }
+    }
+}
+
+impl fmt::Display for Query {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.srv {
+            write!(f, "SRV {}", self.name)
+        } else {
+            f.write_str(&self.name)
+        }
+    }
+}
 
 /// The shortest wait between two lookups that an answer's short TTL
 /// asks for (a refresh shorter than it still applies).
@@ -71,8 +104,10 @@ impl Resolution {
 pub struct ResolvedName {
     /// The pool.
     pub pool: String,
-    /// `name:port` as configured.
+    /// `name:port` or the SRV name, as configured.
     pub name: String,
+    /// An SRV name (its records give the ports).
+    pub srv: bool,
     /// The backends it gives now (empty before a good answer).
     pub addresses: Vec<SocketAddr>,
 }
@@ -83,29 +118,30 @@ pub struct Discovery {
     /// The resolver, with the settings it was built for (or why it could
     /// not be built).
     resolver: Option<(ResolverConfig, Result<TokioResolver, String>)>,
-    /// The last good answer of each name (as lower case).
-    answers: HashMap<String, Answer>,
-    /// Names whose last lookup gave nothing (logged once until they
+    /// The last good answer of each query.
+    answers: HashMap<Query, Answer>,
+    /// Queries whose last lookup gave nothing (logged once until they
     /// answer again).
-    failing: HashSet<String>,
+    failing: HashSet<Query>,
 }
 
 #[derive(Debug, Clone)]
 struct Answer {
-    addresses: Vec<IpAddr>,
+    /// Port 0 for an A/AAAA query (the entry gives it).
+    addresses: Vec<SocketAddr>,
     valid_until: Instant,
 }
 
 impl Discovery {
-    /// The distinct names (lower case) `config`'s pools use.
-    pub fn names(config: &Config) -> Vec<String> {
-        let mut names: Vec<String> = (config.pools.iter())
+    /// The distinct lookups `config`'s pools ask for.
+    pub fn queries(config: &Config) -> Vec<Query> {
+        let mut queries: Vec<Query> = (config.pools.iter())
             .flat_map(|pool| pool.names.iter())
-            .map(|named| named.name.to_ascii_lowercase())
+            .map(Query::of)
             .collect();
-        names.sort();
-        names.dedup();
-        names
+        queries.sort();
+        queries.dedup();
+        queries
     }
 
     /// The lookups of a round for `config`'s names, as a future owning
@@ -114,17 +150,17 @@ impl Discovery {
     pub fn round(
         &mut self,
         config: &Config,
-    ) -> Option<impl Future<Output = Vec<(String, Outcome)>> + Send + use<>> {
-        let names = Self::names(config);
-        if names.is_empty() {
+    ) -> Option<impl Future<Output = Vec<(Query, Outcome)>> + Send + use<>> {
+        let queries = Self::queries(config);
+        if queries.is_empty() {
             return None;
         }
         let resolver = self.resolver(&config.resolver);
         Some(async move {
             match resolver {
-                Ok(resolver) => lookup::lookup_all(resolver, names).await,
-                Err(reason) => (names.into_iter())
-                    .map(|name| (name, Outcome::Failed(reason.clone())))
+                Ok(resolver) => lookup::lookup_all(resolver, queries).await,
+                Err(reason) => (queries.into_iter())
+                    .map(|query| (query, Outcome::Failed(reason.clone())))
                     .collect(),
             }
         })
@@ -139,18 +175,18 @@ impl Discovery {
         resolver.clone()
     }
 
-    /// Keeps the good answers of a round; what each lookup meant, by name.
-    pub fn record(&mut self, outcomes: Vec<(String, Outcome)>) -> Vec<(String, Resolution)> {
+    /// Keeps the good answers of a round; what each lookup meant.
+    pub fn record(&mut self, outcomes: Vec<(Query, Outcome)>) -> Vec<(Query, Resolution)> {
         outcomes
             .into_iter()
-            .map(|(name, outcome)| {
-                let resolution = self.record_one(&name, outcome);
-                (name, resolution)
+            .map(|(query, outcome)| {
+                let resolution = self.record_one(&query, outcome);
+                (query, resolution)
             })
             .collect()
     }
 
-    fn record_one(&mut self, name: &str, outcome: Outcome) -> Resolution {
+    fn record_one(&mut self, name: &Query, outcome: Outcome) -> Resolution {
         let (addresses, valid_until) = match outcome {
             Outcome::Addresses(addresses, valid_until) => (addresses, valid_until),
             Outcome::Empty => {
@@ -166,7 +202,7 @@ impl Discovery {
             tracing::info!(%name, ?addresses, "backend name resolves again");
         }
         let previous = self.answers.insert(
-            name.to_owned(),
+            name.clone(),
             Answer {
                 addresses: addresses.clone(),
                 valid_until,
@@ -181,9 +217,9 @@ impl Discovery {
     }
 
     /// Logs a name that gave nothing, once until it answers again.
-    fn note_failure(&mut self, name: &str, reason: &str) {
+    fn note_failure(&mut self, name: &Query, reason: &str) {
         let kept = self.answers.get(name).map(|a| a.addresses.clone());
-        if self.failing.insert(name.to_owned()) {
+        if self.failing.insert(name.clone()) {
             tracing::warn!(%name, %reason, ?kept, "backend name did not resolve; its last good addresses stay");
         } else {
             tracing::debug!(%name, %reason, "backend name still does not resolve");
@@ -196,8 +232,7 @@ impl Discovery {
         let mut resolved = config.clone();
         for pool in &mut resolved.pools {
             for named in &pool.names {
-                for ip in self.addresses(&named.name) {
-                    let address = SocketAddr::new(*ip, named.port);
+                for address in self.addresses(named) {
                     if !pool.backends.iter().any(|b| b.address == address) {
                         let weight = named.weight;
                         pool.backends.push(BackendConfig { address, weight });
@@ -208,10 +243,16 @@ impl Discovery {
         resolved
     }
 
-    /// The addresses `name` gives now (none before a good answer).
-    fn addresses(&self, name: &str) -> &[IpAddr] {
-        let answer = self.answers.get(&name.to_ascii_lowercase());
-        answer.map_or(&[], |a| a.addresses.as_slice())
+    /// The backends `named` gives now (none before a good answer): its
+    /// addresses on its port, or an SRV answer's as they are.
+    fn addresses(&self, named: &NamedBackend) -> impl Iterator<Item = SocketAddr> + use<'_> {
+        let answer = self.answers.get(&Query::of(named));
+        let addresses = answer.map_or(&[][..], |a| a.addresses.as_slice());
+        let port = named.port;
+        (addresses.iter()).map(move |address| match port {
+            Some(port) => SocketAddr::new(address.ip(), port),
+            None => *address,
+        })
     }
 
     /// Every name of `config`'s pools with the backends it gives now.
@@ -221,10 +262,9 @@ impl Discovery {
             .flat_map(|pool| {
                 pool.names.iter().map(|named| ResolvedName {
                     pool: pool.name.clone(),
-                    name: format!("{}:{}", named.name, named.port),
-                    addresses: (self.addresses(&named.name).iter())
-                        .map(|ip| SocketAddr::new(*ip, named.port))
-                        .collect(),
+                    name: named.text(),
+                    srv: named.port.is_none(),
+                    addresses: self.addresses(named).collect(),
                 })
             })
             .collect()
@@ -234,8 +274,8 @@ impl Discovery {
     /// refresh, or sooner when an answer expires first.
     pub fn next_round(&self, config: &Config, now: Instant) -> Instant {
         let refresh = config.resolver.refresh;
-        let ttl = (Self::names(config).iter())
-            .filter_map(|name| self.answers.get(name))
+        let ttl = (Self::queries(config).iter())
+            .filter_map(|query| self.answers.get(query))
             .map(|answer| answer.valid_until.saturating_duration_since(now))
             .min()
             .map_or(refresh, |ttl| ttl.max(MIN_TTL_REFRESH));

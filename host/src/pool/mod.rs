@@ -415,6 +415,18 @@ impl BackendPool {
             .map(|offset| (start + offset) % n)
             .find(|&i| self.backends[i].stats.healthy() && !tried.contains(&(pool, i as u32)))
     }
+
+    /// This pool was replaced by `next` (the pool of the same name in the
+    /// config that commits, if any): its backends keep no connection from
+    /// now on, and those whose address `next` still has hand their idle
+    /// ones over (see [`crate::upstream::Connections::retire`]).
+    pub fn retire(&self, next: Option<&BackendPool>) {
+        for backend in &self.backends {
+            let successor =
+                next.and_then(|n| n.backends.iter().find(|b| b.address == backend.address));
+            backend.conns.retire(successor.map(|b| &b.conns));
+        }
+    }
 }
 
 /// Closes the stale idle connections of `pool`'s backends every quarter

@@ -278,7 +278,10 @@ impl Runtime {
     fn commit(&mut self, plan: Plan, mut sockets: HashMap<String, TcpListener>) {
         let grace = plan.config.server.drain_timeout;
         let reload = self.serving.is_some();
-        let mut old = self.serving.take().map(|s| s.listeners).unwrap_or_default();
+        let (mut old, replaced_pools) = match self.serving.take() {
+            Some(serving) => (serving.listeners, serving.pools),
+            None => Default::default(),
+        };
         let mut listeners = HashMap::new();
         for (config, state) in plan.config.listeners.iter().zip(plan.listeners) {
             let running = match (sockets.remove(&config.name), old.remove(&config.name)) {
@@ -307,6 +310,12 @@ impl Runtime {
         for (_, (_, removed)) in old {
             tracing::info!(listener = %removed.handle.name, "listener removed; draining");
             tokio::spawn(removed.drain(grace));
+        }
+        // New requests go to the new pools' backends from now on: an
+        // address that stays hands its idle connections over, one that
+        // vanished closes its pooled ones once their requests finish.
+        for (name, replaced) in &replaced_pools {
+            replaced.retire(plan.pools.get(name).map(Arc::as_ref));
         }
         let addresses = listeners
             .iter()

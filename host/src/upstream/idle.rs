@@ -1,8 +1,9 @@
 //! The idle keep-alive connections of one backend: a lock-free queue
 //! ([`IdleConnections`]) per connection kind. A request pops one, and
 //! gives it back when its response has been read to the end; no lock, no
-//! hashing and no lookup by address on the request path, and a backend
-//! that a reload replaces takes its idle connections with it.
+//! hashing and no lookup by address on the request path. A backend that a
+//! new config replaces is retired ([`IdleConnections::retire`]): its idle
+//! connections close, and so does each one its last requests give back.
 //!
 //! Idle connections live at most [`IDLE_TIMEOUT`]: a checkout skips older
 //! ones and the pool's sweeper ([`IdleConnections::sweep`]) closes them
@@ -43,8 +44,9 @@ pub struct IdleConnections<C> {
     queue: SegQueue<Idle<C>>,
     len: AtomicUsize,
     /// The most kept: [`MAX_IDLE`], or 0 for connections that belong to
-    /// one client connection (a PROXY header's) and are never kept.
-    cap: usize,
+    /// one client connection (a PROXY header's) and are never kept, or
+    /// once [retired](Self::retire).
+    cap: AtomicUsize,
 }
 
 impl<C> Default for IdleConnections<C> {
@@ -59,7 +61,7 @@ impl<C> IdleConnections<C> {
         IdleConnections {
             queue: SegQueue::new(),
             len: AtomicUsize::new(0),
-            cap,
+            cap: AtomicUsize::new(cap),
         }
     }
 }
@@ -87,12 +89,35 @@ impl<C: Reusable> IdleConnections<C> {
     /// is full, keeps none, or the backend closed it). The cap is checked without a
     /// lock, so racing workers may overshoot it by a few.
     pub fn put(&self, mut connection: C) {
-        if self.len() < self.cap && !connection.is_closed() {
+        if self.len() < self.cap.load(Ordering::Relaxed) && !connection.is_closed() {
             self.push(Idle {
                 connection,
                 since: Instant::now(),
             });
+            // A retire that raced with this put left it in: close it.
+            if self.cap.load(Ordering::SeqCst) == 0 {
+                self.clear();
+            }
         }
+    }
+
+    /// Moves the idle connections into `next` (the same backend's queue
+    /// in the config that replaces this one), keeping their age; closes
+    /// those that are stale or that `next` has no room for.
+    pub fn hand_over(&self, next: &IdleConnections<C>) {
+        while let Some(mut idle) = self.pop() {
+            if idle.usable() && next.len() < next.cap.load(Ordering::Relaxed) {
+                next.push(idle);
+            }
+        }
+    }
+
+    /// Keeps no connection from now on: closes the idle ones, and each
+    /// one given back later (when its exchange is over). For a backend
+    /// that a new config replaced.
+    pub fn retire(&self) {
+        self.cap.store(0, Ordering::SeqCst);
+        self.clear();
     }
 
     /// Closes the connections idle for longer than [`IDLE_TIMEOUT`] or
@@ -140,5 +165,47 @@ impl<C: Reusable> IdleConnections<C> {
 impl<C: Reusable> Idle<C> {
     fn usable(&mut self) -> bool {
         !self.connection.is_closed() && self.since.elapsed() < IDLE_TIMEOUT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{IdleConnections, Reusable};
+
+    /// A connection whose drop (close) the test can see.
+    struct Probe(Arc<()>);
+
+    impl Reusable for Probe {
+        fn is_closed(&mut self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_retired_queue_closes_its_idle_connections_and_keeps_none_given_back() {
+        let alive = Arc::new(());
+        let idle = IdleConnections::default();
+        idle.put(Probe(Arc::clone(&alive)));
+        idle.put(Probe(Arc::clone(&alive)));
+        assert_eq!((idle.len(), Arc::strong_count(&alive)), (2, 3));
+        idle.retire();
+        assert_eq!((idle.len(), Arc::strong_count(&alive)), (0, 1));
+        idle.put(Probe(Arc::clone(&alive)));
+        assert_eq!((idle.len(), Arc::strong_count(&alive)), (0, 1));
+        assert!(idle.take().is_none());
+    }
+
+    #[test]
+    fn a_handover_moves_the_idle_connections_up_to_the_next_queue_cap() {
+        let alive = Arc::new(());
+        let (old, next) = (IdleConnections::default(), IdleConnections::with_cap(2));
+        for _ in 0..3 {
+            old.put(Probe(Arc::clone(&alive)));
+        }
+        old.hand_over(&next);
+        assert_eq!((old.len(), next.len()), (0, 2));
+        assert_eq!(Arc::strong_count(&alive), 3);
     }
 }

@@ -155,6 +155,28 @@ impl Connections {
         self.raw.clear();
     }
 
+    /// Keeps no connection of either kind from now on (see
+    /// [`IdleConnections::retire`]), after moving the idle ones to `next`
+    /// when it is the same backend reached the same way (same address and
+    /// PROXY header, plain TCP or the same TLS settings).
+    pub fn retire(&self, next: Option<&Connections>) {
+        if let Some(next) = next.filter(|next| self.same_route(next)) {
+            self.hyper.hand_over(&next.hyper);
+            self.raw.hand_over(&next.raw);
+        }
+        self.hyper.retire();
+        self.raw.retire();
+    }
+
+    fn same_route(&self, other: &Connections) -> bool {
+        let same_tls = match (&self.tls, &other.tls) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        self.address == other.address && self.proxy_protocol == other.proxy_protocol && same_tls
+    }
+
     /// Closes the stale idle connections of both kinds.
     pub fn sweep(&self) {
         self.hyper.sweep();

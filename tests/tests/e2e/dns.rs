@@ -2,8 +2,10 @@
 //! and a name served by a test DNS server whose answers change while the
 //! proxy runs (`[resolver] nameservers`, a short `refresh`): traffic
 //! spreads over every address, follows an address that appears or
-//! vanishes (whose in-flight request completes), and stays on the last
-//! good set when the server stops answering.
+//! vanishes (whose in-flight request completes, and whose pooled
+//! connections then close), and stays on the last
+//! good set when the server stops answering; an SRV name gives targets
+//! on several ports; `/status` and `/metrics` show the names.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -13,6 +15,8 @@ use wasmroute::ServerEvent;
 use wasmroute_e2e::dns::DnsServer;
 use wasmroute_e2e::wait::eventually;
 use wasmroute_e2e::{Backend, Client, ProxyFixture, STEP, bundled};
+
+use super::admin::{scrape, status_json};
 
 /// A round-robin listener `edge` over pool `web` of `backends`, with a
 /// `[resolver]` section when `resolver` is not empty.
@@ -85,6 +89,17 @@ fn ips(backends: &[&Backend]) -> Vec<IpAddr> {
     backends.iter().map(|b| b.addr().ip()).collect()
 }
 
+/// `total_requests` of `backend` in `/status`.
+async fn total_requests(fx: &ProxyFixture, backend: &Backend) -> u64 {
+    let status = status_json(fx).await;
+    let address = backend.addr().to_string();
+    let backends = status["pools"][0]["backends"].as_array().unwrap();
+    let found = backends.iter().find(|b| b["address"] == address.as_str());
+    found.unwrap_or_else(|| panic!("{address} not in {status}"))["total_requests"]
+        .as_u64()
+        .unwrap()
+}
+
 async fn await_lookup(fx: &mut ProxyFixture, want: &'static str) {
     fx.await_event(
         |e| matches!(e, ServerEvent::NameResolved { name, result } if name == "web.test" && *result == want),
@@ -118,15 +133,26 @@ async fn a_name_follows_its_answers() {
         "[resolver]\nnameservers = [\"{}\"]\nrefresh = \"50ms\"",
         dns.addr()
     );
-    let text = config(&format!("{{ address = \"web.test:{port}\" }}"), &resolver);
+    let text = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n{}",
+        config(&format!("{{ address = \"web.test:{port}\" }}"), &resolver)
+    );
     let mut fx = start(&text).await;
     // Two addresses: both serve.
     assert_serving(&fx, &[b1, b2, b3], [true, true, false]).await;
+    let b1_total = total_requests(&fx, b1).await;
+    assert!(b1_total > 0);
 
-    // A third appears: it gets its share once the change is applied.
+    // A third appears: it gets its share once the change is applied; an
+    // address that stays keeps its stats and its pooled connections.
     fx.clear_events();
     dns.set("web.test", &ips(&[b1, b2, b3])).await;
     await_lookup(&mut fx, "changed").await;
+    assert!(total_requests(&fx, b1).await >= b1_total);
+    assert!(
+        b1.open_connections() > 0,
+        "b1's pooled connections were closed"
+    );
     assert_serving(&fx, &[b1, b2, b3], [true, true, true]).await;
 
     // b2 vanishes with a request in flight: that one completes, no new
@@ -149,6 +175,9 @@ async fn a_name_follows_its_answers() {
     for reply in replies {
         assert_eq!(reply.unwrap().unwrap().status, StatusCode::OK);
     }
+    // Its pooled connections close once their requests are done.
+    let closed = eventually(STEP, || b2.open_connections() == 0).await;
+    assert!(closed, "b2 keeps {} connections", b2.open_connections());
     let served = b2.served();
     assert_serving(&fx, &[b1, b2, b3], [true, false, true]).await;
     assert_eq!(b2.served(), served);
@@ -178,5 +207,47 @@ async fn an_unresolvable_name_starts_its_pool_empty_until_it_resolves() {
     dns.set("web.test", &[backend.addr().ip()]).await;
     await_lookup(&mut fx, "changed").await;
     assert_eq!(spread(&fx, &[&backend], 2).await, [2]);
+    fx.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_srv_name_gives_each_target_on_its_port_as_status_and_metrics_show() {
+    let dns = DnsServer::start().await.unwrap();
+    let (first, second) = (
+        Backend::start("p1").await.unwrap(),
+        Backend::start("p2").await.unwrap(),
+    );
+    let (p1, p2) = (first.addr().port(), second.addr().port());
+    dns.set("host.test", &[first.addr().ip()]).await;
+    dns.set_srv(
+        "_http._tcp.web.test",
+        &[("host.test", p1), ("host.test", p2)],
+    )
+    .await;
+    let resolver = format!(
+        "[resolver]\nnameservers = [\"{}\"]\nrefresh = \"50ms\"",
+        dns.addr()
+    );
+    let text = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n{}",
+        config("{ srv = \"_http._tcp.web.test\" }", &resolver)
+    );
+    let fx = start(&text).await;
+    assert_serving(&fx, &[&first, &second], [true, true]).await;
+
+    let status = status_json(&fx).await;
+    let names = &status["pools"][0]["names"];
+    assert_eq!(names[0]["name"], "_http._tcp.web.test", "{status}");
+    assert_eq!(names[0]["srv"], true);
+    let mut want = [first.addr(), second.addr()];
+    want.sort();
+    let want = want.map(|a| a.to_string());
+    assert_eq!(names[0]["addresses"], serde_json::json!(want), "{status}");
+
+    let metrics = scrape(&fx).await;
+    let changed = (metrics.lines())
+        .find(|l| l.starts_with("wasmroute_dns_resolutions_total{pool=\"web\",result=\"changed\"}"))
+        .unwrap_or_else(|| panic!("no changed count in:\n{metrics}"));
+    assert!(changed.ends_with(" 1"), "{changed}");
     fx.shutdown().await.unwrap();
 }

@@ -1,4 +1,4 @@
-//! Backends by name (`address = "name:port"`) and `[resolver]`.
+//! Backends by name (`address = "name:port"`, `srv = "..."`) and `[resolver]`.
 
 use std::time::Duration;
 
@@ -25,12 +25,12 @@ fn a_name_with_a_port_is_a_named_backend() {
         [
             NamedBackend {
                 name: "api.internal".into(),
-                port: 8080,
+                port: Some(8080),
                 weight: 3
             },
             NamedBackend {
                 name: "localhost".into(),
-                port: 81,
+                port: Some(81),
                 weight: 1
             },
         ]
@@ -76,6 +76,50 @@ fn the_same_name_twice_is_a_duplicate() {
         "backends = [{ address = \"a.example:80\" }, { address = \"A.example:80\" }]",
     );
     assert_key(&text, "pools[0].backends[1].address");
+}
+
+/// A pool whose only backend entry is `entry` (TOML inline-table body).
+fn with_entry(entry: &str) -> String {
+    minimal_with(
+        "backends = [{ address = \"127.0.0.1:9001\" }]",
+        &format!("backends = [{{ {entry} }}]"),
+    )
+}
+
+#[test]
+fn an_srv_name_is_a_named_backend_without_a_port() {
+    let config = parse_ok(&with_entry(
+        "srv = \"_http._tcp.Web.internal.\", weight = 2",
+    ));
+    assert_eq!(
+        config.pools[0].names,
+        [NamedBackend {
+            name: "_http._tcp.Web.internal".into(),
+            port: None,
+            weight: 2
+        }]
+    );
+    assert_eq!(config.pools[0].names[0].text(), "_http._tcp.Web.internal");
+}
+
+#[test]
+fn bad_srv_entries_are_refused() {
+    let key = "pools[0].backends[0].srv";
+    let shown = assert_key(&with_entry("srv = \"_http._tcp.a..b\""), key);
+    assert!(shown.contains("empty label"), "{shown}");
+    let shown = assert_key(&with_entry("srv = \"_http._tcp.web:80\""), key);
+    assert!(shown.contains("`:` in label"), "{shown}");
+    let both = "address = \"web.internal:80\", srv = \"_http._tcp.web.internal\"";
+    let shown = assert_key(&with_entry(both), key);
+    assert!(shown.contains("not both"), "{shown}");
+    let shown = assert_key(&with_entry("weight = 2"), KEY);
+    assert!(shown.contains("missing"), "{shown}");
+    let twice = minimal_with(
+        "backends = [{ address = \"127.0.0.1:9001\" }]",
+        "backends = [{ srv = \"_a._tcp.x\" }, { srv = \"_A._tcp.x\" }]",
+    );
+    let shown = assert_key(&twice, "pools[0].backends[1].srv");
+    assert!(shown.contains("duplicate SRV name"), "{shown}");
 }
 
 #[test]

@@ -21,16 +21,21 @@ enum Entry {
 }
 
 impl Entry {
-    /// The entry as duplicates are found: the address, or `name:port`
-    /// (names compare without case). None for an invalid entry.
-    fn text(entry: &Option<Entry>) -> Option<String> {
+    /// An `address` entry as duplicates are found: the address or
+    /// `name:port` (names compare without case). None for an invalid
+    /// entry or an SRV name.
+    fn address_text(entry: &Option<Entry>) -> Option<String> {
         match entry.as_ref()? {
             Entry::Address(backend) => Some(backend.address.to_string()),
-            Entry::Name(named) => Some(format!(
-                "{}:{}",
-                named.name.to_ascii_lowercase(),
-                named.port
-            )),
+            Entry::Name(named) => named.port.map(|_| named.text().to_ascii_lowercase()),
+        }
+    }
+
+    /// An `srv` entry's name (lower case); None for any other entry.
+    fn srv_text(entry: &Option<Entry>) -> Option<String> {
+        match entry.as_ref()? {
+            Entry::Name(named) if named.port.is_none() => Some(named.name.to_ascii_lowercase()),
+            _ => None,
         }
     }
 
@@ -79,7 +84,13 @@ impl Checker<'_> {
             &format!("{key}.backends"),
             "address",
             "backend address",
-            entries.iter().map(Entry::text),
+            entries.iter().map(Entry::address_text),
+        );
+        self.duplicates_opt(
+            &format!("{key}.backends"),
+            "srv",
+            "SRV name",
+            entries.iter().map(Entry::srv_text),
         );
         let (backends, names) = Entry::split(entries);
         let health = raw
@@ -223,27 +234,56 @@ impl Checker<'_> {
         }
     }
 
-    /// One `backends` entry: `IP:port`, or `name:port` (a DNS name).
+    /// One `backends` entry: `address = "IP:port"` or `"name:port"`, or
+    /// `srv = "_service._proto.name"`.
     fn backend(&mut self, key: &str, raw: &RawBackend) -> Option<Entry> {
         if raw.weight == 0 {
             self.error(format!("{key}.weight"), "must be at least 1");
         }
-        let key = format!("{key}.address");
-        let Some(text) = raw.address.as_deref() else {
-            self.error(
-                key,
-                "missing: expected IP:port or name:port, e.g. 127.0.0.1:8080 or api.internal:8080",
-            );
-            return None;
-        };
         let weight = raw.weight;
+        let text = match (raw.address.as_deref(), raw.srv.as_deref()) {
+            (Some(_), Some(_)) => {
+                let reason = "give `address` or `srv`, not both";
+                self.error(format!("{key}.srv"), reason);
+                return None;
+            }
+            (None, Some(srv)) => return self.srv_backend(&format!("{key}.srv"), srv, weight),
+            (Some(text), None) => text,
+            (None, None) => {
+                self.error(
+                    format!("{key}.address"),
+                    "missing: expected IP:port or name:port (e.g. 127.0.0.1:8080 or api.internal:8080), or an `srv` name",
+                );
+                return None;
+            }
+        };
         if let Ok(address) = text.parse() {
             return Some(Entry::Address(BackendConfig { address, weight }));
         }
         match units::parse_name_port(text) {
-            Ok((name, port)) => Some(Entry::Name(NamedBackend { name, port, weight })),
+            Ok((name, port)) => Some(Entry::Name(NamedBackend {
+                name,
+                port: Some(port),
+                weight,
+            })),
             Err(reason) => {
-                self.error(key, reason);
+                self.error(format!("{key}.address"), reason);
+                None
+            }
+        }
+    }
+
+    /// `srv = "_http._tcp.web.internal"`: a DNS name whose SRV records
+    /// give the targets and ports.
+    fn srv_backend(&mut self, key: &str, text: &str, weight: u32) -> Option<Entry> {
+        match units::check_dns_name(text) {
+            Ok(()) => Some(Entry::Name(NamedBackend {
+                name: text.strip_suffix('.').unwrap_or(text).to_owned(),
+                port: None,
+                weight,
+            })),
+            Err(reason) => {
+                self.error(key, format!("`{text}`: {reason}"));
                 None
             }
         }

@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use super::Runtime;
 use crate::config::Config;
-use crate::dns::{Discovery, Outcome, Resolution};
+use crate::dns::{Discovery, Outcome, Query, Resolution};
 use crate::events::ServerEvent;
 
 /// One round of name lookups in flight (see [`Runtime::start_round`]).
-pub(in crate::server) type Round = Pin<Box<dyn Future<Output = Vec<(String, Outcome)>> + Send>>;
+pub(in crate::server) type Round = Pin<Box<dyn Future<Output = Vec<(Query, Outcome)>> + Send>>;
 
 impl Runtime {
     /// Resolves the backend names of `config` as loaded (a name that
@@ -25,7 +25,7 @@ impl Runtime {
             self.count_resolutions(&config, &resolutions);
         }
         self.apply_config(self.discovery.resolve(&config)).await?;
-        self.next_round = (!Discovery::names(&config).is_empty())
+        self.next_round = (!Discovery::queries(&config).is_empty())
             .then(|| self.discovery.next_round(&config, Instant::now()));
         self.loaded = Some(config);
         Ok(())
@@ -48,7 +48,7 @@ impl Runtime {
     /// Keeps a round's good answers and, when a pool's set changed,
     /// applies the serving config with the new sets: the same path a
     /// reload takes, without reading the file.
-    pub(in crate::server) async fn finish_round(&mut self, outcomes: Vec<(String, Outcome)>) {
+    pub(in crate::server) async fn finish_round(&mut self, outcomes: Vec<(Query, Outcome)>) {
         let Some(loaded) = self.loaded.clone() else {
             return;
         };
@@ -60,17 +60,18 @@ impl Runtime {
             tracing::error!(%reason, "new backend addresses refused; the previous ones keep serving");
         }
         self.next_round = Some(self.discovery.next_round(&loaded, Instant::now()));
-        for (name, resolution) in resolutions {
+        for (query, resolution) in resolutions {
             let result = resolution.label();
+            let name = query.to_string();
             let _ = self.events.send(ServerEvent::NameResolved { name, result });
         }
     }
 
     /// Counts each lookup for every pool of `config` using the name.
-    fn count_resolutions(&self, config: &Config, resolutions: &[(String, Resolution)]) {
+    fn count_resolutions(&self, config: &Config, resolutions: &[(Query, Resolution)]) {
         for pool in &config.pools {
-            for (name, resolution) in resolutions {
-                if pool.names.iter().any(|n| n.name.eq_ignore_ascii_case(name)) {
+            for (query, resolution) in resolutions {
+                if pool.names.iter().any(|n| Query::of(n) == *query) {
                     self.published
                         .dns_resolutions(&pool.name)
                         .of(*resolution)
