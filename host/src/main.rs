@@ -291,7 +291,6 @@ fn check(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    report_names(&config);
     let summary = format!(
         "{}: ok ({} listeners, {} pools)",
         path.display(),
@@ -319,6 +318,7 @@ fn check(path: &Path) -> ExitCode {
             for listener in &plan.config.listeners {
                 println!("{}", listener_line(listener));
             }
+            report_names(&plan.config);
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -175,7 +175,7 @@ mod tests {
     use super::{IdleConnections, Reusable};
 
     /// A connection whose drop (close) the test can see.
-    struct Probe(Arc<()>);
+    struct Probe(#[expect(dead_code, reason = "held for its strong count")] Arc<()>);
 
     impl Reusable for Probe {
         fn is_closed(&mut self) -> bool {
