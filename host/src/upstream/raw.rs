@@ -29,7 +29,7 @@ pub const BUFFER: usize = 16 * 1024;
 /// Most spare read buffers kept per worker thread: enough for the ebb and
 /// flow of busy connections; a burst's extra buffers go back to the
 /// allocator (with 256, a burst of 500 requests left 4 MiB of spares).
-pub const POOL_MAX: usize = 32;
+pub const POOL_MAX: usize = 64;
 
 thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };

@@ -29,7 +29,7 @@ pub const READ_BUFFER: usize = 8 * 1024;
 /// flow of busy connections; the sets a burst needed beyond it go back to
 /// the allocator (with 256, a burst of 500 busy connections left 2.6 MiB
 /// of spare sets for good: 0.5 KiB per connection of 5,000 idle ones).
-pub const POOL_MAX: usize = 32;
+pub const POOL_MAX: usize = 64;
 
 /// Largest read buffer given back to the pool (one that grew past it, for
 /// a large head or a streamed body, is freed).
