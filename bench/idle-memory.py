@@ -57,7 +57,10 @@ async def one_request(semaphore):
         return writer
 
 
-async def settle(pid, seconds=1.0):
+async def settle(pid, seconds=2.0):
+    """RSS after `seconds`: longer than the allocator's decay (jemalloc's
+    dirty_decay_ms, 1 s in .cargo/config.toml), so memory the last burst
+    freed has gone back to the kernel and what is read is what is held."""
     await asyncio.sleep(seconds)
     return rss_kib(pid)
 
@@ -89,7 +92,7 @@ async def main():
         held = await settle(proxy.pid)
         for writer in writers:
             writer.close()
-        after = await settle(proxy.pid, 2.0)
+        after = await settle(proxy.pid)
         per = (held - idle) / args.conns
         print(f"idle RSS:                 {idle / 1024:.1f} MiB")
         print(f"with {args.conns} idle conns: {held / 1024:.1f} MiB ({per:.2f} KiB per connection)")

@@ -26,8 +26,6 @@ use std::os::fd::{AsFd as _, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
@@ -156,7 +154,6 @@ async fn accept_loop(
     shared: Arc<ProxyShared>,
     mut stopped: watch::Receiver<Stop>,
 ) {
-    let builder = Arc::new(crate::http::connection_builder());
     let graceful = GracefulShutdown::new();
     // The fast path's connections watch this flag (hyper's, `graceful`);
     // `closing` is the same flag for their responses to read.
@@ -197,17 +194,16 @@ async fn accept_loop(
         drop(state);
         let (handle, shared) = (Arc::clone(&handle), Arc::clone(&shared));
         let Some(trusted) = accept_proxy else {
-            spawn_connection(serving, stream, conn, handle, shared, &builder, drain, open);
+            spawn_connection(serving, stream, conn, handle, shared, drain, open);
             continue;
         };
-        let builder = Arc::clone(&builder);
         tokio::spawn(async move {
             let mut stream = stream;
             let proxied = proxied(&trusted, &mut stream, conn, first_bytes, &handle.name);
             let Some(conn) = proxied.await else {
                 return drop(open);
             };
-            spawn_connection(serving, stream, conn, handle, shared, &builder, drain, open);
+            spawn_connection(serving, stream, conn, handle, shared, drain, open);
         });
     }
     drop(socket);
@@ -317,17 +313,12 @@ impl<F: Future> Future for Counted<F> {
 /// as the listener's state said when it was accepted. Each kind is its own task, built
 /// before it is spawned: a plain connection's task holds only the fast
 /// path's state (no hyper, no rustls, no second copy of its arguments).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one accepted connection's parts, passed on once"
-)]
 fn spawn_connection(
     serving: Serving,
     stream: TcpStream,
     conn: ConnInfo,
     listener: Arc<ListenerHandle>,
     shared: Arc<ProxyShared>,
-    builder: &Arc<auto::Builder<TokioExecutor>>,
     drain: crate::http::Drain,
     open: OpenConnection,
 ) {
@@ -348,23 +339,23 @@ fn spawn_connection(
             return;
         }
     };
-    let builder = Arc::clone(builder);
     match frontend {
         Frontend::Plain => {
             let task =
-                crate::http::serve_connection(stream, conn, listener, shared, builder, drain);
+                crate::http::serve_connection(stream, conn, listener, shared, drain);
             let task = Counted { task, open };
             log_task_size_once(std::mem::size_of_val(&task));
             tokio::spawn(task);
         }
         Frontend::RedirectToHttps(port) => {
             let task = async move {
-                crate::http::redirect::serve_redirect(stream, port, &builder, drain.graceful).await;
+                crate::http::redirect::serve_redirect(stream, port, &shared.builder, drain.graceful)
+                    .await;
             };
             tokio::spawn(Counted { task, open });
         }
         Frontend::Tls(tls) => {
-            let task = serve_tls(tls, stream, conn, listener, shared, builder, drain);
+            let task = serve_tls(tls, stream, conn, listener, shared, drain);
             tokio::spawn(Counted { task, open });
         }
     }
@@ -384,7 +375,6 @@ async fn serve_tls(
     mut conn: ConnInfo,
     listener: Arc<ListenerHandle>,
     shared: Arc<ProxyShared>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
     drain: crate::http::Drain,
 ) {
     let stream = match tls.handshake(stream).await {
@@ -405,7 +395,7 @@ async fn serve_tls(
     );
     conn.tls = true;
     conn.server_name = server_name;
-    crate::http::serve_connection(stream, conn, listener, shared, builder, drain).await;
+    crate::http::serve_connection(stream, conn, listener, shared, drain).await;
 }
 
 #[cfg(test)]

@@ -98,12 +98,12 @@ pub async fn serve_with_hyper<IO>(
     conn: ConnInfo,
     listener: Arc<ListenerHandle>,
     shared: Arc<ProxyShared>,
-    builder: &auto::Builder<TokioExecutor>,
     drain: Drain,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // The listener's at accept time, like the fast path's.
+    // The listener's when the connection came to hyper.
+    let builder = Arc::clone(&shared);
     let watch = Arc::new(send_watch::ClientWatch::new(listener.state().send_timeout));
     let stalls = Arc::clone(&watch);
     let client = Arc::new(proxy::HyperConnection {
@@ -120,7 +120,7 @@ pub async fn serve_with_hyper<IO>(
             Ok::<_, Infallible>(response)
         }
     });
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let connection = (builder.builder).serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::select! {
         served = drain.graceful.watch(connection.into_owned()) => if let Err(error) = served {
             tracing::debug!(%error, "client connection ended with an error");

@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
 use tokio::sync::broadcast;
 
 use super::access::{AccessEntry, RequestLine};
@@ -48,6 +50,11 @@ use crate::upstream::Addresses;
 pub struct ProxyShared {
     /// Where decision failures are announced.
     pub events: broadcast::Sender<ServerEvent>,
+    /// hyper's connection builder ([`super::connection_builder`]), for the
+    /// connections it serves (HTTP/2, upgrades, HTTP/1.0, redirects):
+    /// held here rather than by each connection, whose task is the
+    /// memory an idle connection costs.
+    pub builder: auto::Builder<TokioExecutor>,
 }
 
 /// What the proxy knows about the client connection.

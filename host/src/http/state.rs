@@ -76,6 +76,12 @@ impl ListenerHandle {
         self.state.load_full()
     }
 
+    /// The current state's `send_timeout` (one atomic load, no reference
+    /// count: cheaper than [`Self::state`] where that is all one needs).
+    pub fn send_timeout(&self) -> Duration {
+        self.state.load().send_timeout
+    }
+
     /// Replaces the state for every following request.
     pub fn replace_state(&self, state: ListenerState) {
         self.state.store(Arc::new(state));

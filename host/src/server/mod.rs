@@ -150,6 +150,7 @@ impl Server {
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(ProxyShared {
             events: events.clone(),
+            builder: crate::http::connection_builder(),
         });
         let addresses: Addresses = Arc::default();
         let (file_changes, file_events) = mpsc::unbounded_channel();

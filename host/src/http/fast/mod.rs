@@ -34,8 +34,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
@@ -69,8 +67,6 @@ pub struct ClientConnection<IO> {
     /// the wait for its response head (the pool's `response_timeout`):
     /// one timer, since the two waits never overlap.
     timer: Pin<Box<Sleep>>,
-    /// The longest a write to the client may wait.
-    send_timeout: Duration,
 }
 
 /// What the connection does after a request.
@@ -105,7 +101,6 @@ pub fn serve<IO>(
     conn: ConnInfo,
     listener: Arc<ListenerHandle>,
     shared: Arc<ProxyShared>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
     drain: Drain,
 ) -> impl Future<Output = ()> + Send
 where
@@ -113,14 +108,11 @@ where
 {
     let client = ClientConnection {
         io,
-        // The listener's at accept time; a reload applies to new
-        // connections.
-        send_timeout: listener.state().send_timeout,
         conn,
         bufs: Buffers::default(),
         timer: Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)),
     };
-    client.run(listener, shared, builder, drain)
+    client.run(listener, shared, drain)
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientConnection<IO> {
@@ -129,14 +121,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientConnection<IO> {
         mut self,
         listener: Arc<ListenerHandle>,
         shared: Arc<ProxyShared>,
-        builder: Arc<auto::Builder<TokioExecutor>>,
         mut drain: Drain,
     ) {
         let mut fresh = true;
         loop {
             let head = match self.next_request(&mut drain, fresh).await {
                 Next::Request(head) => head,
-                other => return Box::pin(self.end(other, listener, shared, &builder, drain)).await,
+                other => return Box::pin(self.end(other, listener, shared, drain)).await,
             };
             fresh = false;
             // Boxed: an idle connection's task keeps only what waiting for
@@ -157,18 +148,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientConnection<IO> {
         next: Next,
         listener: Arc<ListenerHandle>,
         shared: Arc<ProxyShared>,
-        builder: &auto::Builder<TokioExecutor>,
         drain: Drain,
     ) {
         match next {
             Next::Handoff => {
                 let ClientConnection { io, conn, bufs, .. } = self;
                 let io = super::rewind::Rewind::new(bufs.input.freeze(), io);
-                super::serve_with_hyper(io, conn, listener, shared, builder, drain).await;
+                super::serve_with_hyper(io, conn, listener, shared, drain).await;
             }
             Next::Invalid(status, reason) => {
                 tracing::debug!(peer = %self.conn.peer, %status, reason, "request refused");
-                let _ = self.write_local(refused(status, reason), false, true).await;
+                let send_timeout = listener.send_timeout();
+                let response = refused(status, reason);
+                let _ = self.write_local(response, false, true, send_timeout).await;
                 let _ = self.io.shutdown().await;
             }
             // `Next::Request` never comes here. Returning
@@ -264,6 +256,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
             status: 0,
             bytes_out: 0,
             upstream_time: None,
+            send_timeout: listener.send_timeout(),
         };
         process_request(&mut codec, listener, shared, view).await
     }
@@ -275,6 +268,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
         response: Response<ProxyBody>,
         head_only: bool,
         close: bool,
+        send_timeout: Duration,
     ) -> After {
         let (parts, body) = response.into_parts();
         let body = match body {
@@ -308,7 +302,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
             self.io.flush().await
         };
         match (
-            tokio::time::timeout(self.send_timeout, written).await,
+            tokio::time::timeout(send_timeout, written).await,
             close,
         ) {
             (Ok(Ok(())), false) => After::KeepAlive,
@@ -335,6 +329,9 @@ struct FastCodec<'c, IO> {
     bytes_out: u64,
     /// To the response head of the last attempt, when it got one.
     upstream_time: Option<Duration>,
+    /// The longest a write to the client may wait (the listener's as this
+    /// request started; not held by the idle connection).
+    send_timeout: Duration,
 }
 
 impl<IO> FastCodec<'_, IO> {
@@ -366,7 +363,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Codec for FastCodec<'_, IO> {
             self.bytes_out = body.len() as u64;
         }
         self.client
-            .write_local(response, self.head_only, close)
+            .write_local(response, self.head_only, close, self.send_timeout)
             .await
     }
 
@@ -465,7 +462,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FastCodec<'_, IO> {
             close_in_head(&mut client.bufs.output);
         }
         let close = self.close || cut;
-        let limits = (backend.upstream.idle_timeout, client.send_timeout);
+        let limits = (backend.upstream.idle_timeout, self.send_timeout);
         let output = &mut client.bufs.output;
         let relayed = relay::relay(
             &mut client.io,
