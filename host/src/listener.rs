@@ -341,16 +341,20 @@ fn spawn_connection(
     };
     match frontend {
         Frontend::Plain => {
-            let task =
-                crate::http::serve_connection(stream, conn, listener, shared, drain);
+            let task = crate::http::serve_connection(stream, conn, listener, shared, drain);
             let task = Counted { task, open };
             log_task_size_once(std::mem::size_of_val(&task));
             tokio::spawn(task);
         }
         Frontend::RedirectToHttps(port) => {
             let task = async move {
-                crate::http::redirect::serve_redirect(stream, port, &shared.builder, drain.graceful)
-                    .await;
+                crate::http::redirect::serve_redirect(
+                    stream,
+                    port,
+                    &shared.builder,
+                    drain.graceful,
+                )
+                .await;
             };
             tokio::spawn(Counted { task, open });
         }

@@ -301,10 +301,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConnection<IO> {
             self.io.write_all(&self.bufs.output).await?;
             self.io.flush().await
         };
-        match (
-            tokio::time::timeout(send_timeout, written).await,
-            close,
-        ) {
+        match (tokio::time::timeout(send_timeout, written).await, close) {
             (Ok(Ok(())), false) => After::KeepAlive,
             _ => After::Close,
         }
