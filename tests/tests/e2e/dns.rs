@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use wasmroute::ServerEvent;
+use wasmroute::health::HealthChange;
 use wasmroute_e2e::dns::DnsServer;
 use wasmroute_e2e::wait::eventually;
 use wasmroute_e2e::{Backend, Client, ProxyFixture, STEP, bundled};
@@ -249,5 +250,28 @@ async fn an_srv_name_gives_each_target_on_its_port_as_status_and_metrics_show() 
         .find(|l| l.starts_with("wasmroute_dns_resolutions_total{pool=\"web\",result=\"changed\"}"))
         .unwrap_or_else(|| panic!("no changed count in:\n{metrics}"));
     assert!(changed.ends_with(" 1"), "{changed}");
+    fx.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_address_that_joins_is_health_checked_like_any_backend() {
+    let dns = DnsServer::start().await.unwrap();
+    let live = Backend::start("live").await.unwrap();
+    let port = live.addr().port();
+    // Nothing listens on 127.0.0.9 at that port.
+    let dead = SocketAddr::from(([127, 0, 0, 9], port));
+    dns.set("web.test", &[live.addr().ip()]).await;
+    let resolver = format!(
+        "[resolver]\nnameservers = [\"{}\"]\nrefresh = \"50ms\"",
+        dns.addr()
+    );
+    let health = "[pools.health]\npath = \"/\"\ninterval = \"50ms\"\ntimeout = \"1s\"\nfall = 1";
+    let pool = config(&format!("{{ address = \"web.test:{port}\" }}"), &resolver);
+    let mut fx = start(&format!("{pool}\n{health}\n")).await;
+    fx.clear_events();
+    dns.set("web.test", &[live.addr().ip(), dead.ip()]).await;
+    let down = |e: &ServerEvent| matches!(e, ServerEvent::BackendHealth { backend, change: HealthChange::Down, .. } if *backend == dead);
+    fx.await_event(down, STEP).await.unwrap();
+    assert_eq!(spread(&fx, &[&live], 10).await, [10]);
     fx.shutdown().await.unwrap();
 }
