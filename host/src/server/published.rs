@@ -104,14 +104,7 @@ impl Published {
     /// The reload counters of `policy`, created on first use (the control
     /// loop is the only writer).
     pub(super) fn policy_reloads(&self, policy: &str) -> Arc<PolicyReloads> {
-        if let Some((_, counters)) = self.policy_reloads.load().iter().find(|(n, _)| n == policy) {
-            return Arc::clone(counters);
-        }
-        let counters = Arc::new(PolicyReloads::default());
-        let mut all = Vec::clone(&self.policy_reloads.load());
-        all.push((policy.to_owned(), Arc::clone(&counters)));
-        self.policy_reloads.store(Arc::new(all));
-        counters
+        counters_of(&self.policy_reloads, policy)
     }
 
     /// Every policy reloaded at least once, with its counters.
@@ -122,18 +115,25 @@ impl Published {
     /// The name lookup counters of `pool`, created on first use (the
     /// control loop is the only writer).
     pub(super) fn dns_resolutions(&self, pool: &str) -> Arc<DnsResolutions> {
-        if let Some((_, counters)) = self.dns_resolutions.load().iter().find(|(n, _)| n == pool) {
-            return Arc::clone(counters);
-        }
-        let counters = Arc::new(DnsResolutions::default());
-        let mut all = Vec::clone(&self.dns_resolutions.load());
-        all.push((pool.to_owned(), Arc::clone(&counters)));
-        self.dns_resolutions.store(Arc::new(all));
-        counters
+        counters_of(&self.dns_resolutions, pool)
     }
 
     /// Every pool whose names were looked up, with its counters.
     pub fn all_dns_resolutions(&self) -> Arc<Vec<(String, Arc<DnsResolutions>)>> {
         self.dns_resolutions.load_full()
     }
+}
+
+/// The counters named `name` in `list`, added on first use: a copy of the
+/// list with them stored in its place (one writer, the control loop; the
+/// admin endpoint reads without a lock).
+fn counters_of<T: Default>(list: &ArcSwap<Vec<(String, Arc<T>)>>, name: &str) -> Arc<T> {
+    if let Some((_, counters)) = list.load().iter().find(|(n, _)| n == name) {
+        return Arc::clone(counters);
+    }
+    let counters = Arc::new(T::default());
+    let mut all = Vec::clone(&list.load());
+    all.push((name.to_owned(), Arc::clone(&counters)));
+    list.store(Arc::new(all));
+    counters
 }
