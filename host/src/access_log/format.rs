@@ -1,6 +1,8 @@
-//! Access log lines: a [`Record`] of one request written as one JSON
-//! object ([`json`]) or as nginx's `combined` format followed by the
-//! upstream address and time ([`combined`]), each ending in `\n`.
+//! Access log lines: one request written as one JSON object or as nginx's
+//! `combined` format followed by the upstream address and time, each
+//! ending in `\n`. A line is written in two steps: its [`Head`] when the
+//! proxy starts on the request ([`json_head`], [`combined_head`]), its
+//! [`Tail`] when the request ends ([`json_tail`], [`combined_tail`]).
 //!
 //! Both write into a caller's buffer with no allocation of their own
 //! (bytes that are not UTF-8 are replaced, for JSON, without building a
@@ -13,9 +15,11 @@ use std::net::SocketAddr;
 use crate::ip_text::IpText;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// One request as the access log writes it.
+/// What the log knows of a request when the proxy starts on it: written
+/// then ([`json_head`], [`combined_head`]), while the request's bytes are
+/// still in the CPU's cache; by its end they mostly are not.
 #[derive(Debug, Clone)]
-pub struct Record<'a> {
+pub struct Head<'a> {
     /// When the proxy started on the request.
     pub time: SystemTime,
     /// The listener's name.
@@ -30,6 +34,16 @@ pub struct Record<'a> {
     pub path: &'a [u8],
     /// `HTTP/1.1`, `HTTP/2`, ...
     pub protocol: &'static str,
+    /// The `Referer` header.
+    pub referer: Option<&'a [u8]>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<&'a [u8]>,
+}
+
+/// What the log learns of a request by its end ([`json_tail`],
+/// [`combined_tail`]).
+#[derive(Debug, Clone)]
+pub struct Tail<'a> {
     /// The status the client got.
     pub status: u16,
     /// Request body bytes read from the client.
@@ -58,46 +72,49 @@ pub struct Record<'a> {
     pub sni: Option<&'a str>,
     /// Why the proxy answered with an error itself.
     pub error: Option<&'a [u8]>,
-    /// The `Referer` header.
-    pub referer: Option<&'a [u8]>,
-    /// The `User-Agent` header.
-    pub user_agent: Option<&'a [u8]>,
 }
 
-/// Writes `record` as one JSON object and a newline. Numbers and
-/// addresses are written digit by digit into `out` (`core::fmt` cost a
-/// visible share of a line, one small copy per piece).
-pub fn json(record: &Record<'_>, out: &mut Vec<u8>) {
+/// A JSON line's first keys, from `ts` to `protocol` (the object is left
+/// open for [`json_tail`]). Numbers and addresses are written digit by
+/// digit into `out` (`core::fmt` cost a visible share of a line, one
+/// small copy per piece).
+pub fn json_head(head: &Head<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"ts\":\"");
-    rfc3339_millis(record.time, out);
+    rfc3339_millis(head.time, out);
     out.extend_from_slice(b"\",\"listener\":");
-    json_string(record.listener.as_bytes(), out);
+    json_string(head.listener.as_bytes(), out);
     out.extend_from_slice(b",\"client\":\"");
-    push_socket_addr(out, record.client);
+    push_socket_addr(out, head.client);
     out.extend_from_slice(b"\",\"method\":");
-    json_string(record.method.as_bytes(), out);
+    json_string(head.method.as_bytes(), out);
     out.extend_from_slice(b",\"host\":");
-    json_opt(record.host, out);
+    json_opt(head.host, out);
     out.extend_from_slice(b",\"path\":");
-    json_string(record.path, out);
+    json_string(head.path, out);
     out.extend_from_slice(b",\"protocol\":\"");
-    out.extend_from_slice(record.protocol.as_bytes());
-    out.extend_from_slice(b"\",\"status\":");
-    push_decimal(out, u64::from(record.status), 1);
+    out.extend_from_slice(head.protocol.as_bytes());
+    out.push(b'"');
+}
+
+/// The rest of a JSON line [`json_head`] began, from `status` to `error`,
+/// closing the object and the line.
+pub fn json_tail(tail: &Tail<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b",\"status\":");
+    push_decimal(out, u64::from(tail.status), 1);
     out.extend_from_slice(b",\"bytes_in\":");
-    push_decimal(out, record.bytes_in, 1);
+    push_decimal(out, tail.bytes_in, 1);
     out.extend_from_slice(b",\"bytes_out\":");
-    push_decimal(out, record.bytes_out, 1);
+    push_decimal(out, tail.bytes_out, 1);
     out.extend_from_slice(b",\"duration_ms\":");
-    thousandths(record.duration.as_micros(), out);
+    thousandths(tail.duration.as_micros(), out);
     out.extend_from_slice(b",\"upstream_ms\":");
-    match record.upstream {
+    match tail.upstream {
         Some(upstream) => thousandths(upstream.as_micros(), out),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"pool\":");
-    json_opt(record.pool.map(str::as_bytes), out);
-    match record.backend {
+    json_opt(tail.pool.map(str::as_bytes), out);
+    match tail.backend {
         Some(backend) => {
             out.extend_from_slice(b",\"backend\":\"");
             push_socket_addr(out, backend);
@@ -106,21 +123,21 @@ pub fn json(record: &Record<'_>, out: &mut Vec<u8>) {
         None => out.extend_from_slice(b",\"backend\":null"),
     }
     out.extend_from_slice(b",\"attempts\":");
-    push_decimal(out, u64::from(record.attempts), 1);
+    push_decimal(out, u64::from(tail.attempts), 1);
     out.extend_from_slice(b",\"policy\":");
-    json_string(record.policy.as_bytes(), out);
+    json_string(tail.policy.as_bytes(), out);
     out.extend_from_slice(b",\"policy_version\":");
-    push_decimal(out, record.policy_version, 1);
+    push_decimal(out, tail.policy_version, 1);
     out.extend_from_slice(b",\"decision_us\":");
-    push_decimal(out, saturating_u64(record.decision.as_micros()), 1);
-    out.extend_from_slice(if record.tls {
+    push_decimal(out, saturating_u64(tail.decision.as_micros()), 1);
+    out.extend_from_slice(if tail.tls {
         b",\"tls\":true,\"sni\":"
     } else {
         b",\"tls\":false,\"sni\":"
     });
-    json_opt(record.sni.map(str::as_bytes), out);
+    json_opt(tail.sni.map(str::as_bytes), out);
     out.extend_from_slice(b",\"error\":");
-    json_opt(record.error, out);
+    json_opt(tail.error, out);
     out.extend_from_slice(b"}\n");
 }
 
@@ -164,29 +181,41 @@ fn push_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     push_decimal(out, u64::from(addr.port()), 1);
 }
 
-/// Writes `record` in nginx's combined format, then the upstream address
-/// and the upstream time in seconds (`-` for each when there is none).
-pub fn combined(record: &Record<'_>, out: &mut Vec<u8>) {
-    let _ = write!(out, "{} - - [", record.client.ip());
-    time_local(record.time, out);
+/// A `combined` line's parts known at the start: nginx's fields up to the
+/// request line, then the referer and user agent. Returns where
+/// [`combined_tail`] puts the status and size, between the two.
+pub fn combined_head(head: &Head<'_>, out: &mut Vec<u8>) -> usize {
+    let _ = write!(out, "{} - - [", head.client.ip());
+    time_local(head.time, out);
     out.extend_from_slice(b"] \"");
-    combined_text(record.method.as_bytes(), out);
+    combined_text(head.method.as_bytes(), out);
     out.push(b' ');
-    combined_text(record.path, out);
-    let _ = write!(
-        out,
-        " {}\" {} {} \"",
-        record.protocol, record.status, record.bytes_out
-    );
-    combined_text(record.referer.unwrap_or(b"-"), out);
+    combined_text(head.path, out);
+    let _ = write!(out, " {}\"", head.protocol);
+    let status_at = out.len();
+    out.extend_from_slice(b" \"");
+    combined_text(head.referer.unwrap_or(b"-"), out);
     out.extend_from_slice(b"\" \"");
-    combined_text(record.user_agent.unwrap_or(b"-"), out);
+    combined_text(head.user_agent.unwrap_or(b"-"), out);
     out.extend_from_slice(b"\" ");
-    match record.backend {
+    status_at
+}
+
+/// Ends a `combined` line [`combined_head`] began: the status and size at
+/// `status_at`, then the upstream address and the upstream time in
+/// seconds (`-` for each when there is none).
+pub fn combined_tail(tail: &Tail<'_>, out: &mut Vec<u8>, status_at: usize) {
+    let mut status = [0; 32];
+    let mut rest = &mut status[..];
+    // Cannot fail: a u16 and a u64 take at most 27 bytes.
+    let _ = write!(rest, " {} {}", tail.status, tail.bytes_out);
+    let len = 32 - rest.len();
+    out.splice(status_at..status_at, status[..len].iter().copied());
+    match tail.backend {
         Some(backend) => _ = write!(out, "{backend}"),
         None => out.push(b'-'),
     }
-    match record.upstream {
+    match tail.upstream {
         Some(upstream) => {
             out.push(b' ');
             thousandths(upstream.as_millis(), out);
@@ -363,8 +392,8 @@ mod tests {
         UNIX_EPOCH + Duration::from_millis(1_796_131_116_123)
     }
 
-    fn record() -> Record<'static> {
-        Record {
+    fn record() -> (Head<'static>, Tail<'static>) {
+        let head = Head {
             time: time(),
             listener: "edge",
             client: "127.0.0.1:50000".parse().unwrap(),
@@ -372,6 +401,10 @@ mod tests {
             host: Some(b"example.com"),
             path: b"/a?b=1",
             protocol: "HTTP/1.1",
+            referer: None,
+            user_agent: Some(b"curl/8"),
+        };
+        let tail = Tail {
             status: 200,
             bytes_in: 0,
             bytes_out: 12,
@@ -386,21 +419,29 @@ mod tests {
             tls: false,
             sni: None,
             error: None,
-            referer: None,
-            user_agent: Some(b"curl/8"),
-        }
+        };
+        (head, tail)
     }
 
-    fn text(write: fn(&Record<'_>, &mut Vec<u8>), record: &Record<'_>) -> String {
+    fn json(head: &Head<'_>, tail: &Tail<'_>) -> String {
         let mut out = Vec::new();
-        write(record, &mut out);
+        json_head(head, &mut out);
+        json_tail(tail, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn combined(head: &Head<'_>, tail: &Tail<'_>) -> String {
+        let mut out = Vec::new();
+        let status_at = combined_head(head, &mut out);
+        combined_tail(tail, &mut out, status_at);
         String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn json_line_has_every_key_in_order() {
+        let (head, tail) = record();
         assert_eq!(
-            text(json, &record()),
+            json(&head, &tail),
             "{\"ts\":\"2026-12-01T13:18:36.123Z\",\"listener\":\"edge\",\"client\":\"127.0.0.1:50000\",\
              \"method\":\"GET\",\"host\":\"example.com\",\"path\":\"/a?b=1\",\"protocol\":\"HTTP/1.1\",\
              \"status\":200,\"bytes_in\":0,\"bytes_out\":12,\"duration_ms\":1.500,\"upstream_ms\":1.250,\
@@ -413,20 +454,24 @@ mod tests {
     /// up front (`LINE_CAPACITY`): one allocation per line, no regrowth.
     #[test]
     fn a_typical_json_line_fits_its_first_allocation() {
-        let typical = Record {
+        let (head, tail) = record();
+        let head = Head {
             listener: "bench",
             client: "127.0.0.1:54321".parse().unwrap(),
             host: Some(b"127.0.0.1:18084"),
             path: b"/",
+            ..head
+        };
+        let tail = Tail {
             pool: Some("backends"),
             backend: Some("127.0.0.1:18082".parse().unwrap()),
             policy: "round-robin",
             policy_version: 12,
             duration: Duration::from_micros(123_456),
             upstream: Some(Duration::from_micros(98_765)),
-            ..record()
+            ..tail
         };
-        let line = text(json, &typical);
+        let line = json(&head, &tail);
         assert!(
             line.len() <= crate::access_log::LINE_CAPACITY,
             "{} bytes: {line}",
@@ -445,9 +490,13 @@ mod tests {
             0,
             2,
         ));
-        let wide = Record {
+        let (head, tail) = record();
+        let head = Head {
             time: UNIX_EPOCH + Duration::from_millis(1_000_000_000_007),
             client,
+            ..head
+        };
+        let tail = Tail {
             backend: Some(scoped),
             status: 504,
             bytes_in: u64::MAX,
@@ -456,9 +505,9 @@ mod tests {
             attempts: 10,
             policy_version: 1_234_567,
             decision: Duration::from_micros(1_000),
-            ..record()
+            ..tail
         };
-        let line = text(json, &wide);
+        let line = json(&head, &tail);
         for part in [
             "\"ts\":\"2001-09-09T01:46:40.007Z\"".to_owned(),
             format!("\"client\":\"{client}\""),
@@ -474,18 +523,19 @@ mod tests {
 
     #[test]
     fn json_local_answer_has_nulls_and_its_error() {
-        let local = Record {
+        let (head, tail) = record();
+        let head = Head { host: None, ..head };
+        let tail = Tail {
             upstream: None,
             pool: None,
             backend: None,
             attempts: 0,
-            host: None,
             error: Some(b"no healthy backend"),
             tls: true,
             sni: Some("a.example"),
-            ..record()
+            ..tail
         };
-        let line = text(json, &local);
+        let line = json(&head, &tail);
         for part in [
             "\"upstream_ms\":null,\"pool\":null,\"backend\":null,\"attempts\":0,",
             "\"host\":null,",
@@ -507,20 +557,29 @@ mod tests {
 
     #[test]
     fn combined_line_is_nginx_then_upstream() {
+        let (head, tail) = record();
         assert_eq!(
-            text(combined, &record()),
+            combined(&head, &tail),
             "127.0.0.1 - - [01/Dec/2026:13:18:36 +0000] \"GET /a?b=1 HTTP/1.1\" 200 12 \"-\" \"curl/8\" 127.0.0.1:9001 0.001\n"
         );
-        let local = Record {
-            upstream: None,
-            backend: None,
+        let head = Head {
             referer: Some(b"http://x/\"q\""),
             user_agent: Some(b"\xe9\n"),
-            ..record()
+            ..head
+        };
+        let tail = Tail {
+            upstream: None,
+            backend: None,
+            status: 65535,
+            bytes_out: u64::MAX,
+            ..tail
         };
         assert_eq!(
-            text(combined, &local),
-            "127.0.0.1 - - [01/Dec/2026:13:18:36 +0000] \"GET /a?b=1 HTTP/1.1\" 200 12 \"http://x/\\\"q\\\"\" \"\\xE9\\x0A\" - -\n"
+            combined(&head, &tail),
+            format!(
+                "127.0.0.1 - - [01/Dec/2026:13:18:36 +0000] \"GET /a?b=1 HTTP/1.1\" 65535 {} \"http://x/\\\"q\\\"\" \"\\xE9\\x0A\" - -\n",
+                u64::MAX
+            )
         );
     }
 

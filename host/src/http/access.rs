@@ -1,12 +1,9 @@
-//! The access log's view of a request ([`AccessEntry`]): the parts of its
-//! head taken when the pipeline starts on it (the last attempt may give
-//! the head away), and what the codec and the pipeline learned, written
-//! as one line when the request's [`super::metrics::Outcome`] is
-//! recorded. Only made when the listener's state has an access log.
-//!
-//! Header values and the path are reference-counted copies of the parsed
-//! request's, not new strings; the line itself is the one allocation
-//! (`crate::access_log::AccessLog::write`).
+//! The access log's view of a request ([`AccessEntry`]): its line begun
+//! when the pipeline starts on it ([`start_line`]; the head's fields are
+//! in the CPU's cache then, and the last attempt may give the head away),
+//! and what the codec and the pipeline learned, which end the line when the
+//! request's [`super::metrics::Outcome`] is recorded. Only made when the
+//! listener's state has an access log.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,53 +11,56 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Version, header, request};
+use http::{HeaderValue, Version, header, request};
 
 use super::pipeline::{ConnInfo, Exchanged};
 use super::state::ListenerState;
-use crate::access_log::Record;
+use crate::access_log::{AccessLog, Head, StartedLine, Tail};
+use crate::config::LogFormat;
 
-/// The request head as the access log writes it.
-#[derive(Debug)]
-pub struct RequestLine {
-    time: SystemTime,
-    method: Method,
-    path: Option<PathAndQuery>,
-    host: Option<HeaderValue>,
-    referer: Option<HeaderValue>,
-    user_agent: Option<HeaderValue>,
-    version: Version,
-}
-
-impl RequestLine {
-    /// Takes what the log needs of `head`, now.
-    pub fn of(head: &request::Parts) -> RequestLine {
-        let headers = &head.headers;
-        let host = headers.get(header::HOST).cloned().or_else(|| {
-            let authority = head.uri.authority()?;
-            HeaderValue::from_str(authority.as_str()).ok()
-        });
-        RequestLine {
-            time: SystemTime::now(),
-            method: head.method.clone(),
-            path: head.uri.path_and_query().cloned(),
-            host,
-            referer: headers.get(header::REFERER).cloned(),
-            user_agent: headers.get(header::USER_AGENT).cloned(),
-            version: head.version,
-        }
-    }
+/// Begins the line of the request `head` from `client` on `listener`.
+pub fn start_line(
+    log: &AccessLog,
+    listener: &str,
+    head: &request::Parts,
+    client: SocketAddr,
+) -> StartedLine {
+    let headers = &head.headers;
+    let host = match headers.get(header::HOST) {
+        Some(host) => Some(host.as_bytes()),
+        None => head.uri.authority().map(|a| a.as_str().as_bytes()),
+    };
+    // Only `combined` writes them.
+    let combined = log.config().format == LogFormat::Combined;
+    let header = |name| {
+        combined
+            .then(|| headers.get(name).map(HeaderValue::as_bytes))
+            .flatten()
+    };
+    log.start(&Head {
+        time: SystemTime::now(),
+        listener,
+        client,
+        method: head.method.as_str(),
+        host,
+        path: head
+            .uri
+            .path_and_query()
+            .map_or("", PathAndQuery::as_str)
+            .as_bytes(),
+        protocol: protocol(head.version),
+        referer: header(header::REFERER),
+        user_agent: header(header::USER_AGENT),
+    })
 }
 
 /// One request waiting to be logged.
 #[derive(Debug)]
 pub struct AccessEntry {
-    /// Its head.
-    pub request: RequestLine,
+    /// Its line, begun.
+    pub line: StartedLine,
     /// The listener state it was served with (holds the log).
     pub state: Arc<ListenerState>,
-    /// The client.
-    pub peer: SocketAddr,
     /// Whether the client spoke TLS, and the SNI name it sent.
     pub tls: (bool, Option<Arc<str>>),
     /// Bytes and upstream time, as the codec counted them.
@@ -74,12 +74,12 @@ pub struct AccessEntry {
 }
 
 impl AccessEntry {
-    /// An entry for a request served on `conn` with `state`.
-    pub fn new(request: RequestLine, state: &Arc<ListenerState>, conn: &ConnInfo) -> AccessEntry {
+    /// An entry for a request served on `conn` with `state`, its line
+    /// begun by [`start_line`] with `state`'s log.
+    pub fn new(line: StartedLine, state: &Arc<ListenerState>, conn: &ConnInfo) -> AccessEntry {
         AccessEntry {
-            request,
+            line,
             state: Arc::clone(state),
-            peer: conn.peer,
             tls: (conn.tls, conn.server_name.clone()),
             exchanged: Exchanged::default(),
             attempts: 0,
@@ -88,13 +88,22 @@ impl AccessEntry {
         }
     }
 
-    /// Writes the line of a request that went to `route` (pool id,
-    /// backend index) and ended with `status` after `duration`.
-    pub fn write(&self, route: Option<(u32, u32)>, status: u16, duration: Duration) {
-        let Some(log) = &self.state.access_log else {
+    /// Ends and queues the line of a request that went to `route` (pool
+    /// id, backend index) and ended with `status` after `duration`.
+    pub fn write(self, route: Option<(u32, u32)>, status: u16, duration: Duration) {
+        let AccessEntry {
+            line,
+            state,
+            tls,
+            exchanged,
+            attempts,
+            decision_time,
+            error,
+        } = self;
+        let Some(log) = &state.access_log else {
             return;
         };
-        let policy = &self.state.policy;
+        let policy = &state.policy;
         let pool = route.and_then(|(pool, backend)| {
             let pool = policy.pools.get(pool as usize)?;
             Some((
@@ -102,33 +111,23 @@ impl AccessEntry {
                 pool.backends.get(backend as usize)?.address,
             ))
         });
-        let request = &self.request;
-        let path = request.path.as_ref().map_or("", PathAndQuery::as_str);
-        log.write(&Record {
-            time: request.time,
-            listener: &self.state.name,
-            client: self.peer,
-            method: request.method.as_str(),
-            host: request.host.as_ref().map(HeaderValue::as_bytes),
-            path: path.as_bytes(),
-            protocol: protocol(request.version),
+        let tail = Tail {
             status,
-            bytes_in: self.exchanged.bytes_in,
-            bytes_out: self.exchanged.bytes_out,
+            bytes_in: exchanged.bytes_in,
+            bytes_out: exchanged.bytes_out,
             duration,
-            upstream: self.exchanged.upstream_time,
+            upstream: exchanged.upstream_time,
             pool: pool.map(|(name, _)| name),
             backend: pool.map(|(_, address)| address),
-            attempts: self.attempts,
+            attempts,
             policy: &policy.module.name,
             policy_version: policy.module.version,
-            decision: self.decision_time,
-            tls: self.tls.0,
-            sni: self.tls.1.as_deref(),
-            error: self.error.as_deref().map(<[u8]>::trim_ascii),
-            referer: request.referer.as_ref().map(HeaderValue::as_bytes),
-            user_agent: request.user_agent.as_ref().map(HeaderValue::as_bytes),
-        });
+            decision: decision_time,
+            tls: tls.0,
+            sni: tls.1.as_deref(),
+            error: error.as_deref().map(<[u8]>::trim_ascii),
+        };
+        log.finish(line, &tail);
     }
 }
 

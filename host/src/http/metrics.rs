@@ -140,7 +140,7 @@ impl Outcome {
     pub fn record(self, metrics: &ListenerMetrics) {
         let elapsed = self.started.elapsed();
         count(metrics, self.route, self.status, elapsed);
-        if let Some(access) = &self.access {
+        if let Some(access) = self.access {
             access.write(self.route, self.status, elapsed);
         }
     }

@@ -33,7 +33,7 @@ use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use tokio::sync::broadcast;
 
-use super::access::{AccessEntry, RequestLine};
+use super::access::{self, AccessEntry};
 use super::body::ProxyBody;
 use super::headers;
 use super::metrics::{ListenerMetrics, Outcome};
@@ -182,8 +182,8 @@ pub async fn process_request<C: Codec>(
     let state = listener.state();
     let request_line = state
         .access_log
-        .is_some()
-        .then(|| RequestLine::of(&view.head));
+        .as_ref()
+        .map(|log| access::start_line(log, &state.name, &view.head, codec.conn().peer));
     let mut proxy_error: Option<Bytes> = None;
     let mut budget: Option<u32> = None;
     let mut last_error: Option<AttemptError> = None;
