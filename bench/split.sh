@@ -50,7 +50,7 @@ sleep 0.3
 
 # Every 50 ms until peers.sh writes its results (the proxies are idle
 # after their last round): each proxy's user and system ticks, and CPU 1's
-# busy and interrupt ticks. The kernel runs a loopback send's delivery to
+# busy and interrupt ticks, CPU 0's busy ticks and CPU 1's elapsed ticks. The kernel runs a loopback send's delivery to
 # the peer as a softirq, which it counts to the CPU, not to the process:
 # each interval's CPU 1 time goes to the proxy that ran in it.
 taskset -c 0 python3 - "$out" "$peers" "$(pids_of nginx | tr '\n' ,)" \
@@ -67,12 +67,14 @@ def ticks(pids):
             continue
         user += int(fields[11]); system += int(fields[12])
     return user, system
-def cpu1():
+def cpus():
+    busy = {}
     for line in open("/proc/stat"):
-        if line.startswith("cpu1 "):
+        if line.startswith(("cpu0 ", "cpu1 ")):
             v = list(map(int, line.split()[1:]))
-            return sum(v) - v[3] - v[4], v[5] + v[6]
-    return 0, 0
+            busy[line[:4]] = (sum(v) - v[3] - v[4], v[5] + v[6], sum(v))
+    (load, _, _), (core, interrupts, total) = busy["cpu0"], busy["cpu1"]
+    return core, interrupts, load, total
 def alive():
     try:
         os.kill(peers, 0)
@@ -80,7 +82,7 @@ def alive():
     except OSError:
         return False
 while alive() and not (os.path.exists(out) and os.path.getsize(out) > 0):
-    row = [t for g in groups for t in ticks(g)] + list(cpu1())
+    row = [t for g in groups for t in ticks(g)] + list(cpus())
     print(" ".join(map(str, row)), flush=True)
     time.sleep(0.05)
 PY
@@ -94,8 +96,9 @@ served = {}
 for line in open(results):
     f = line.rstrip("\n").split("\t")
     served[f[1]] = served.get(f[1], 0.0) + float(f[2]) * duration
-rows = [list(map(int, l.split())) for l in open(samples) if len(l.split()) == 8]
-split = {n: [0, 0, 0, 0] for n in names}  # user, system, CPU 1 busy, CPU 1 interrupts
+rows = [list(map(int, l.split())) for l in open(samples) if len(l.split()) == 10]
+# user, system, CPU 1 busy, CPU 1 interrupts, CPU 0 busy, elapsed
+split = {n: [0, 0, 0, 0, 0, 0] for n in names}
 for before, after in zip(rows, rows[1:]):
     d = [b - a for a, b in zip(before, after)]
     own = [d[2 * k] + d[2 * k + 1] for k in range(3)]
@@ -103,18 +106,25 @@ for before, after in zip(rows, rows[1:]):
     for i in range(3):
         split[names[i]][0] += d[2 * i]; split[names[i]][1] += d[2 * i + 1]
     if own[k] > 0:
-        split[names[k]][2] += d[6]; split[names[k]][3] += d[7]
+        for i, at in enumerate((6, 7, 8, 9)):
+            split[names[k]][2 + i] += d[at]
 us = lambda t, n: t / hz * 1e6 / served[n]
-print(f"{'proxy':8} {'user':>7} {'system':>7} {'softirq':>8} {'core':>7}  (us of CPU 1 per request)  {'kernel share':>12}")
+print("us per request on the proxy's core (CPU 1): user, system (softirq included), the")
+print("softirq part, and all of the core's busy time; how busy each core was in its rounds")
+print(f"{'proxy':8} {'user':>7} {'system':>7} {'softirq':>8} {'core':>7} {'kernel share':>13} {'CPU 1 busy':>11} {'CPU 0 busy':>11}")
 core = {}
 for n in names:
     if n not in served:
         continue
-    user, system, busy, irq = (us(t, n) for t in split[n])
-    core[n] = (user, busy)
-    print(f"{n:8} {user:7.2f} {system:7.2f} {irq:8.2f} {busy:7.2f}  {'':26} {(busy - user) / busy:12.2f}")
+    user, system, busy, irq, load, elapsed = split[n]
+    core[n] = (us(user, n), us(busy, n), load / elapsed)
+    print(f"{n:8} {us(user, n):7.2f} {us(system, n):7.2f} {us(irq, n):8.2f} {us(busy, n):7.2f} "
+          f"{system / (user + system):13.2f} {busy / elapsed:11.0%} {load / elapsed:11.0%}")
 if "ours" in core:
     best = min(core[p][1] for p in ("nginx", "haproxy") if p in core)
-    user, busy = core["ours"]
+    user, busy, _ = core["ours"]
     print(f"ceiling (the better peer's core time per request / ours without its user time): {best / (busy - user):.2f}x")
+    if min(c[2] for c in core.values()) >= 0.95:
+        print("CPU 0 (wrk and the backends) was saturated in every proxy's rounds: the rounds measure the")
+        print("load side, and the 'direct' row, not the proxy's core, bounds them")
 PY
