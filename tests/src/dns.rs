@@ -27,6 +27,25 @@ struct Zone {
     queries: AtomicU64,
 }
 
+/// A UDP socket on a free port of 127.0.0.1 and a TCP listener on the same
+/// port. The port the system picks for UDP may be in use for TCP (by
+/// another test's connection, say): then it tries another, a bounded
+/// number of times.
+async fn bind_pair() -> anyhow::Result<(UdpSocket, TcpListener)> {
+    const TRIES: usize = 100;
+    for _ in 1..TRIES {
+        let udp = UdpSocket::bind("127.0.0.1:0").await?;
+        match TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let udp = UdpSocket::bind("127.0.0.1:0").await?;
+    let tcp = TcpListener::bind(udp.local_addr()?).await?;
+    Ok((udp, tcp))
+}
+
 /// A running server; stops when dropped.
 pub struct DnsServer {
     zone: Arc<Zone>,
@@ -45,9 +64,8 @@ impl Drop for DnsServer {
 impl DnsServer {
     /// Binds UDP `127.0.0.1:0`, and TCP on the same port, and serves.
     pub async fn start() -> anyhow::Result<DnsServer> {
-        let udp = UdpSocket::bind("127.0.0.1:0").await?;
+        let (udp, tcp) = bind_pair().await?;
         let addr = udp.local_addr()?;
-        let tcp = TcpListener::bind(addr).await?;
         let zone = Arc::new(Zone::default());
         let tasks = vec![
             tokio::spawn(serve_udp(udp, Arc::clone(&zone))),
