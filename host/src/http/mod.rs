@@ -102,8 +102,10 @@ pub async fn serve_with_hyper<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // `shared` moves into the service; this handle keeps hyper's builder,
+    // which the connection borrows.
+    let for_builder = Arc::clone(&shared);
     // The listener's when the connection came to hyper.
-    let builder = Arc::clone(&shared);
     let watch = Arc::new(send_watch::ClientWatch::new(listener.state().send_timeout));
     let stalls = Arc::clone(&watch);
     let client = Arc::new(proxy::HyperConnection {
@@ -120,7 +122,9 @@ pub async fn serve_with_hyper<IO>(
             Ok::<_, Infallible>(response)
         }
     });
-    let connection = (builder.builder).serve_connection_with_upgrades(TokioIo::new(io), service);
+    let connection = for_builder
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::select! {
         served = drain.graceful.watch(connection.into_owned()) => if let Err(error) = served {
             tracing::debug!(%error, "client connection ended with an error");
