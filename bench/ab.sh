@@ -40,6 +40,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 dir="$(mktemp -d)"
+# The access logs in a folder of their own: the proxy watches its config's
+# folder, and each write to a log there would wake its watcher.
+mkdir "$dir/logs"
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -62,13 +65,13 @@ EOF
 taskset -c 0 nginx -c "$dir/nginx.conf" -p "$dir"
 
 # CONFIG moved to PORT: policies folder absolute, the bench listener on
-# PORT, the admin endpoint on PORT + 100, the access log in $dir, no tcp
+# PORT, the admin endpoint on PORT + 100, the access log in $dir/logs, no tcp
 # listener.
 config_on() {
   sed -e "s|^dir = .*|dir = \"$root/target/policies\"|" \
       -e "s|127.0.0.1:18084|127.0.0.1:$2|" \
       -e "s|127.0.0.1:18185|127.0.0.1:$(($2 + 100))|" \
-      -e "s|^path = .*|path = \"$dir/access-$2.log\"|" \
+      -e "s|^path = .*|path = \"$dir/logs/access-$2.log\"|" \
       -e '/^# tcp mode/,$d' "$1" > "$dir/$2.toml"
   echo "$dir/$2.toml"
 }

@@ -9,6 +9,7 @@
 //! string). Times are UTC: RFC 3339 with milliseconds for JSON,
 //! `01/Dec/2026:13:18:36 +0000` for `combined`.
 
+use std::cell::Cell;
 use std::io::Write as _;
 use std::net::SocketAddr;
 
@@ -56,8 +57,10 @@ pub struct Tail<'a> {
     pub upstream: Option<Duration>,
     /// The pool of the last attempt.
     pub pool: Option<&'a str>,
-    /// The backend of the last attempt; `None` when answered locally.
-    pub backend: Option<SocketAddr>,
+    /// The address of the last attempt's backend, as text (as
+    /// `SocketAddr`'s `Display` writes it; the pool keeps it so); `None`
+    /// when answered locally.
+    pub backend: Option<&'a str>,
     /// Attempts made.
     pub attempts: u32,
     /// The listener's policy.
@@ -116,8 +119,9 @@ pub fn json_tail(tail: &Tail<'_>, out: &mut Vec<u8>) {
     json_opt(tail.pool.map(str::as_bytes), out);
     match tail.backend {
         Some(backend) => {
+            // An address's text needs no escapes.
             out.extend_from_slice(b",\"backend\":\"");
-            push_socket_addr(out, backend);
+            out.extend_from_slice(backend.as_bytes());
             out.push(b'"');
         }
         None => out.extend_from_slice(b",\"backend\":null"),
@@ -141,22 +145,41 @@ pub fn json_tail(tail: &Tail<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"}\n");
 }
 
-/// `n` in decimal, zero-padded to at least `width` digits (at most 20).
+/// `n` in decimal, zero-padded to at least `width` digits (at most 20),
+/// two digits at a time.
 fn push_decimal(out: &mut Vec<u8>, n: u64, width: usize) {
     let mut digits = [b'0'; 20];
     let mut at = digits.len();
     let mut rest = n;
-    loop {
+    while rest >= 100 {
+        let pair = 2 * (rest % 100) as usize;
+        rest /= 100;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if rest >= 10 {
+        let pair = 2 * rest as usize;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
+        digits[at] = b'0' + rest as u8;
     }
     let start = at.min(digits.len() - width.min(digits.len()));
     out.extend_from_slice(&digits[start..]);
 }
+
+/// `00`, `01`, ... `99`, one after another.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0; 200];
+    let mut n = 0;
+    while n < 100 {
+        pairs[2 * n] = b'0' + (n / 10) as u8;
+        pairs[2 * n + 1] = b'0' + (n % 10) as u8;
+        n += 1;
+    }
+    pairs
+};
 
 fn saturating_u64(n: u128) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
@@ -212,7 +235,7 @@ pub fn combined_tail(tail: &Tail<'_>, out: &mut Vec<u8>, status_at: usize) {
     let len = 32 - rest.len();
     out.splice(status_at..status_at, status[..len].iter().copied());
     match tail.backend {
-        Some(backend) => _ = write!(out, "{backend}"),
+        Some(backend) => out.extend_from_slice(backend.as_bytes()),
         None => out.push(b'-'),
     }
     match tail.upstream {
@@ -245,7 +268,10 @@ fn json_opt(value: Option<&[u8]>, out: &mut Vec<u8>) {
 /// escaped, bytes that are not UTF-8 replaced by U+FFFD.
 pub fn json_string(bytes: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
-    if bytes.is_ascii() {
+    if !bytes.iter().any(|&byte| SPECIAL[usize::from(byte)]) {
+        // The usual text: printable ASCII, nothing to escape.
+        out.extend_from_slice(bytes);
+    } else if bytes.is_ascii() {
         json_escape(bytes, out);
     } else {
         for chunk in bytes.utf8_chunks() {
@@ -287,6 +313,20 @@ fn json_escape(text: &[u8], out: &mut Vec<u8>) {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// The bytes a JSON string cannot hold as they are (quote, backslash,
+/// controls) or that need a look as UTF-8 (non-ASCII): one table look-up
+/// a byte finds text that needs neither.
+const SPECIAL: [bool; 256] = {
+    let mut special = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        special[byte] =
+            byte < 0x20 || byte >= 0x7f || byte == b'"' as usize || byte == b'\\' as usize;
+        byte += 1;
+    }
+    special
+};
+
 /// Text inside a `combined` field: `"` and `\` escaped with a backslash,
 /// control and non-ASCII bytes as `\xHH` (as nginx writes them).
 pub fn combined_text(bytes: &[u8], out: &mut Vec<u8>) {
@@ -307,7 +347,6 @@ struct Civil {
     hour: u64,
     minute: u64,
     second: u64,
-    millis: u32,
 }
 
 impl Civil {
@@ -323,7 +362,6 @@ impl Civil {
             hour: of_day / 3600,
             minute: of_day % 3600 / 60,
             second: of_day % 60,
-            millis: since.subsec_millis(),
         }
     }
 }
@@ -348,24 +386,52 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// `2026-12-01T13:18:36.123Z`.
+/// `2026-12-01T13:18:36.123Z`. The text up to the second is kept per
+/// thread and written again while the second lasts (a busy proxy logs
+/// thousands of lines in each).
 pub fn rfc3339_millis(time: SystemTime, out: &mut Vec<u8>) {
-    let c = Civil::of(time);
-    // A time before 1970 is written as 1970 (`Civil::of`); the year
-    // always has four digits until 10000.
-    push_decimal(out, c.year.max(0) as u64, 4);
-    for (separator, value, width) in [
-        (b'-', u64::from(c.month), 2),
-        (b'-', u64::from(c.day), 2),
-        (b'T', c.hour, 2),
-        (b':', c.minute, 2),
-        (b':', c.second, 2),
-        (b'.', u64::from(c.millis), 3),
-    ] {
-        out.push(separator);
-        push_decimal(out, value, width);
+    thread_local! {
+        static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
     }
-    out.push(b'Z');
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    // The last second with a four-digit year.
+    let secs = since.as_secs().min(253_402_300_799);
+    let prefix = SECOND.with(|kept| match kept.get() {
+        (at, text) if at == secs => text,
+        _ => {
+            let text = rfc3339_second(secs);
+            kept.set((secs, text));
+            text
+        }
+    });
+    out.extend_from_slice(&prefix);
+    let millis = since.subsec_millis();
+    out.extend_from_slice(&[
+        b'0' + (millis / 100) as u8,
+        b'0' + (millis / 10 % 10) as u8,
+        b'0' + (millis % 10) as u8,
+        b'Z',
+    ]);
+}
+
+/// `2026-12-01T13:18:36.` for `secs` after the epoch (up to 9999).
+fn rfc3339_second(secs: u64) -> [u8; 20] {
+    let c = Civil::of(UNIX_EPOCH + Duration::from_secs(secs));
+    let mut text = Vec::with_capacity(20);
+    push_decimal(&mut text, c.year.max(0) as u64, 4);
+    for (separator, value) in [
+        (b'-', u64::from(c.month)),
+        (b'-', u64::from(c.day)),
+        (b'T', c.hour),
+        (b':', c.minute),
+        (b':', c.second),
+    ] {
+        text.push(separator);
+        push_decimal(&mut text, value, 2);
+    }
+    text.push(b'.');
+    text.try_into()
+        .expect("four digits of year and five fields of two")
 }
 
 const MONTHS: [&str; 12] = [
@@ -411,7 +477,7 @@ mod tests {
             duration: Duration::from_micros(1500),
             upstream: Some(Duration::from_micros(1250)),
             pool: Some("web"),
-            backend: Some("127.0.0.1:9001".parse().unwrap()),
+            backend: Some("127.0.0.1:9001"),
             attempts: 1,
             policy: "rr",
             policy_version: 3,
@@ -464,7 +530,7 @@ mod tests {
         };
         let tail = Tail {
             pool: Some("backends"),
-            backend: Some("127.0.0.1:18082".parse().unwrap()),
+            backend: Some("127.0.0.1:18082"),
             policy: "round-robin",
             policy_version: 12,
             duration: Duration::from_micros(123_456),
@@ -496,8 +562,9 @@ mod tests {
             client,
             ..head
         };
+        let scoped_text = scoped.to_string();
         let tail = Tail {
-            backend: Some(scoped),
+            backend: Some(&scoped_text),
             status: 504,
             bytes_in: u64::MAX,
             duration: Duration::from_micros(12_345_678_901),
@@ -592,5 +659,27 @@ mod tests {
         let mut out = Vec::new();
         rfc3339_millis(UNIX_EPOCH + Duration::from_secs(951_868_799), &mut out);
         assert_eq!(out, b"2000-02-29T23:59:59.000Z");
+    }
+
+    /// The kept text of a second serves only that second.
+    #[test]
+    fn times_in_one_second_and_the_next() {
+        let second = UNIX_EPOCH + Duration::from_secs(951_868_799);
+        let mut out = Vec::new();
+        for time in [
+            second + Duration::from_millis(5),
+            second + Duration::from_millis(999),
+            second + Duration::from_millis(1_000),
+            second,
+            UNIX_EPOCH + Duration::from_secs(u64::MAX / 2),
+        ] {
+            rfc3339_millis(time, &mut out);
+            out.push(b' ');
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "2000-02-29T23:59:59.005Z 2000-02-29T23:59:59.999Z 2000-03-01T00:00:00.000Z \
+             2000-02-29T23:59:59.000Z 9999-12-31T23:59:59.000Z "
+        );
     }
 }

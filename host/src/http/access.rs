@@ -108,7 +108,7 @@ impl AccessEntry {
             let pool = policy.pools.get(pool as usize)?;
             Some((
                 pool.name.as_str(),
-                pool.backends.get(backend as usize)?.address,
+                pool.backends.get(backend as usize)?.authority.as_str(),
             ))
         });
         let tail = Tail {

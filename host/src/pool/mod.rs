@@ -149,7 +149,8 @@ impl BackendStats {
 pub struct Backend {
     /// Where it listens.
     pub address: SocketAddr,
-    /// `address` as a URI authority, built once.
+    /// `address` as a URI authority, built once: its text is what
+    /// `SocketAddr`'s `Display` writes (the access log writes it as is).
     pub authority: Authority,
     /// Configured weight (at least 1).
     pub weight: u32,
