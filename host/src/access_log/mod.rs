@@ -29,6 +29,7 @@
 //! what is left and ends when the last request holding it is done.
 
 pub mod format;
+pub mod time;
 
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};
@@ -109,7 +110,7 @@ impl std::fmt::Debug for Shared {
 }
 
 /// Whole lines, one after another.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Chunk {
     bytes: Vec<u8>,
     lines: usize,

@@ -71,7 +71,7 @@ fn document(listener: &str, shadow: &Shadow) -> Value {
 
 fn divergence(divergence: &Divergence) -> Value {
     let mut time = Vec::with_capacity(24);
-    crate::access_log::format::rfc3339_millis(divergence.time, &mut time);
+    crate::access_log::time::rfc3339_millis(divergence.time, &mut time);
     json!({
         "time": String::from_utf8_lossy(&time),
         "method": divergence.method.as_str(),
