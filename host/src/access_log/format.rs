@@ -109,10 +109,10 @@ pub fn json_tail(tail: &Tail<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"bytes_out\":");
     push_decimal(out, tail.bytes_out, 1);
     out.extend_from_slice(b",\"duration_ms\":");
-    thousandths(tail.duration.as_micros(), out);
+    as_millis_3(tail.duration, out);
     out.extend_from_slice(b",\"upstream_ms\":");
     match tail.upstream {
-        Some(upstream) => thousandths(upstream.as_micros(), out),
+        Some(upstream) => as_millis_3(upstream, out),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"pool\":");
@@ -133,7 +133,7 @@ pub fn json_tail(tail: &Tail<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"policy_version\":");
     push_decimal(out, tail.policy_version, 1);
     out.extend_from_slice(b",\"decision_us\":");
-    push_decimal(out, saturating_u64(tail.decision.as_micros()), 1);
+    push_decimal(out, whole_micros(tail.decision), 1);
     out.extend_from_slice(if tail.tls {
         b",\"tls\":true,\"sni\":"
     } else {
@@ -181,8 +181,13 @@ const DIGIT_PAIRS: [u8; 200] = {
     pairs
 };
 
-fn saturating_u64(n: u128) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
+/// `duration` in whole microseconds (in `u64`: `as_micros` is a `u128`,
+/// whose division by 1000 was a libgcc call per number).
+fn whole_micros(duration: Duration) -> u64 {
+    duration
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(duration.subsec_micros()))
 }
 
 /// `127.0.0.1:9001`, `[::1]:9001`: what `SocketAddr`'s `Display` writes
@@ -241,20 +246,25 @@ pub fn combined_tail(tail: &Tail<'_>, out: &mut Vec<u8>, status_at: usize) {
     match tail.upstream {
         Some(upstream) => {
             out.push(b' ');
-            thousandths(upstream.as_millis(), out);
+            decimal_3(upstream.as_secs(), upstream.subsec_millis(), out);
             out.push(b'\n');
         }
         None => out.extend_from_slice(b" -\n"),
     }
 }
 
-/// `units` / 1000 with three decimals (microseconds as milliseconds,
-/// milliseconds as seconds), by integer arithmetic: float formatting was
-/// a visible part of a line's cost.
-fn thousandths(units: u128, out: &mut Vec<u8>) {
-    push_decimal(out, saturating_u64(units / 1000), 1);
+/// `duration` in milliseconds with three decimals.
+fn as_millis_3(duration: Duration, out: &mut Vec<u8>) {
+    let micros = whole_micros(duration);
+    decimal_3(micros / 1000, (micros % 1000) as u32, out);
+}
+
+/// `whole.thousandths`, the latter with three digits, by integer
+/// arithmetic: float formatting was a visible share of a line.
+fn decimal_3(whole: u64, thousandths: u32, out: &mut Vec<u8>) {
+    push_decimal(out, whole, 1);
     out.push(b'.');
-    push_decimal(out, (units % 1000) as u64, 3);
+    push_decimal(out, u64::from(thousandths), 3);
 }
 
 fn json_opt(value: Option<&[u8]>, out: &mut Vec<u8>) {

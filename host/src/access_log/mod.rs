@@ -4,24 +4,22 @@
 //! A request formats its line into a buffer of its own, in two steps: what
 //! is known when it starts ([`AccessLog::start`], while its bytes are
 //! still in the CPU's cache), the rest when it ends ([`AccessLog::finish`]),
-//! which appends the line, whole, to the chunk of lines of its worker
-//! thread's shard. One writer thread takes the shards' chunks every
-//! [`TICK`] and writes each with one `write` (a chunk is contiguous: the
-//! kernel copies it in one piece, where a `writev` of a thousand lines of
-//! 400 bytes cost it three times as much per byte). A request never waits
-//! for the writer and never wakes it: when it falls behind (a slow disk, a
-//! pipe nobody reads) a shard's chunk fills up to `[access_log] queue`
-//! lines and further lines are dropped and counted
+//! which copies the line, whole, into its worker thread's ring of lines.
+//! One writer thread writes what each ring holds every [`TICK`], with one
+//! `write` (two where the ring wraps around): a `writev` of a thousand
+//! lines of 400 bytes cost the kernel three times as much per byte. A
+//! request never waits for the writer and never wakes it: when it falls
+//! behind (a slow disk, a pipe nobody reads) a thread's ring fills and
+//! further lines are dropped and counted
 //! (`wasmroute_access_log_dropped_total`).
 //!
-//! A shard's chunk is handed between its threads and the writer through
-//! one atomic cell: whoever takes it out owns it, so appending a line
-//! takes no lock, two atomic swaps and one shared cache line (a queue of
-//! one place, with its head, tail and slot on lines apart, cost 0.3 us a
-//! line in a profile under load: a line the log touches once a request is
-//! cold in the cache by the next).
-//! Threads that share a shard and meet there hand the extra chunk to an
-//! overflow queue the writer drains first.
+//! A ring has one producer (its thread) and one consumer (the writer), so
+//! a line costs a copy and plain loads and stores of the ring's indexes:
+//! no atomic read-modify-write, no lock, and no sharing of a ring between
+//! threads however many there are. A thread makes its ring on its first
+//! line for a log and keeps it in a thread-local list; the writer learns
+//! of new rings through a queue and drops a ring once its thread is gone
+//! and it is empty.
 //!
 //! [`AccessLog::reopen`] (SIGUSR1) makes the writer open the path again
 //! before its next write: logrotate's move-then-signal. A reload that
@@ -31,18 +29,17 @@
 pub mod format;
 pub mod time;
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::Thread;
 use std::time::Duration;
 
-use crossbeam_queue::ArrayQueue;
-use crossbeam_utils::CachePadded;
-use crossbeam_utils::atomic::AtomicCell;
+use crossbeam_queue::SegQueue;
+use rtrb::{Consumer, Producer, RingBuffer};
 
 use crate::config::{AccessLogConfig, LogFormat, LogTarget};
 use crate::metrics::Counter;
@@ -52,17 +49,13 @@ pub use format::{Head, Tail};
 /// JSON line of a plain proxied request is about 420 bytes (a profile of
 /// the benchmark showed every line of 384 reallocated, and copied, once).
 const LINE_CAPACITY: usize = 512;
-/// Shards of chunks; a worker thread appends to the one its index picks.
-const SHARDS: usize = 8;
-/// Room a new chunk is given (about 150 lines).
-const CHUNK_CAPACITY: usize = 64 * 1024;
-/// A chunk holds at most this many bytes (besides `[access_log] queue`
-/// lines): what a shard may keep when lines are long and the writer slow.
-const CHUNK_MAX_BYTES: usize = 8 * 1024 * 1024;
-/// A written chunk whose buffer grew past this is freed, not kept for
-/// reuse.
-const SPARE_MAX_CAPACITY: usize = 1024 * 1024;
-/// How often a busy writer takes the shards' chunks: the most a line
+/// Bytes of a thread's ring per line of `[access_log] queue`.
+const RING_BYTES_PER_LINE: usize = 512;
+/// A ring holds at least this much, so that a long line fits,
+const RING_MIN_BYTES: usize = 64 * 1024;
+/// and at most this much: what a thread may keep when the writer is slow.
+const RING_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// How often a busy writer writes what the rings hold: the most a line
 /// waits before it is written under traffic.
 const TICK: Duration = Duration::from_millis(20);
 /// Empty ticks in a row after which the writer dozes,
@@ -76,22 +69,20 @@ const DOZE: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub struct AccessLog {
     config: AccessLogConfig,
+    /// Tells this log's rings from other logs' in a thread's list.
+    id: u64,
+    /// Bytes of each thread's ring.
+    ring_bytes: usize,
     shared: Arc<Shared>,
     writer: Thread,
     dropped: Arc<Counter>,
 }
 
 /// What requests and the writer share.
+#[derive(Debug)]
 struct Shared {
-    /// Each shard's chunk, while nobody holds it (a box: one word, swapped
-    /// without a lock).
-    shards: [CachePadded<AtomicCell<Option<Box<Chunk>>>>; SHARDS],
-    /// Chunks that found their shard's place taken.
-    overflow: ArrayQueue<Box<Chunk>>,
-    /// Written chunks, emptied, for requests to reuse.
-    spare: ArrayQueue<Box<Chunk>>,
-    /// `[access_log] queue`: lines a chunk holds at most.
-    max_lines: usize,
+    /// Rings threads made since the writer last looked.
+    new_rings: SegQueue<Consumer<u8>>,
     /// The writer is dozing: the next line wakes it.
     dozing: AtomicBool,
     reopen: AtomicBool,
@@ -99,21 +90,23 @@ struct Shared {
     closed: AtomicBool,
 }
 
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("max_lines", &self.max_lines)
-            .field("dozing", &self.dozing)
-            .field("closed", &self.closed)
-            .finish_non_exhaustive()
-    }
+/// A thread's ring for one log.
+struct ThreadRing {
+    log: u64,
+    lines: Producer<u8>,
 }
 
-/// Whole lines, one after another.
-#[derive(Debug)]
-struct Chunk {
-    bytes: Vec<u8>,
-    lines: usize,
+thread_local! {
+    /// This thread's rings, one per log it has written lines to (usually
+    /// one; two for a while after a reload that changes the log).
+    static RINGS: RefCell<Vec<ThreadRing>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The bytes of a thread's ring for `[access_log] queue` = `queue`.
+fn ring_bytes(queue: usize) -> usize {
+    queue
+        .saturating_mul(RING_BYTES_PER_LINE)
+        .clamp(RING_MIN_BYTES, RING_MAX_BYTES)
 }
 
 impl AccessLog {
@@ -121,12 +114,10 @@ impl AccessLog {
     /// missing) and starts its writer; lines it has to drop count in
     /// `dropped`. `Err`: why the file cannot be written. Blocking.
     pub fn open(config: &AccessLogConfig, dropped: Arc<Counter>) -> Result<AccessLog, String> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let sink = Sink::open(&config.target)?;
         let shared = Arc::new(Shared {
-            shards: std::array::from_fn(|_| CachePadded::new(AtomicCell::new(None))),
-            overflow: ArrayQueue::new(4 * SHARDS),
-            spare: ArrayQueue::new(2 * SHARDS),
-            max_lines: config.queue,
+            new_rings: SegQueue::new(),
             dozing: AtomicBool::new(false),
             reopen: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -134,6 +125,7 @@ impl AccessLog {
         let writer = Writer {
             sink,
             shared: Arc::clone(&shared),
+            rings: Vec::new(),
             failing: false,
         };
         let writer = std::thread::Builder::new()
@@ -142,6 +134,8 @@ impl AccessLog {
             .map_err(|e| format!("cannot start the access log writer: {e}"))?;
         Ok(AccessLog {
             config: config.clone(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            ring_bytes: ring_bytes(config.queue),
             shared,
             writer: writer.thread().clone(),
             dropped,
@@ -167,8 +161,8 @@ impl AccessLog {
     }
 
     /// Ends the line `started` (begun by this log's [`AccessLog::start`])
-    /// and appends it to this thread's shard; drops (and counts) it when
-    /// the shard's chunk is full. Never waits.
+    /// and copies it into this thread's ring; drops (and counts) it when
+    /// the ring has no room for it. Never waits.
     pub fn finish(&self, started: StartedLine, tail: &Tail<'_>) {
         let StartedLine {
             mut line,
@@ -183,37 +177,36 @@ impl AccessLog {
         }
     }
 
-    /// Appends `line` to this thread's shard's chunk; `false` when it is
-    /// full.
+    /// Copies `line` into this thread's ring for this log (made on the
+    /// thread's first line for it); `false` when the ring has no room.
     fn append(&self, line: &[u8]) -> bool {
+        let appended = RINGS.with_borrow_mut(|rings| {
+            let ring = match rings.iter().position(|ring| ring.log == self.id) {
+                Some(index) => &mut rings[index],
+                None => self.new_ring(rings),
+            };
+            ring.lines.push_entire_slice(line).is_ok()
+        });
         let shared = &*self.shared;
-        let shard = &shared.shards[shard_index()];
-        let mut chunk = shard
-            .take()
-            .or_else(|| shared.spare.pop())
-            .unwrap_or_else(|| {
-                Box::new(Chunk {
-                    bytes: Vec::with_capacity(CHUNK_CAPACITY),
-                    lines: 0,
-                })
-            });
-        let fits = chunk.lines < shared.max_lines
-            && chunk.bytes.len() + line.len() <= CHUNK_MAX_BYTES.max(line.len());
-        if fits {
-            chunk.bytes.extend_from_slice(line);
-            chunk.lines += 1;
-        }
-        if let Some(theirs) = shard.swap(Some(chunk)) {
-            // Another thread of this shard put a chunk there meanwhile.
-            if let Err(lost) = shared.overflow.push(theirs) {
-                // Only when the writer is far behind.
-                self.dropped.add(lost.lines as u64);
-            }
-        }
         if shared.dozing.load(Ordering::Relaxed) && shared.dozing.swap(false, Ordering::Relaxed) {
             self.writer.unpark();
         }
-        fits
+        appended
+    }
+
+    /// Makes this thread's ring for this log, hands its reading end to the
+    /// writer and adds it to `rings`, whose rings of logs that are gone
+    /// it drops.
+    fn new_ring<'a>(&self, rings: &'a mut Vec<ThreadRing>) -> &'a mut ThreadRing {
+        rings.retain(|ring| !ring.lines.is_abandoned());
+        let (lines, written) = RingBuffer::new(self.ring_bytes);
+        self.shared.new_rings.push(written);
+        rings.push(ThreadRing {
+            log: self.id,
+            lines,
+        });
+        let last = rings.len() - 1;
+        &mut rings[last]
     }
 
     /// Makes the writer open the path again before its next write (the
@@ -229,22 +222,6 @@ impl Drop for AccessLog {
         self.shared.closed.store(true, Ordering::Release);
         self.writer.unpark();
     }
-}
-
-/// The shard of the calling thread: threads take the shards in turn as
-/// they first log.
-fn shard_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
-    }
-    SHARD.with(|shard| {
-        shard.get().unwrap_or_else(|| {
-            let index = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-            shard.set(Some(index));
-            index
-        })
-    })
 }
 
 /// A request's line while the request runs: its head written.
@@ -272,15 +249,19 @@ impl Sink {
         }
     }
 
-    /// Writes `bytes`, whole.
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    /// Writes `first`, then `second`, whole.
+    fn write(&mut self, first: &[u8], second: &[u8]) -> std::io::Result<()> {
         match self {
             Sink::Stdout => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(bytes)?;
+                out.write_all(first)?;
+                out.write_all(second)?;
                 out.flush()
             }
-            Sink::File { file, .. } => file.write_all(bytes),
+            Sink::File { file, .. } => {
+                file.write_all(first)?;
+                file.write_all(second)
+            }
         }
     }
 
@@ -310,26 +291,28 @@ fn open_append(path: &Path) -> Result<File, String> {
 struct Writer {
     sink: Sink,
     shared: Arc<Shared>,
+    /// The reading ends of the threads' rings.
+    rings: Vec<Consumer<u8>>,
     /// The last write failed (reported once until one succeeds).
     failing: bool,
 }
 
 impl Writer {
-    /// Writes chunks until the log is closed, then what is left.
+    /// Writes what the rings hold until the log is closed, then what is
+    /// left.
     ///
-    /// Under traffic the writer wakes on its own every [`TICK`] and takes
-    /// the chunks filled meanwhile: a request only appends its line and
-    /// never wakes the writer (a wake-up per line was a futex call and a
-    /// context switch per request, on the request's core). After
-    /// [`IDLE_TICKS`] empty ticks it dozes until a request wakes it (or
-    /// [`DOZE`] passes).
+    /// Under traffic the writer wakes on its own every [`TICK`]: a request
+    /// only copies its line and never wakes the writer (a wake-up per line
+    /// was a futex call and a context switch per request, on the request's
+    /// core). After [`IDLE_TICKS`] empty ticks it dozes until a request
+    /// wakes it (or [`DOZE`] passes).
     fn run(mut self) {
         let mut empty_ticks = 0;
         loop {
-            // Read before taking: a log closed after this has no more lines
-            // to come once this pass has taken them.
+            // Read before writing: a log closed after this has no more
+            // lines to come once this pass has written them.
             let closed = self.shared.closed.load(Ordering::Acquire);
-            if self.write_chunks() {
+            if self.write_rings() {
                 empty_ticks = 0;
             } else {
                 empty_ticks += 1;
@@ -347,31 +330,39 @@ impl Writer {
         }
     }
 
-    /// Writes every chunk that holds lines; `false` when none did.
-    fn write_chunks(&mut self) -> bool {
+    /// Writes what every ring holds and drops the rings whose threads are
+    /// gone; `false` when no ring held a line.
+    fn write_rings(&mut self) -> bool {
         if self.shared.reopen.swap(false, Ordering::Relaxed) {
             self.sink.reopen();
         }
+        while let Some(ring) = self.shared.new_rings.pop() {
+            self.rings.push(ring);
+        }
         let mut wrote = false;
-        while let Some(chunk) = self.shared.overflow.pop() {
-            wrote |= self.write(chunk);
-        }
-        for shard in 0..SHARDS {
-            if let Some(chunk) = self.shared.shards[shard].take() {
-                wrote |= self.write(chunk);
-            }
-        }
+        let mut rings = std::mem::take(&mut self.rings);
+        rings.retain_mut(|ring| {
+            // Read first: a ring abandoned before its lines were read holds
+            // all it ever will.
+            let abandoned = ring.is_abandoned();
+            wrote |= self.write(ring);
+            !abandoned
+        });
+        self.rings = rings;
         wrote
     }
 
-    /// Writes `chunk` and keeps its buffer for reuse; `false` when it was
-    /// empty.
-    fn write(&mut self, mut chunk: Box<Chunk>) -> bool {
-        if chunk.lines == 0 {
-            let _ = self.shared.spare.push(chunk);
+    /// Writes the lines `ring` holds and frees their room; `false` when it
+    /// held none.
+    fn write(&mut self, ring: &mut Consumer<u8>) -> bool {
+        let Ok(lines) = ring.read_chunk(ring.slots()) else {
+            return false;
+        };
+        if lines.is_empty() {
             return false;
         }
-        match self.sink.write(&chunk.bytes) {
+        let (first, second) = lines.as_slices();
+        match self.sink.write(first, second) {
             Ok(()) => self.failing = false,
             Err(error) if !self.failing => {
                 self.failing = true;
@@ -379,11 +370,7 @@ impl Writer {
             }
             Err(_) => {}
         }
-        if chunk.bytes.capacity() <= SPARE_MAX_CAPACITY {
-            chunk.bytes.clear();
-            chunk.lines = 0;
-            let _ = self.shared.spare.push(chunk);
-        }
+        lines.commit_all();
         true
     }
 }
@@ -494,10 +481,68 @@ mod tests {
         assert_eq!(seen.len(), THREADS * EACH);
     }
 
-    /// A shard's cell is swapped by atomic instructions, not behind a lock.
+    /// A thread that writes to two logs in turn (as after a reload that
+    /// changes the log) keeps a ring for each, and each line lands in its
+    /// own log's file; a log dropped leaves its rings to be dropped.
     #[test]
-    fn a_shard_cell_is_lock_free() {
-        assert!(AtomicCell::<Option<Box<Chunk>>>::is_lock_free());
+    fn a_thread_keeps_a_ring_per_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| {
+            let config = AccessLogConfig {
+                target: LogTarget::File(dir.path().join(name)),
+                format: LogFormat::Json,
+                queue: 16,
+            };
+            AccessLog::open(&config, Arc::default()).unwrap()
+        };
+        let (old, new) = (open("old.log"), open("new.log"));
+        for n in 0..3 {
+            write(&old, format!("/old/{n}").as_bytes());
+            write(&new, format!("/new/{n}").as_bytes());
+        }
+        let old_id = old.id;
+        drop(old);
+        // Its writer ends once it has written the lines, dropping the
+        // rings' reading ends.
+        let old_gone = || {
+            RINGS.with_borrow(|rings| {
+                rings
+                    .iter()
+                    .all(|ring| ring.log != old_id || ring.lines.is_abandoned())
+            })
+        };
+        for _ in 0..500 {
+            if old_gone() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(old_gone());
+        let third = open("third.log");
+        write(&third, b"/third");
+        for (name, prefix, count) in [
+            ("old.log", "/old/", 3),
+            ("new.log", "/new/", 3),
+            ("third.log", "/third", 1),
+        ] {
+            let lines = read_lines(&dir.path().join(name), count);
+            assert_eq!(lines.len(), count, "{name}");
+            assert!(
+                lines.iter().all(|line| line.contains(prefix)),
+                "{name}: {lines:?}"
+            );
+        }
+        // The old log's ring went when this thread made the third's.
+        let logs: Vec<u64> = RINGS.with_borrow(|rings| rings.iter().map(|ring| ring.log).collect());
+        assert_eq!(logs, [new.id, third.id]);
+    }
+
+    /// A ring has room for `queue` lines of 512 bytes, within bounds.
+    #[test]
+    fn a_ring_holds_queue_lines_within_bounds() {
+        assert_eq!(ring_bytes(1), RING_MIN_BYTES);
+        assert_eq!(ring_bytes(8192), 4 * 1024 * 1024);
+        assert_eq!(ring_bytes(usize::MAX), RING_MAX_BYTES);
     }
 
     #[test]

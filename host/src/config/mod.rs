@@ -19,7 +19,7 @@
 //! [access_log]                  # optional; no access log without it
 //! path = "access.log"           # "-" = stdout; relative to the config file's folder
 //! format = "json"               # json (default) | combined
-//! queue = 8192                  # lines waiting for the writer, 1..=1048576; more are dropped
+//! queue = 8192                  # lines waiting for the writer per thread, 1..=1048576; more are dropped
 //!
 //! [policies]
 //! dir = "policies.d"            # required; relative to the config file's folder

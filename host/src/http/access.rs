@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -15,15 +15,18 @@ use http::{HeaderValue, Version, header, request};
 
 use super::pipeline::{ConnInfo, Exchanged};
 use super::state::ListenerState;
+use crate::access_log::time::wall_time;
 use crate::access_log::{AccessLog, Head, StartedLine, Tail};
 use crate::config::LogFormat;
 
-/// Begins the line of the request `head` from `client` on `listener`.
+/// Begins the line of the request `head` from `client` on `listener`,
+/// which the pipeline started on at `started`.
 pub fn start_line(
     log: &AccessLog,
     listener: &str,
     head: &request::Parts,
     client: SocketAddr,
+    started: Instant,
 ) -> StartedLine {
     let headers = &head.headers;
     let host = match headers.get(header::HOST) {
@@ -38,7 +41,7 @@ pub fn start_line(
             .flatten()
     };
     log.start(&Head {
-        time: SystemTime::now(),
+        time: wall_time(started),
         listener,
         client,
         method: head.method.as_str(),

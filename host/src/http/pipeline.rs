@@ -183,7 +183,7 @@ pub async fn process_request<C: Codec>(
     let request_line = state
         .access_log
         .as_ref()
-        .map(|log| access::start_line(log, &state.name, &view.head, codec.conn().peer));
+        .map(|log| access::start_line(log, &state.name, &view.head, codec.conn().peer, started));
     let mut proxy_error: Option<Bytes> = None;
     let mut budget: Option<u32> = None;
     let mut last_error: Option<AttemptError> = None;

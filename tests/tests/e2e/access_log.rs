@@ -305,8 +305,9 @@ async fn a_writer_that_cannot_keep_up_drops_and_counts() {
         .unwrap_or_else(|| panic!("{scrape}"))
         .parse()
         .unwrap();
-    // At most the pipe's dozen, the queue's 2 and one in the writer's hands got through.
-    assert!((50.0..=100.0).contains(&dropped), "{dropped} dropped");
+    // At most the pipe's dozen and the ten the proxy's one thread's ring
+    // holds (64 KiB, its least, for `queue = 2`) got through.
+    assert!((70.0..=100.0).contains(&dropped), "{dropped} dropped");
     drop(reader);
 }
 
