@@ -1,8 +1,8 @@
 //! Access log lines: one request written as one JSON object or as nginx's
 //! `combined` format followed by the upstream address and time, each
-//! ending in `\n`. A line is written in two steps: its [`Head`] when the
-//! proxy starts on the request ([`json_head`], [`combined_head`]), its
-//! [`Tail`] when the request ends ([`json_tail`], [`combined_tail`]).
+//! ending in `\n`, from a request's [`Head`] (what the proxy knew when it
+//! started on the request) and [`Tail`] (what it learned by the end), which
+//! the writer thread reads back from the request's record ([`line`]).
 //!
 //! Both write into a caller's buffer with no allocation of their own
 //! (bytes that are not UTF-8 are replaced, for JSON, without building a
@@ -14,21 +14,23 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use super::time::{rfc3339_millis, time_local};
+use crate::config::LogFormat;
 use crate::ip_text::IpText;
 
-/// What the log knows of a request when the proxy starts on it: written
-/// then ([`json_head`], [`combined_head`]), while the request's bytes are
-/// still in the CPU's cache; by its end they mostly are not.
+/// What the log knows of a request when the proxy starts on it: copied
+/// into its record then, while the request's bytes are still in the CPU's
+/// cache (by its end they mostly are not); a line's first part
+/// ([`json_head`], [`combined_head`]).
 #[derive(Debug, Clone)]
 pub struct Head<'a> {
     /// When the proxy started on the request.
     pub time: SystemTime,
     /// The listener's name.
-    pub listener: &'a str,
+    pub listener: &'a [u8],
     /// The client's address.
     pub client: SocketAddr,
     /// The request method.
-    pub method: &'a str,
+    pub method: &'a [u8],
     /// The `Host` header (or HTTP/2 authority), as received.
     pub host: Option<&'a [u8]>,
     /// Path and query, as received.
@@ -56,15 +58,15 @@ pub struct Tail<'a> {
     /// To the response head of the last attempt; `None` without one.
     pub upstream: Option<Duration>,
     /// The pool of the last attempt.
-    pub pool: Option<&'a str>,
+    pub pool: Option<&'a [u8]>,
     /// The address of the last attempt's backend, as text (as
     /// `SocketAddr`'s `Display` writes it; the pool keeps it so); `None`
     /// when answered locally.
-    pub backend: Option<&'a str>,
+    pub backend: Option<&'a [u8]>,
     /// Attempts made.
     pub attempts: u32,
     /// The listener's policy.
-    pub policy: &'a str,
+    pub policy: &'a [u8],
     /// Its module version.
     pub policy_version: u64,
     /// Time spent deciding, over every decision.
@@ -72,9 +74,23 @@ pub struct Tail<'a> {
     /// The client spoke TLS.
     pub tls: bool,
     /// The SNI name it sent.
-    pub sni: Option<&'a str>,
+    pub sni: Option<&'a [u8]>,
     /// Why the proxy answered with an error itself.
     pub error: Option<&'a [u8]>,
+}
+
+/// The line of a request in `format`, into `out`.
+pub fn line(format: LogFormat, head: &Head<'_>, tail: &Tail<'_>, out: &mut Vec<u8>) {
+    match format {
+        LogFormat::Json => {
+            json_head(head, out);
+            json_tail(tail, out);
+        }
+        LogFormat::Combined => {
+            let status_at = combined_head(head, out);
+            combined_tail(tail, out, status_at);
+        }
+    }
 }
 
 /// A JSON line's first keys, from `ts` to `protocol` (the object is left
@@ -85,11 +101,11 @@ pub fn json_head(head: &Head<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"ts\":\"");
     rfc3339_millis(head.time, out);
     out.extend_from_slice(b"\",\"listener\":");
-    json_string(head.listener.as_bytes(), out);
+    json_string(head.listener, out);
     out.extend_from_slice(b",\"client\":\"");
     push_socket_addr(out, head.client);
     out.extend_from_slice(b"\",\"method\":");
-    json_string(head.method.as_bytes(), out);
+    json_string(head.method, out);
     out.extend_from_slice(b",\"host\":");
     json_opt(head.host, out);
     out.extend_from_slice(b",\"path\":");
@@ -116,12 +132,12 @@ pub fn json_tail(tail: &Tail<'_>, out: &mut Vec<u8>) {
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"pool\":");
-    json_opt(tail.pool.map(str::as_bytes), out);
+    json_opt(tail.pool, out);
     match tail.backend {
         Some(backend) => {
             // An address's text needs no escapes.
             out.extend_from_slice(b",\"backend\":\"");
-            out.extend_from_slice(backend.as_bytes());
+            out.extend_from_slice(backend);
             out.push(b'"');
         }
         None => out.extend_from_slice(b",\"backend\":null"),
@@ -129,7 +145,7 @@ pub fn json_tail(tail: &Tail<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"attempts\":");
     push_decimal(out, u64::from(tail.attempts), 1);
     out.extend_from_slice(b",\"policy\":");
-    json_string(tail.policy.as_bytes(), out);
+    json_string(tail.policy, out);
     out.extend_from_slice(b",\"policy_version\":");
     push_decimal(out, tail.policy_version, 1);
     out.extend_from_slice(b",\"decision_us\":");
@@ -139,34 +155,53 @@ pub fn json_tail(tail: &Tail<'_>, out: &mut Vec<u8>) {
     } else {
         b",\"tls\":false,\"sni\":"
     });
-    json_opt(tail.sni.map(str::as_bytes), out);
+    json_opt(tail.sni, out);
     out.extend_from_slice(b",\"error\":");
     json_opt(tail.error, out);
     out.extend_from_slice(b"}\n");
 }
 
 /// `n` in decimal, zero-padded to at least `width` digits (at most 20),
-/// two digits at a time.
+/// two digits at a time. The usual numbers of a line (a status, a port,
+/// a few bytes or milliseconds) take a short way: fixed-size copies, not
+/// a `memmove` call per number.
 pub(super) fn push_decimal(out: &mut Vec<u8>, n: u64, width: usize) {
+    match n {
+        0..10 if width <= 1 => return out.push(b'0' + n as u8),
+        10..100 if width <= 2 => return out.extend_from_slice(digit_pair(n)),
+        100..1000 if width <= 3 => {
+            out.push(b'0' + (n / 100) as u8);
+            return out.extend_from_slice(digit_pair(n % 100));
+        }
+        1000..10_000 if width <= 4 => {
+            out.extend_from_slice(digit_pair(n / 100));
+            return out.extend_from_slice(digit_pair(n % 100));
+        }
+        _ => {}
+    }
     let mut digits = [b'0'; 20];
     let mut at = digits.len();
     let mut rest = n;
     while rest >= 100 {
-        let pair = 2 * (rest % 100) as usize;
-        rest /= 100;
         at -= 2;
-        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        digits[at..at + 2].copy_from_slice(digit_pair(rest % 100));
+        rest /= 100;
     }
     if rest >= 10 {
-        let pair = 2 * rest as usize;
         at -= 2;
-        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        digits[at..at + 2].copy_from_slice(digit_pair(rest));
     } else {
         at -= 1;
         digits[at] = b'0' + rest as u8;
     }
     let start = at.min(digits.len() - width.min(digits.len()));
     out.extend_from_slice(&digits[start..]);
+}
+
+/// The two digits of `n` (below 100).
+fn digit_pair(n: u64) -> &'static [u8; 2] {
+    let at = 2 * n as usize;
+    DIGIT_PAIRS[at..at + 2].try_into().unwrap_or(b"00")
 }
 
 /// `00`, `01`, ... `99`, one after another.
@@ -216,7 +251,7 @@ pub fn combined_head(head: &Head<'_>, out: &mut Vec<u8>) -> usize {
     let _ = write!(out, "{} - - [", head.client.ip());
     time_local(head.time, out);
     out.extend_from_slice(b"] \"");
-    combined_text(head.method.as_bytes(), out);
+    combined_text(head.method, out);
     out.push(b' ');
     combined_text(head.path, out);
     let _ = write!(out, " {}\"", head.protocol);
@@ -240,7 +275,7 @@ pub fn combined_tail(tail: &Tail<'_>, out: &mut Vec<u8>, status_at: usize) {
     let len = 32 - rest.len();
     out.splice(status_at..status_at, status[..len].iter().copied());
     match tail.backend {
-        Some(backend) => out.extend_from_slice(backend.as_bytes()),
+        Some(backend) => out.extend_from_slice(backend),
         None => out.push(b'-'),
     }
     match tail.upstream {
@@ -278,7 +313,7 @@ fn json_opt(value: Option<&[u8]>, out: &mut Vec<u8>) {
 /// escaped, bytes that are not UTF-8 replaced by U+FFFD.
 pub fn json_string(bytes: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
-    if !bytes.iter().any(|&byte| SPECIAL[usize::from(byte)]) {
+    if !needs_care(bytes) {
         // The usual text: printable ASCII, nothing to escape.
         out.extend_from_slice(bytes);
     } else if bytes.is_ascii() {
@@ -323,19 +358,14 @@ fn json_escape(text: &[u8], out: &mut Vec<u8>) {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// The bytes a JSON string cannot hold as they are (quote, backslash,
-/// controls) or that need a look as UTF-8 (non-ASCII): one table look-up
-/// a byte finds text that needs neither.
-const SPECIAL: [bool; 256] = {
-    let mut special = [false; 256];
-    let mut byte = 0;
-    while byte < 256 {
-        special[byte] =
-            byte < 0x20 || byte >= 0x7f || byte == b'"' as usize || byte == b'\\' as usize;
-        byte += 1;
-    }
-    special
-};
+/// Whether `bytes` holds a byte a JSON string cannot hold as it is
+/// (quote, backslash, controls) or that needs a look as UTF-8 (non-ASCII).
+/// No early exit, so that the compiler checks 16 bytes at a time.
+fn needs_care(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |care, &byte| {
+        care | !(0x20..0x7f).contains(&byte) | (byte == b'"') | (byte == b'\\')
+    })
+}
 
 /// Text inside a `combined` field: `"` and `\` escaped with a backslash,
 /// control and non-ASCII bytes as `\xHH` (as nginx writes them).
@@ -362,9 +392,9 @@ mod tests {
     fn record() -> (Head<'static>, Tail<'static>) {
         let head = Head {
             time: time(),
-            listener: "edge",
+            listener: b"edge",
             client: "127.0.0.1:50000".parse().unwrap(),
-            method: "GET",
+            method: b"GET",
             host: Some(b"example.com"),
             path: b"/a?b=1",
             protocol: "HTTP/1.1",
@@ -377,10 +407,10 @@ mod tests {
             bytes_out: 12,
             duration: Duration::from_micros(1500),
             upstream: Some(Duration::from_micros(1250)),
-            pool: Some("web"),
-            backend: Some("127.0.0.1:9001"),
+            pool: Some(b"web".as_slice()),
+            backend: Some(b"127.0.0.1:9001".as_slice()),
             attempts: 1,
-            policy: "rr",
+            policy: b"rr",
             policy_version: 3,
             decision: Duration::from_micros(7),
             tls: false,
@@ -417,33 +447,19 @@ mod tests {
         );
     }
 
-    /// A plain proxied request's JSON line fits the room a line is given
-    /// up front (`LINE_CAPACITY`): one allocation per line, no regrowth.
+    /// Each way through `push_decimal` writes what `format!` does.
     #[test]
-    fn a_typical_json_line_fits_its_first_allocation() {
-        let (head, tail) = record();
-        let head = Head {
-            listener: "bench",
-            client: "127.0.0.1:54321".parse().unwrap(),
-            host: Some(b"127.0.0.1:18084"),
-            path: b"/",
-            ..head
-        };
-        let tail = Tail {
-            pool: Some("backends"),
-            backend: Some("127.0.0.1:18082"),
-            policy: "round-robin",
-            policy_version: 12,
-            duration: Duration::from_micros(123_456),
-            upstream: Some(Duration::from_micros(98_765)),
-            ..tail
-        };
-        let line = json(&head, &tail);
-        assert!(
-            line.len() <= crate::access_log::LINE_CAPACITY,
-            "{} bytes: {line}",
-            line.len()
-        );
+    fn decimals_match_format_at_every_width() {
+        let numbers = [
+            0, 7, 9, 10, 42, 99, 100, 505, 999, 1000, 4321, 9999, 10_000, 65_535,
+        ];
+        for n in numbers.into_iter().chain([u64::MAX / 3, u64::MAX]) {
+            for width in [1, 2, 3, 4, 5, 20] {
+                let mut out = b"x".to_vec();
+                push_decimal(&mut out, n, width);
+                assert_eq!(out, format!("x{n:0width$}").into_bytes(), "{n} at {width}");
+            }
+        }
     }
 
     /// Numbers and addresses written digit by digit read as `Display`
@@ -465,7 +481,7 @@ mod tests {
         };
         let scoped_text = scoped.to_string();
         let tail = Tail {
-            backend: Some(&scoped_text),
+            backend: Some(scoped_text.as_bytes()),
             status: 504,
             bytes_in: u64::MAX,
             duration: Duration::from_micros(12_345_678_901),
@@ -500,7 +516,7 @@ mod tests {
             attempts: 0,
             error: Some(b"no healthy backend"),
             tls: true,
-            sni: Some("a.example"),
+            sni: Some(b"a.example".as_slice()),
             ..tail
         };
         let line = json(&head, &tail);

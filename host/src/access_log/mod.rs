@@ -1,20 +1,20 @@
-//! The access log: one line per request ([`format`]), written off the
-//! request path.
+//! The access log: one line per request ([`format`]), formatted and
+//! written off the request path.
 //!
-//! A request formats its line into a buffer of its own, in two steps: what
-//! is known when it starts ([`AccessLog::start`], while its bytes are
-//! still in the CPU's cache), the rest when it ends ([`AccessLog::finish`]),
-//! which copies the line, whole, into its worker thread's ring of lines.
-//! One writer thread writes what each ring holds every [`TICK`], with one
-//! `write` (two where the ring wraps around): a `writev` of a thousand
-//! lines of 400 bytes cost the kernel three times as much per byte. A
-//! request never waits for the writer and never wakes it: when it falls
-//! behind (a slow disk, a pipe nobody reads) a thread's ring fills and
-//! further lines are dropped and counted
+//! A request copies its fields into a record of its own ([`record`]:
+//! binary, about a third of its line), in two steps: what is known when it
+//! starts ([`AccessLog::start`], while its bytes are still in the CPU's
+//! cache), the rest when it ends ([`AccessLog::finish`]), which copies the
+//! record, whole, into its worker thread's ring. One writer thread turns
+//! what each ring holds into lines every [`writer::TICK`] and writes them,
+//! a batch at a time: the request path runs no formatting code, and moves
+//! a third of the bytes. A request never waits for the writer and never wakes it:
+//! when it falls behind (a slow disk, a pipe nobody reads) a thread's ring
+//! fills and further lines are dropped and counted
 //! (`wasmroute_access_log_dropped_total`).
 //!
 //! A ring has one producer (its thread) and one consumer (the writer), so
-//! a line costs a copy and plain loads and stores of the ring's indexes:
+//! a record costs a copy and plain loads and stores of the ring's indexes:
 //! no atomic read-modify-write, no lock, and no sharing of a ring between
 //! threads however many there are. A thread makes its ring on its first
 //! line for a log and keeps it in a thread-local list; the writer learns
@@ -27,43 +27,32 @@
 //! what is left and ends when the last request holding it is done.
 
 pub mod format;
+mod record;
 pub mod time;
+mod writer;
 
 use std::cell::RefCell;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::Thread;
-use std::time::Duration;
 
 use crossbeam_queue::SegQueue;
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use crate::config::{AccessLogConfig, LogFormat, LogTarget};
+use crate::config::AccessLogConfig;
 use crate::metrics::Counter;
 pub use format::{Head, Tail};
+use writer::{Sink, Writer};
 
-/// Room a line is given up front, so that a line is one allocation: a
-/// JSON line of a plain proxied request is about 420 bytes (a profile of
-/// the benchmark showed every line of 384 reallocated, and copied, once).
-const LINE_CAPACITY: usize = 512;
+/// Room a record is given up front, so that a record is one allocation: a
+/// plain proxied request's is about 130 bytes.
+const RECORD_CAPACITY: usize = 256;
 /// Bytes of a thread's ring per line of `[access_log] queue`.
 const RING_BYTES_PER_LINE: usize = 512;
 /// A ring holds at least this much, so that a long line fits,
 const RING_MIN_BYTES: usize = 64 * 1024;
 /// and at most this much: what a thread may keep when the writer is slow.
 const RING_MAX_BYTES: usize = 64 * 1024 * 1024;
-/// How often a busy writer writes what the rings hold: the most a line
-/// waits before it is written under traffic.
-const TICK: Duration = Duration::from_millis(20);
-/// Empty ticks in a row after which the writer dozes,
-const IDLE_TICKS: u32 = 50;
-/// for this long at a time, until a request wakes it: the most the first
-/// line after a quiet second waits (when it comes just as the writer
-/// begins to doze).
-const DOZE: Duration = Duration::from_millis(500);
 
 /// An open access log and its writer.
 #[derive(Debug)]
@@ -122,12 +111,7 @@ impl AccessLog {
             reopen: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         });
-        let writer = Writer {
-            sink,
-            shared: Arc::clone(&shared),
-            rings: Vec::new(),
-            failing: false,
-        };
+        let writer = Writer::new(sink, config.format, Arc::clone(&shared));
         let writer = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || writer.run())
@@ -147,32 +131,20 @@ impl AccessLog {
         &self.config
     }
 
-    /// Begins the line of a request the proxy starts on now.
+    /// Begins the record of a request the proxy starts on now.
     pub fn start(&self, head: &Head<'_>) -> StartedLine {
-        let mut line = Vec::with_capacity(LINE_CAPACITY);
-        let status_at = match self.config.format {
-            LogFormat::Json => {
-                format::json_head(head, &mut line);
-                0
-            }
-            LogFormat::Combined => format::combined_head(head, &mut line),
-        };
-        StartedLine { line, status_at }
+        let mut record = Vec::with_capacity(RECORD_CAPACITY);
+        record::encode_head(head, &mut record);
+        StartedLine { record }
     }
 
-    /// Ends the line `started` (begun by this log's [`AccessLog::start`])
+    /// Ends the record `started` (begun by this log's [`AccessLog::start`])
     /// and copies it into this thread's ring; drops (and counts) it when
     /// the ring has no room for it. Never waits.
     pub fn finish(&self, started: StartedLine, tail: &Tail<'_>) {
-        let StartedLine {
-            mut line,
-            status_at,
-        } = started;
-        match self.config.format {
-            LogFormat::Json => format::json_tail(tail, &mut line),
-            LogFormat::Combined => format::combined_tail(tail, &mut line, status_at),
-        }
-        if !self.append(&line) {
+        let StartedLine { mut record } = started;
+        record::encode_tail(tail, &mut record);
+        if !(record::seal(&mut record) && self.append(&record)) {
             self.dropped.inc();
         }
     }
@@ -224,168 +196,25 @@ impl Drop for AccessLog {
     }
 }
 
-/// A request's line while the request runs: its head written.
+/// A request's record while the request runs: its head written.
 #[derive(Debug)]
 pub struct StartedLine {
-    line: Vec<u8>,
-    /// Where a `combined` line's status goes.
-    status_at: usize,
-}
-
-/// Where the writer writes.
-enum Sink {
-    Stdout,
-    File { path: PathBuf, file: File },
-}
-
-impl Sink {
-    fn open(target: &LogTarget) -> Result<Sink, String> {
-        match target {
-            LogTarget::Stdout => Ok(Sink::Stdout),
-            LogTarget::File(path) => Ok(Sink::File {
-                file: open_append(path)?,
-                path: path.clone(),
-            }),
-        }
-    }
-
-    /// Writes `first`, then `second`, whole.
-    fn write(&mut self, first: &[u8], second: &[u8]) -> std::io::Result<()> {
-        match self {
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(first)?;
-                out.write_all(second)?;
-                out.flush()
-            }
-            Sink::File { file, .. } => {
-                file.write_all(first)?;
-                file.write_all(second)
-            }
-        }
-    }
-
-    /// Opens the path again; on failure the old file keeps being written.
-    fn reopen(&mut self) {
-        if let Sink::File { path, file } = self {
-            match open_append(path) {
-                Ok(reopened) => *file = reopened,
-                Err(reason) => {
-                    tracing::error!(%reason, "access log not reopened; writing on to the old file");
-                }
-            }
-        }
-    }
-}
-
-/// Opens `path` for appending, creating it when missing.
-fn open_append(path: &Path) -> Result<File, String> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| format!("cannot open {} for writing: {e}", path.display()))
-}
-
-/// The writer thread's state.
-struct Writer {
-    sink: Sink,
-    shared: Arc<Shared>,
-    /// The reading ends of the threads' rings.
-    rings: Vec<Consumer<u8>>,
-    /// The last write failed (reported once until one succeeds).
-    failing: bool,
-}
-
-impl Writer {
-    /// Writes what the rings hold until the log is closed, then what is
-    /// left.
-    ///
-    /// Under traffic the writer wakes on its own every [`TICK`]: a request
-    /// only copies its line and never wakes the writer (a wake-up per line
-    /// was a futex call and a context switch per request, on the request's
-    /// core). After [`IDLE_TICKS`] empty ticks it dozes until a request
-    /// wakes it (or [`DOZE`] passes).
-    fn run(mut self) {
-        let mut empty_ticks = 0;
-        loop {
-            // Read before writing: a log closed after this has no more
-            // lines to come once this pass has written them.
-            let closed = self.shared.closed.load(Ordering::Acquire);
-            if self.write_rings() {
-                empty_ticks = 0;
-            } else {
-                empty_ticks += 1;
-            }
-            if closed {
-                break;
-            }
-            if empty_ticks < IDLE_TICKS {
-                std::thread::park_timeout(TICK);
-                continue;
-            }
-            self.shared.dozing.store(true, Ordering::Relaxed);
-            std::thread::park_timeout(DOZE);
-            self.shared.dozing.store(false, Ordering::Relaxed);
-        }
-    }
-
-    /// Writes what every ring holds and drops the rings whose threads are
-    /// gone; `false` when no ring held a line.
-    fn write_rings(&mut self) -> bool {
-        if self.shared.reopen.swap(false, Ordering::Relaxed) {
-            self.sink.reopen();
-        }
-        while let Some(ring) = self.shared.new_rings.pop() {
-            self.rings.push(ring);
-        }
-        let mut wrote = false;
-        let mut rings = std::mem::take(&mut self.rings);
-        rings.retain_mut(|ring| {
-            // Read first: a ring abandoned before its lines were read holds
-            // all it ever will.
-            let abandoned = ring.is_abandoned();
-            wrote |= self.write(ring);
-            !abandoned
-        });
-        self.rings = rings;
-        wrote
-    }
-
-    /// Writes the lines `ring` holds and frees their room; `false` when it
-    /// held none.
-    fn write(&mut self, ring: &mut Consumer<u8>) -> bool {
-        let Ok(lines) = ring.read_chunk(ring.slots()) else {
-            return false;
-        };
-        if lines.is_empty() {
-            return false;
-        }
-        let (first, second) = lines.as_slices();
-        match self.sink.write(first, second) {
-            Ok(()) => self.failing = false,
-            Err(error) if !self.failing => {
-                self.failing = true;
-                tracing::error!(%error, "access log write failed; its lines are lost until a write succeeds");
-            }
-            Err(_) => {}
-        }
-        lines.commit_all();
-        true
-    }
+    record: Vec<u8>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{LogFormat, LogTarget};
+    use std::path::Path;
     use std::time::{Duration, SystemTime};
 
     fn write(log: &AccessLog, path: &[u8]) {
         let head = Head {
             time: SystemTime::now(),
-            listener: "edge",
+            listener: b"edge",
             client: "127.0.0.1:1".parse().unwrap(),
-            method: "GET",
+            method: b"GET",
             host: None,
             path,
             protocol: "HTTP/1.1",
@@ -401,7 +230,7 @@ mod tests {
             pool: None,
             backend: None,
             attempts: 0,
-            policy: "rr",
+            policy: b"rr",
             policy_version: 1,
             decision: Duration::ZERO,
             tls: false,
@@ -410,6 +239,15 @@ mod tests {
         };
         let started = log.start(&head);
         log.finish(started, &tail);
+    }
+
+    /// A JSON log to `path` with `queue`.
+    fn json_to(path: &Path, queue: usize) -> AccessLogConfig {
+        AccessLogConfig {
+            target: LogTarget::File(path.to_owned()),
+            format: LogFormat::Json,
+            queue,
+        }
     }
 
     fn read_lines(path: &Path, want: usize) -> Vec<String> {
@@ -451,11 +289,7 @@ mod tests {
         const EACH: usize = 400;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("access.log");
-        let config = AccessLogConfig {
-            target: LogTarget::File(path.clone()),
-            format: LogFormat::Json,
-            queue: THREADS * EACH,
-        };
+        let config = json_to(&path, THREADS * EACH);
         let log = Arc::new(AccessLog::open(&config, Arc::default()).unwrap());
         let threads: Vec<_> = (0..THREADS)
             .map(|thread| {
@@ -479,6 +313,37 @@ mod tests {
             assert!(seen.insert(value["path"].as_str().unwrap().to_owned()));
         }
         assert_eq!(seen.len(), THREADS * EACH);
+    }
+
+    /// A thread's ring wraps around many times (the smallest ring, 64
+    /// KiB, and about 1 MB of records in batches of at most 34 KB): every
+    /// line lands whole, in order, none dropped, the ones whose record the
+    /// ring's end cut in two included.
+    #[test]
+    fn records_cut_by_the_rings_end_land_whole() {
+        const BATCHES: usize = 60;
+        const EACH: usize = 50;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let config = json_to(&path, 1);
+        let dropped = Arc::new(Counter::default());
+        let log = AccessLog::open(&config, Arc::clone(&dropped)).unwrap();
+        for batch in 0..BATCHES {
+            for n in 0..EACH {
+                // Paths of 5 to 510 bytes: records of every length mod 4.
+                let x = "x".repeat((batch * EACH + n) % 503);
+                write(&log, format!("/{batch}/{n}/{x}").as_bytes());
+            }
+            read_lines(&path, (batch + 1) * EACH);
+        }
+        let lines = read_lines(&path, BATCHES * EACH);
+        assert_eq!(lines.len(), BATCHES * EACH);
+        for (at, line) in lines.iter().enumerate() {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            let want = format!("/{}/{}/", at / EACH, at % EACH);
+            assert!(value["path"].as_str().unwrap().starts_with(&want), "{line}");
+        }
+        assert_eq!(dropped.get(), 0);
     }
 
     /// A thread that writes to two logs in turn (as after a reload that

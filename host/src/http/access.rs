@@ -1,8 +1,8 @@
-//! The access log's view of a request ([`AccessEntry`]): its line begun
+//! The access log's view of a request ([`AccessEntry`]): its record begun
 //! when the pipeline starts on it ([`start_line`]; the head's fields are
 //! in the CPU's cache then, and the last attempt may give the head away),
-//! and what the codec and the pipeline learned, which end the line when the
-//! request's [`super::metrics::Outcome`] is recorded. Only made when the
+//! and what the codec and the pipeline learned, which end the record when
+//! the request's [`super::metrics::Outcome`] is recorded. Only made when the
 //! listener's state has an access log.
 
 use std::net::SocketAddr;
@@ -42,9 +42,9 @@ pub fn start_line(
     };
     log.start(&Head {
         time: wall_time(started),
-        listener,
+        listener: listener.as_bytes(),
         client,
-        method: head.method.as_str(),
+        method: head.method.as_str().as_bytes(),
         host,
         path: head
             .uri
@@ -62,8 +62,6 @@ pub fn start_line(
 pub struct AccessEntry {
     /// Its line, begun.
     pub line: StartedLine,
-    /// The listener state it was served with (holds the log).
-    pub state: Arc<ListenerState>,
     /// Whether the client spoke TLS, and the SNI name it sent.
     pub tls: (bool, Option<Arc<str>>),
     /// Bytes and upstream time, as the codec counted them.
@@ -77,12 +75,11 @@ pub struct AccessEntry {
 }
 
 impl AccessEntry {
-    /// An entry for a request served on `conn` with `state`, its line
-    /// begun by [`start_line`] with `state`'s log.
-    pub fn new(line: StartedLine, state: &Arc<ListenerState>, conn: &ConnInfo) -> AccessEntry {
+    /// An entry for a request served on `conn`, its line begun by
+    /// [`start_line`].
+    pub fn new(line: StartedLine, conn: &ConnInfo) -> AccessEntry {
         AccessEntry {
             line,
-            state: Arc::clone(state),
             tls: (conn.tls, conn.server_name.clone()),
             exchanged: Exchanged::default(),
             attempts: 0,
@@ -91,12 +88,18 @@ impl AccessEntry {
         }
     }
 
-    /// Ends and queues the line of a request that went to `route` (pool
-    /// id, backend index) and ended with `status` after `duration`.
-    pub fn write(self, route: Option<(u32, u32)>, status: u16, duration: Duration) {
+    /// Ends and queues the line of a request served with `state` (whose
+    /// log began it) that went to `route` (pool id, backend index) and
+    /// ended with `status` after `duration`.
+    pub fn write(
+        self,
+        state: &ListenerState,
+        route: Option<(u32, u32)>,
+        status: u16,
+        duration: Duration,
+    ) {
         let AccessEntry {
             line,
-            state,
             tls,
             exchanged,
             attempts,
@@ -110,8 +113,12 @@ impl AccessEntry {
         let pool = route.and_then(|(pool, backend)| {
             let pool = policy.pools.get(pool as usize)?;
             Some((
-                pool.name.as_str(),
-                pool.backends.get(backend as usize)?.authority.as_str(),
+                pool.name.as_bytes(),
+                pool.backends
+                    .get(backend as usize)?
+                    .authority
+                    .as_str()
+                    .as_bytes(),
             ))
         });
         let tail = Tail {
@@ -123,11 +130,11 @@ impl AccessEntry {
             pool: pool.map(|(name, _)| name),
             backend: pool.map(|(_, address)| address),
             attempts,
-            policy: &policy.module.name,
+            policy: policy.module.name.as_bytes(),
             policy_version: policy.module.version,
             decision: decision_time,
             tls: tls.0,
-            sni: tls.1.as_deref(),
+            sni: tls.1.as_deref().map(str::as_bytes),
             error: error.as_deref().map(<[u8]>::trim_ascii),
         };
         log.finish(line, &tail);

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::access::AccessEntry;
 use super::shadow::ShadowRecord;
+use super::state::ListenerState;
 pub use crate::metrics::ConnectionMetrics;
 use crate::metrics::{DecisionMetrics, Histogram, REQUEST_BUCKETS, StatusCounts};
 use crate::pool::BackendPool;
@@ -136,21 +137,28 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Counts the request in `metrics` (its listener's) and logs it.
-    pub fn record(self, metrics: &ListenerMetrics) {
+    /// Counts the request in its listener's metrics and logs it; `state`
+    /// is the listener state it was served with.
+    pub fn record(self, state: &ListenerState) {
         let elapsed = self.started.elapsed();
-        count(metrics, self.route, self.status, elapsed);
+        count(&state.metrics, self.route, self.status, elapsed);
         if let Some(access) = self.access {
-            access.write(self.route, self.status, elapsed);
+            access.write(state, self.route, self.status, elapsed);
         }
+    }
+
+    /// Counts the request in `metrics`, logging nothing.
+    #[cfg(test)]
+    fn count(self, metrics: &ListenerMetrics) {
+        count(metrics, self.route, self.status, self.started.elapsed());
     }
 
     /// The part of a forwarded request's outcome that is counted when its
     /// response body ends (kept small: it rides in the body; the access
     /// entry, when there is one, is boxed).
-    pub fn pending(self, metrics: &Arc<ListenerMetrics>) -> PendingOutcome {
+    pub fn pending(self, state: &Arc<ListenerState>) -> PendingOutcome {
         PendingOutcome {
-            metrics: Arc::clone(metrics),
+            state: Arc::clone(state),
             started: self.started,
             route: self.route.unwrap_or((u32::MAX, u32::MAX)),
             status: self.status,
@@ -179,7 +187,8 @@ fn count(metrics: &ListenerMetrics, route: Option<(u32, u32)>, status: u16, elap
 /// A forwarded request's outcome waiting for its response body to end.
 #[derive(Debug)]
 pub struct PendingOutcome {
-    metrics: Arc<ListenerMetrics>,
+    /// The listener state it was served with (its metrics and log).
+    state: Arc<ListenerState>,
     started: Instant,
     route: (u32, u32),
     status: u16,
@@ -192,13 +201,13 @@ impl PendingOutcome {
     /// received from it.
     pub fn record(self, body_bytes: u64, request_bytes: Option<u64>) {
         let elapsed = self.started.elapsed();
-        count(&self.metrics, Some(self.route), self.status, elapsed);
+        count(&self.state.metrics, Some(self.route), self.status, elapsed);
         if let Some(mut access) = self.access {
             access.exchanged.bytes_out = body_bytes;
             if let Some(bytes) = request_bytes {
                 access.exchanged.bytes_in = bytes;
             }
-            access.write(Some(self.route), self.status, elapsed);
+            access.write(&self.state, Some(self.route), self.status, elapsed);
         }
     }
 }
@@ -237,8 +246,8 @@ mod tests {
     #[test]
     fn outcomes_count_per_backend_or_locally() {
         let m = ListenerMetrics::build("rr", None, &[pool("web", &[1, 2])], None);
-        outcome(Some((0, 1)), 200).record(&m);
-        outcome(None, 503).record(&m);
+        outcome(Some((0, 1)), 200).count(&m);
+        outcome(None, 503).count(&m);
         assert_eq!(m.pools[0].backends[1].1.snapshot(), [0, 1, 0, 0, 0]);
         assert_eq!(m.pools[0].backends[0].1.snapshot(), [0; 5]);
         assert_eq!(m.local_codes.snapshot(), [0, 0, 0, 0, 1]);
@@ -248,7 +257,7 @@ mod tests {
     #[test]
     fn a_rebuild_keeps_the_counts_of_kept_backends_and_policy() {
         let before = ListenerMetrics::build("rr", Some("cand"), &[pool("web", &[1, 2])], None);
-        outcome(Some((0, 1)), 200).record(&before);
+        outcome(Some((0, 1)), 200).count(&before);
         before.decisions.duration.observe_ns(5);
         let after =
             ListenerMetrics::build("rr", Some("cand"), &[pool("web", &[2, 3])], Some(&before));

@@ -36,7 +36,7 @@ use tokio::sync::broadcast;
 use super::access::{self, AccessEntry};
 use super::body::ProxyBody;
 use super::headers;
-use super::metrics::{ListenerMetrics, Outcome};
+use super::metrics::Outcome;
 use super::retry::AttemptError;
 use super::shadow::{self, LiveRoute};
 use super::state::{ListenerHandle, ListenerState};
@@ -165,9 +165,10 @@ pub trait Codec {
     /// Bytes and upstream time so far, for the access log.
     fn exchanged(&self) -> Exchanged;
 
-    /// Records how the request ended in `metrics`: now when the whole
+    /// Records how the request ended in the metrics and access log of
+    /// `state` (the listener state it was served with): now when the whole
     /// response was written, or when the response body ends.
-    fn finish(&mut self, done: &mut Self::Done, outcome: Outcome, metrics: &Arc<ListenerMetrics>);
+    fn finish(&mut self, done: &mut Self::Done, outcome: Outcome, state: &Arc<ListenerState>);
 }
 
 /// Serves one request: decide, attempt, settle, retry or respond (see the
@@ -249,7 +250,7 @@ pub async fn process_request<C: Codec>(
         attempts,
         decision_time: view.decision_time,
         error: proxy_error,
-        ..AccessEntry::new(request, &state, codec.conn())
+        ..AccessEntry::new(request, codec.conn())
     });
     let outcome = Outcome {
         started,
@@ -259,7 +260,7 @@ pub async fn process_request<C: Codec>(
         decision_time: view.decision_time,
         access,
     };
-    codec.finish(&mut done, outcome, &state.metrics);
+    codec.finish(&mut done, outcome, &state);
     done
 }
 

@@ -32,12 +32,13 @@ use hyper_util::rt::TokioIo;
 use super::body::{ProxyBody, UpstreamResponse};
 use super::client;
 use super::headers;
-use super::metrics::{ListenerMetrics, Outcome};
+use super::metrics::Outcome;
 use super::pipeline::{
     Codec, ConnInfo, Exchanged, ProxyShared, Target, local, process_request, refused,
 };
 use super::retry::{self, AttemptError};
 use super::send_watch::ClientWatch;
+use super::state::ListenerState;
 use crate::http::state::ListenerHandle;
 use crate::policy::RequestView;
 use crate::pool::Backend;
@@ -233,14 +234,14 @@ impl Codec for HyperCodec<'_> {
         &mut self,
         done: &mut Response<ProxyBody>,
         outcome: Outcome,
-        metrics: &Arc<ListenerMetrics>,
+        state: &Arc<ListenerState>,
     ) {
         match done.body_mut() {
             // Counted when the body ends (or the client goes away).
             ProxyBody::Upstream(upstream) => {
-                upstream.record_at_end(outcome.pending(metrics), self.counted);
+                upstream.record_at_end(outcome.pending(state), self.counted);
             }
-            ProxyBody::Local(_) => outcome.record(metrics),
+            ProxyBody::Local(_) => outcome.record(state),
         }
     }
 }

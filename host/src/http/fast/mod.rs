@@ -38,9 +38,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
 use super::body::ProxyBody;
-use super::metrics::{ListenerMetrics, Outcome};
+use super::metrics::Outcome;
 use super::pipeline::{Codec, ConnInfo, Exchanged, ProxyShared, Target, process_request, refused};
 use super::retry::{self, AttemptError};
+use super::state::ListenerState;
 use super::{Drain, HEADER_READ_TIMEOUT};
 
 /// How long a connection accepted before a drain (or during it) may take
@@ -384,9 +385,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Codec for FastCodec<'_, IO> {
         }
     }
 
-    fn finish(&mut self, _done: &mut After, outcome: Outcome, metrics: &Arc<ListenerMetrics>) {
+    fn finish(&mut self, _done: &mut After, outcome: Outcome, state: &Arc<ListenerState>) {
         // The response is written: its last byte is out.
-        outcome.record(metrics);
+        outcome.record(state);
     }
 }
 
