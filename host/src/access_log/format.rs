@@ -13,6 +13,8 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
+use http::Version;
+
 use super::time::{rfc3339_millis, time_local};
 use crate::config::LogFormat;
 use crate::ip_text::IpText;
@@ -36,7 +38,7 @@ pub struct Head<'a> {
     /// Path and query, as received.
     pub path: &'a [u8],
     /// `HTTP/1.1`, `HTTP/2`, ...
-    pub protocol: &'static str,
+    pub protocol: Version,
     /// The `Referer` header.
     pub referer: Option<&'a [u8]>,
     /// The `User-Agent` header.
@@ -79,6 +81,24 @@ pub struct Tail<'a> {
     pub error: Option<&'a [u8]>,
 }
 
+/// The protocols a line can name, and their names (a record holds a
+/// protocol as its index here).
+pub const PROTOCOLS: [(Version, &str); 5] = [
+    (Version::HTTP_09, "HTTP/0.9"),
+    (Version::HTTP_10, "HTTP/1.0"),
+    (Version::HTTP_11, "HTTP/1.1"),
+    (Version::HTTP_2, "HTTP/2"),
+    (Version::HTTP_3, "HTTP/3"),
+];
+
+/// `HTTP/1.1`, `HTTP/2`, ...
+fn protocol_name(version: Version) -> &'static str {
+    PROTOCOLS
+        .iter()
+        .find(|(known, _)| *known == version)
+        .map_or("HTTP", |(_, name)| name)
+}
+
 /// The line of a request in `format`, into `out`.
 pub fn line(format: LogFormat, head: &Head<'_>, tail: &Tail<'_>, out: &mut Vec<u8>) {
     match format {
@@ -111,7 +131,7 @@ pub fn json_head(head: &Head<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"path\":");
     json_string(head.path, out);
     out.extend_from_slice(b",\"protocol\":\"");
-    out.extend_from_slice(head.protocol.as_bytes());
+    out.extend_from_slice(protocol_name(head.protocol).as_bytes());
     out.push(b'"');
 }
 
@@ -254,7 +274,7 @@ pub fn combined_head(head: &Head<'_>, out: &mut Vec<u8>) -> usize {
     combined_text(head.method, out);
     out.push(b' ');
     combined_text(head.path, out);
-    let _ = write!(out, " {}\"", head.protocol);
+    let _ = write!(out, " {}\"", protocol_name(head.protocol));
     let status_at = out.len();
     out.extend_from_slice(b" \"");
     combined_text(head.referer.unwrap_or(b"-"), out);
@@ -397,7 +417,7 @@ mod tests {
             method: b"GET",
             host: Some(b"example.com"),
             path: b"/a?b=1",
-            protocol: "HTTP/1.1",
+            protocol: Version::HTTP_11,
             referer: None,
             user_agent: Some(b"curl/8"),
         };

@@ -217,7 +217,7 @@ mod tests {
             method: b"GET",
             host: None,
             path,
-            protocol: "HTTP/1.1",
+            protocol: http::Version::HTTP_11,
             referer: None,
             user_agent: None,
         };

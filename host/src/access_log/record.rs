@@ -9,17 +9,12 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::format::{Head, Tail};
+use super::format::{Head, PROTOCOLS, Tail};
 
 /// Bytes of a record's length, in front of it.
 pub const LENGTH_BYTES: usize = 4;
 /// A text that is absent (`None`), in place of a length.
 const ABSENT: u32 = u32::MAX;
-
-/// The protocols a head can name, by their index in a record.
-const PROTOCOLS: [&str; 6] = [
-    "HTTP", "HTTP/0.9", "HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/3",
-];
 
 /// Starts a record in `out` (empty) with the fields of `head`, leaving
 /// room for its length.
@@ -32,8 +27,11 @@ pub fn encode_head(head: &Head<'_>, out: &mut Vec<u8>) {
     push_text(out, Some(head.method));
     push_text(out, head.host);
     push_text(out, Some(head.path));
-    let protocol = PROTOCOLS.iter().position(|p| *p == head.protocol);
-    out.push(protocol.unwrap_or(0) as u8);
+    // Every `Version` there is has its place in the table.
+    let protocol = PROTOCOLS
+        .iter()
+        .position(|(known, _)| *known == head.protocol);
+    out.push(protocol.unwrap_or(PROTOCOLS.len()) as u8);
     push_text(out, head.referer);
     push_text(out, head.user_agent);
 }
@@ -119,7 +117,7 @@ pub fn decode(record: &[u8]) -> Option<(Head<'_>, Tail<'_>)> {
         method: fields.text()??,
         host: fields.text()?,
         path: fields.text()??,
-        protocol: PROTOCOLS.get(usize::from(fields.byte()?))?,
+        protocol: PROTOCOLS.get(usize::from(fields.byte()?))?.0,
         referer: fields.text()?,
         user_agent: fields.text()?,
     };
@@ -202,6 +200,7 @@ impl<'a> Fields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Version;
     use std::time::SystemTime;
 
     fn head(time: SystemTime, client: &str) -> Head<'static> {
@@ -212,7 +211,7 @@ mod tests {
             method: b"POST",
             host: None,
             path: b"/a?b=\"c\"",
-            protocol: "HTTP/2",
+            protocol: Version::HTTP_2,
             referer: Some(b""),
             user_agent: Some("caf\u{e9}".as_bytes()),
         }
@@ -269,7 +268,7 @@ mod tests {
             method: b"GET",
             host: Some(b"127.0.0.1:18084"),
             path: b"/",
-            protocol: "HTTP/1.1",
+            protocol: Version::HTTP_11,
             referer: None,
             user_agent: None,
             ..head(SystemTime::now(), "127.0.0.1:54321")

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Version, header, request};
+use http::{HeaderValue, header, request};
 
 use super::pipeline::{ConnInfo, Exchanged};
 use super::state::ListenerState;
@@ -51,7 +51,7 @@ pub fn start_line(
             .path_and_query()
             .map_or("", PathAndQuery::as_str)
             .as_bytes(),
-        protocol: protocol(head.version),
+        protocol: head.version,
         referer: header(header::REFERER),
         user_agent: header(header::USER_AGENT),
     })
@@ -138,17 +138,5 @@ impl AccessEntry {
             error: error.as_deref().map(<[u8]>::trim_ascii),
         };
         log.finish(line, &tail);
-    }
-}
-
-/// `HTTP/1.1`, `HTTP/2`, ...
-fn protocol(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_11 => "HTTP/1.1",
-        Version::HTTP_2 => "HTTP/2",
-        Version::HTTP_3 => "HTTP/3",
-        _ => "HTTP",
     }
 }
