@@ -1,8 +1,9 @@
 //! The decision deadline, counted in the time the guest really ran.
 //!
-//! Epoch interruption measures wall time: a ticker thread bumps the
-//! engine's epoch every 1 ms ([`EPOCH_TICK`]) and a store whose deadline
-//! epoch has passed stops at the guest's next loop back-edge or call. A
+//! Epoch interruption measures wall time: a ticker thread
+//! ([`super::ticker`]) moves the engine's epoch by one per 1 ms
+//! ([`EPOCH_TICK`]) of wall time, and a store whose deadline epoch has
+//! passed stops at the guest's next loop back-edge or call. A
 //! worker thread that the OS takes off the CPU for a few ms in the middle
 //! of a 1 us decision (a busy 2-core machine) came back to a passed
 //! deadline, so the decision failed although the guest had run for
@@ -13,7 +14,7 @@
 //!
 //! - each decision starts with a deadline of one tick (the next epoch
 //!   increment; [`DecisionClock::restart`]). A decision that no tick
-//!   boundary crosses, which is all but about one in a thousand 1 us
+//!   boundary crosses, which is all but about one in ten thousand 1 us
 //!   decisions, never reaches the store's epoch callback and costs what it
 //!   did before;
 //! - the first time the deadline passes, the callback
@@ -26,8 +27,8 @@
 //!   stopped); else the deadline moves by the CPU budget left ([`verdict`]).
 //!
 //! So a decision is stopped after `decision_timeout` of its own CPU time
-//! (the time before its first tick, at most 1 ms of running, is not
-//! counted, as before), at most [`WALL_CAP`] × `decision_timeout` of wall
+//! (the time before its first tick is not counted: at most
+//! [`super::ticker::IDLE_TICK`] of running), at most [`WALL_CAP`] × `decision_timeout` of wall
 //! time after its first tick, and never for the time its thread was off
 //! the CPU before its first tick. Only a decision that crosses a tick and
 //! *then* loses the CPU for longer than the cap can still time out without

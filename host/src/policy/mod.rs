@@ -30,6 +30,7 @@ mod derived;
 mod host;
 #[cfg(test)]
 mod sdk_parity_tests;
+mod ticker;
 mod v02;
 mod wasi;
 mod worker;
@@ -58,7 +59,8 @@ use breaker::Breaker;
 use deadline::ticks;
 use host::{ConfigValue, HostState};
 
-/// Epoch ticks per second: the deadline granularity is 1 ms.
+/// One epoch tick: deadlines are counted in ms of wall time (the ticker
+/// wakes this often only while a guest call is in flight; [`ticker`]).
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Deadline of instantiation plus `init`: a one-off, off the request path,
 /// that may build tables; generous so a busy machine does not refuse a
@@ -148,7 +150,7 @@ impl PolicyEngine {
         let mut linker = Linker::new(&engine);
         host::add_to_linker(&mut linker)?;
         v02::add_to_linker(&mut linker)?;
-        spawn_epoch_ticker(&engine);
+        ticker::spawn(&engine);
         Ok(PolicyEngine {
             engine,
             linker: Arc::new(linker),
@@ -209,20 +211,6 @@ fn single_line(text: &str) -> String {
         out.push_str(line);
     }
     out
-}
-
-fn spawn_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("wasmroute-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })
-        .expect("spawning the epoch ticker thread");
 }
 
 /// A compiled module, ready to instantiate.
@@ -374,6 +362,7 @@ impl BoundPolicy {
         let mut store = Store::new(&self.module.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(ticks(INIT_TIMEOUT));
+        let _call = ticker::in_call();
         let bindings = self
             .module
             .pre

@@ -23,6 +23,7 @@ use super::bindings::Bindings;
 use super::breaker::{Admission, Trip};
 use super::host::exports::Decision;
 use super::host::{ConnectionDecision, HostState};
+use super::ticker;
 use super::{BoundPolicy, ConnectionView, DecisionError, PolicyInstance, RequestView};
 use crate::metrics::DecisionErrorKind;
 
@@ -181,6 +182,7 @@ fn call<V, D>(
     run: fn(&Bindings, &mut Store<HostState>) -> wasmtime::Result<D>,
 ) -> (V, Result<D, DecisionError>) {
     INSTANCES.with(|cell| {
+        let _call = ticker::in_call();
         let mut slots = cell.borrow_mut();
         let index = match slot_for(&mut slots, policy) {
             Ok(index) => index,
