@@ -24,6 +24,7 @@
 //! compiled for it, so the fast path pays no dynamic call.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -286,9 +287,17 @@ fn reason_of(response: &Response<ProxyBody>) -> Option<Bytes> {
 }
 
 /// Sends a response the proxy or the policy made; returns its status too.
-async fn respond<C: Codec>(codec: &mut C, response: Response<ProxyBody>) -> (C::Done, u16) {
+///
+/// Boxed, as a local answer is the rare path: its future holds the
+/// response at each level (about 2 KB on the fast codec), and unboxed it
+/// would size the state of every request, which the fast codec moves into
+/// a box of its own per request.
+fn respond<C: Codec>(
+    codec: &mut C,
+    response: Response<ProxyBody>,
+) -> Pin<Box<impl Future<Output = (C::Done, u16)> + '_>> {
     let status = response.status().as_u16();
-    (codec.respond(response).await, status)
+    Box::pin(async move { (codec.respond(response).await, status) })
 }
 
 /// Asks the listener's policy where the request in `view` goes; a failed

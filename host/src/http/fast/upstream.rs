@@ -255,13 +255,22 @@ async fn round_trip<T, P: FnMut(&[u8]) -> HeadProgress<T>>(
 
 /// A new connection for the client connection `client` within the pool's
 /// connect timeout.
-async fn connect(backend: &Backend, client: Addresses) -> Result<RawConnection, AttemptError> {
-    let timeout = backend.upstream.connect_timeout;
-    match tokio::time::timeout(timeout, backend.conns.open_for(client)).await {
-        Ok(Ok(stream)) => Ok(RawConnection::new(stream)),
-        Ok(Err(error)) => Err(AttemptError::connect(&error, error_chain(&error))),
-        Err(_) => Err(AttemptError::Connect(format!(
-            "connect timed out after {timeout:?}"
-        ))),
-    }
+///
+/// Boxed, as connecting is the rare path (a pooled connection is the
+/// common one): its future (about 1.6 KB, TLS included) would otherwise
+/// size every exchange, and so every request's state.
+fn connect(
+    backend: &Backend,
+    client: Addresses,
+) -> Pin<Box<impl Future<Output = Result<RawConnection, AttemptError>> + '_>> {
+    Box::pin(async move {
+        let timeout = backend.upstream.connect_timeout;
+        match tokio::time::timeout(timeout, backend.conns.open_for(client)).await {
+            Ok(Ok(stream)) => Ok(RawConnection::new(stream)),
+            Ok(Err(error)) => Err(AttemptError::connect(&error, error_chain(&error))),
+            Err(_) => Err(AttemptError::Connect(format!(
+                "connect timed out after {timeout:?}"
+            ))),
+        }
+    })
 }
