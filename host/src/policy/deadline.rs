@@ -28,9 +28,9 @@
 //!
 //! So a decision is stopped after `decision_timeout` of its own CPU time
 //! (the time before its first tick is not counted: at most
-//! [`super::ticker::IDLE_TICK`] of running), at most [`WALL_CAP`] × `decision_timeout` of wall
-//! time after its first tick, and never for the time its thread was off
-//! the CPU before its first tick. Only a decision that crosses a tick and
+//! [`super::ticker::IDLE_TICK`] of running), at most [`WALL_CAP`] ×
+//! `decision_timeout` of wall time after its first tick, and never for the
+//! time its thread was off the CPU before its first tick. Only a decision that crosses a tick and
 //! *then* loses the CPU for longer than the cap can still time out without
 //! having run for its timeout.
 
